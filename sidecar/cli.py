@@ -1,0 +1,71 @@
+"""The `sidecar` command: a thin layer that parses arguments and hands over.
+
+Each verb builds what it needs and calls into the package; no policy lives here.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Callable, Sequence
+
+from sidecar import __version__
+from sidecar.config import ConfigError, load_config
+
+
+def _not_yet(verb: str) -> Callable[[argparse.Namespace], int]:
+    def run(args: argparse.Namespace) -> int:
+        print(f"sidecar {verb}: not implemented yet", file=sys.stderr)
+        return 2
+
+    return run
+
+
+def _check(args: argparse.Namespace) -> int:
+    try:
+        config = load_config(args.config)
+    except ConfigError as exc:
+        print(f"sidecar: config refused: {exc}", file=sys.stderr)
+        return 1
+    print(f"{args.config}: ok ({len(config.upstreams)} upstreams)")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="sidecar",
+        description="A gRPC service-mesh sidecar with DNS SRV discovery.",
+    )
+    parser.add_argument("--version", action="version", version=f"sidecar {__version__}")
+    verbs = parser.add_subparsers(dest="verb", required=True, metavar="VERB")
+
+    run = verbs.add_parser("run", help="run the sidecar from a config file")
+    run.add_argument("-c", "--config", required=True, help="YAML config file")
+    run.set_defaults(func=_not_yet("run"))
+
+    check = verbs.add_parser("check", help="validate a config file; errors name the key")
+    check.add_argument("-c", "--config", required=True, help="YAML config file")
+    check.set_defaults(func=_check)
+
+    resolve = verbs.add_parser("resolve", help="SRV lookup as the balancer sees it")
+    resolve.add_argument("name", help="SRV name, e.g. _playlist._grpc.lon3.example.net")
+    resolve.add_argument("--nameserver", help="host:port (default: system resolver)")
+    resolve.add_argument("--json", action="store_true", help="print JSON")
+    resolve.set_defaults(func=_not_yet("resolve"))
+
+    registry = verbs.add_parser("registry", help="run the embedded DNS registry")
+    registry.add_argument("--listen", default="127.0.0.1:5353")
+    registry.add_argument("--zone", default="example.net")
+    registry.add_argument("--tsig-key", help="name:base64secret")
+    registry.set_defaults(func=_not_yet("registry"))
+
+    demo = verbs.add_parser("demo", help="run the two-site demo mesh")
+    demo.set_defaults(func=_not_yet("demo"))
+
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    func: Callable[[argparse.Namespace], int] = args.func
+    return func(args)

@@ -1,0 +1,316 @@
+"""The sidecar's configuration: one YAML file, validated whole before anything starts.
+
+Pure (no I/O but reading the file). Every key is documented in README.md with its
+default; unknown keys are errors, so a typo is refused rather than ignored. A bad
+file raises ConfigError naming the key path and the reason, and nothing is applied.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from sidecar.endpoint import parse_hostport
+
+MiB = 1024 * 1024
+
+# gRPC status names accepted wherever a config lists statuses.
+STATUS_NAMES = (
+    "OK CANCELLED UNKNOWN INVALID_ARGUMENT DEADLINE_EXCEEDED NOT_FOUND ALREADY_EXISTS "
+    "PERMISSION_DENIED RESOURCE_EXHAUSTED FAILED_PRECONDITION ABORTED OUT_OF_RANGE "
+    "UNIMPLEMENTED INTERNAL UNAVAILABLE DATA_LOSS UNAUTHENTICATED"
+).split()
+
+
+class ConfigError(Exception):
+    """A refused configuration: `key` is a dotted path, `reason` says why."""
+
+    def __init__(self, key: str, reason: str) -> None:
+        super().__init__(f"{key}: {reason}" if key else reason)
+        self.key = key
+        self.reason = reason
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+def _check_hostport(value: str) -> str:
+    parse_hostport(value)
+    return value
+
+
+HostPort = Annotated[str, Field(min_length=3)]
+
+
+class InboundAdmission(_Model):
+    """Request dropping in front of the local app (see sidecar/shedding)."""
+
+    max_concurrency: int | None = Field(default=None, ge=1)  # None: no limit
+    adaptive: Literal["gradient", "aimd"] | None = None
+    min_concurrency: int = Field(default=4, ge=1)
+    max_concurrency_limit: int = Field(default=1000, ge=1)
+    queue_size: int = Field(default=256, ge=0)
+    codel_target_ms: float = Field(default=5.0, gt=0)
+    codel_interval_ms: float = Field(default=100.0, gt=0)
+    min_deadline_ms: float = Field(default=0.0, ge=0)
+    pushback_ms: int = Field(default=50, ge=0)
+
+
+class AppHealth(_Model):
+    """How the inbound side checks its local app."""
+
+    mode: Literal["grpc", "tcp", "none"] = "grpc"
+    service: str = ""  # grpc.health.v1 service name to ask for ("" = whole server)
+    interval_s: float = Field(default=2.0, gt=0)
+    timeout_s: float = Field(default=1.0, gt=0)
+
+
+class Inbound(_Model):
+    listen: HostPort = "0.0.0.0:8181"
+    app: HostPort = "127.0.0.1:9181"
+    health: AppHealth = AppHealth()
+    admission: InboundAdmission = InboundAdmission()
+
+    _v = field_validator("listen", "app")(_check_hostport)
+
+
+class Outbound(_Model):
+    listen: HostPort = "127.0.0.1:15001"
+
+    _v = field_validator("listen")(_check_hostport)
+
+
+class Admin(_Model):
+    listen: HostPort = "127.0.0.1:9901"
+
+    _v = field_validator("listen")(_check_hostport)
+
+
+class Discovery(_Model):
+    nameservers: list[HostPort] = []  # empty: the system resolver configuration
+    srv_template: str = "_{service}._grpc.{site}.{domain}"
+    sites: list[str] = []  # empty: just this instance's own site
+    ttl_floor_s: float = Field(default=5.0, ge=0)
+    ttl_cap_s: float = Field(default=300.0, gt=0)
+    jitter: float = Field(default=0.1, ge=0, le=1)
+    timeout_s: float = Field(default=2.0, gt=0)
+    backoff_initial_s: float = Field(default=1.0, gt=0)
+    backoff_max_s: float = Field(default=30.0, gt=0)
+    empty_grace_s: float = Field(default=30.0, ge=0)  # NXDOMAIN/empty believed after this
+
+    _v = field_validator("nameservers")(lambda v: [_check_hostport(x) for x in v])
+
+    @field_validator("srv_template")
+    @classmethod
+    def _template(cls, value: str) -> str:
+        try:
+            value.format(service="s", site="x", domain="d", namespace="n")
+        except (KeyError, IndexError, ValueError) as exc:
+            raise ValueError(
+                f"unknown placeholder {exc}; use {{service}}, {{site}}, {{domain}}, {{namespace}}"
+            ) from None
+        return value
+
+
+class TsigKey(_Model):
+    name: str
+    secret: str  # base64
+    algorithm: str = "hmac-sha256"
+
+
+class Registration(_Model):
+    nameserver: HostPort = "127.0.0.1:5353"
+    zone: str | None = None  # default: `domain`
+    tsig: TsigKey | None = None
+    ttl_s: int = Field(default=30, ge=1)
+    target: str | None = None  # default: {service}-{site}-{port}.{site}.{domain}
+    address: str | None = None  # default: the inbound listen address, or 127.0.0.1
+    priority: int = Field(default=10, ge=0, le=65535)
+    weight: int = Field(default=100, ge=0, le=65535)
+
+    _v = field_validator("nameserver")(_check_hostport)
+
+
+class Breaker(_Model):
+    fail_max: int = Field(default=5, ge=1)
+    reset_timeout_s: float = Field(default=10.0, gt=0)
+    max_reset_timeout_s: float = Field(default=300.0, gt=0)
+    max_ejection_percent: float = Field(default=50.0, ge=0, le=100)
+
+
+class Limits(_Model):
+    max_requests: int = Field(default=1024, ge=1)
+    max_pending: int = Field(default=1024, ge=0)
+
+
+class Retries(_Model):
+    max_attempts: int = Field(default=3, ge=1)
+    on: list[str] = ["UNAVAILABLE"]
+    budget_percent: float = Field(default=20.0, ge=0, le=100)
+    min_retries_per_s: float = Field(default=10.0, ge=0)
+    backoff_base_ms: float = Field(default=25.0, ge=0)
+    backoff_max_ms: float = Field(default=250.0, ge=0)
+    buffer_bytes: int = Field(default=1 * MiB, ge=0)  # streams replayable up to this size
+
+    @field_validator("on")
+    @classmethod
+    def _statuses(cls, value: list[str]) -> list[str]:
+        for name in value:
+            if name not in STATUS_NAMES:
+                raise ValueError(f"{name!r} is not a gRPC status name")
+        return value
+
+
+class HealthCheck(_Model):
+    interval_s: float = Field(default=5.0, gt=0)
+    timeout_s: float = Field(default=1.0, gt=0)
+    unhealthy_threshold: int = Field(default=2, ge=1)
+    healthy_threshold: int = Field(default=1, ge=1)
+
+
+class Throttling(_Model):
+    """Client-side adaptive throttling (Google SRE book, "Handling Overload")."""
+
+    k: float = Field(default=2.0, ge=1)
+    window_s: float = Field(default=120.0, gt=0)
+
+
+class FaultDelay(_Model):
+    percent: float = Field(ge=0, le=100)
+    ms: float = Field(ge=0)
+
+
+class FaultAbort(_Model):
+    percent: float = Field(ge=0, le=100)
+    status: str = "UNAVAILABLE"
+
+    @field_validator("status")
+    @classmethod
+    def _status(cls, value: str) -> str:
+        if value not in STATUS_NAMES or value == "OK":
+            raise ValueError(f"{value!r} is not a gRPC error status name")
+        return value
+
+
+class Faults(_Model):
+    delay: FaultDelay | None = None
+    abort: FaultAbort | None = None
+
+
+LbName = Literal["peak_ewma", "least_request", "round_robin", "random", "ring_hash"]
+
+
+class Upstream(_Model):
+    grpc_services: list[str] = []
+    endpoints: list[HostPort] | None = None  # static; without it, SRV discovery
+    srv_name: str | None = None  # default: discovery.srv_template filled in per site
+    sites: list[str] | None = None  # default: discovery.sites
+    timeout_ms: float = Field(default=1000.0, gt=0)  # when the caller sends no deadline
+    per_try_timeout_ms: float | None = Field(default=None, gt=0)
+    lb: LbName = "peak_ewma"
+    hash_key: str = "x-hash-key"  # request metadata key for ring_hash
+    overprovisioning_factor: float = Field(default=1.4, ge=1)
+    panic_threshold_percent: float = Field(default=50.0, ge=0, le=100)
+    breaker: Breaker = Breaker()
+    limits: Limits = Limits()
+    retries: Retries | None = None  # off unless configured
+    health_check: HealthCheck | None = None
+    throttling: Throttling | None = Throttling()
+    faults: Faults | None = None
+
+    _v = field_validator("endpoints")(lambda v: v if v is None else [_check_hostport(x) for x in v])
+
+
+class Config(_Model):
+    service: str | None = None
+    site: str = "local"
+    domain: str = "example.net"
+    inbound: Inbound | None = None
+    outbound: Outbound | None = None
+    admin: Admin = Admin()
+    max_message_bytes: int = Field(default=16 * MiB, ge=1024)
+    drain_grace_s: float = Field(default=10.0, ge=0)
+    discovery: Discovery = Discovery()
+    registration: Registration | None = None
+    upstreams: dict[str, Upstream] = {}
+
+    @model_validator(mode="after")
+    def _cross_checks(self) -> Config:
+        seen: dict[str, str] = {}
+        for name, upstream in self.upstreams.items():
+            for svc in upstream.grpc_services:
+                if svc in seen:
+                    raise ValueError(
+                        f"upstreams.{name}.grpc_services: {svc!r} is already routed to "
+                        f"upstream {seen[svc]!r}"
+                    )
+                seen[svc] = name
+        if self.registration is not None and (self.inbound is None or not self.service):
+            raise ValueError("registration: needs `service` and an `inbound` listener to publish")
+        return self
+
+    @property
+    def sites(self) -> list[str]:
+        """Sites to discover, local first."""
+        sites = list(self.discovery.sites) or [self.site]
+        if self.site in sites:
+            sites.remove(self.site)
+        return [self.site, *sites]
+
+    def upstream_sites(self, name: str) -> list[str]:
+        explicit = self.upstreams[name].sites
+        if explicit is None:
+            return self.sites
+        return sorted(explicit, key=lambda s: s != self.site)
+
+
+def _format_error(exc: ValidationError) -> ConfigError:
+    first = exc.errors()[0]
+    key = ".".join(str(part) for part in first["loc"])
+    reason = first["msg"]
+    if first["type"] == "extra_forbidden":
+        reason = "unknown key"
+    elif reason.startswith("Value error, "):
+        reason = reason.removeprefix("Value error, ")
+        # cross-checks name their own key path
+        if not key and ": " in reason:
+            key, _, reason = reason.partition(": ")
+    return ConfigError(key, reason)
+
+
+def parse_config(data: Any) -> Config:
+    """Validate a parsed YAML document; raise ConfigError naming the first bad key."""
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise ConfigError("", "the config file must be a YAML mapping")
+    try:
+        return Config.model_validate(data)
+    except ValidationError as exc:
+        raise _format_error(exc) from None
+
+
+def load_config(path: str | Path) -> Config:
+    """Read and validate a YAML config file."""
+    try:
+        text = Path(path).read_text()
+    except OSError as exc:
+        raise ConfigError("", f"cannot read {path}: {exc.strerror}") from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise ConfigError("", f"{path} is not valid YAML: {exc}") from None
+    return parse_config(data)
+
+
+def redacted(config: Config) -> dict[str, Any]:
+    """The effective config as plain data, secrets replaced, for /config_dump."""
+    data = config.model_dump(mode="json")
+    reg = data.get("registration")
+    if reg and reg.get("tsig"):
+        reg["tsig"]["secret"] = "<redacted>"
+    return data
