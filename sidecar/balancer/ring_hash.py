@@ -1,6 +1,6 @@
 """Consistent hashing on a request metadata value (Karger et al. 1997; Envoy's RING_HASH).
 
-Pure (no I/O). Every host owns points on a 64-bit ring, about VNODES_PER_HOST of
+Pure (no I/O). Every host owns points on a 64-bit ring, VNODES_PER_HOST of
 them scaled by its SRV weight; a request goes to the owner of the first point at
 or after the hash of its key. A host's points depend only on its address (a
 PRNG seeded with it), so adding or removing one of N hosts moves only the keys
@@ -17,7 +17,9 @@ from collections.abc import Collection, Sequence
 
 from sidecar.balancer.base import Balancer, Candidate, Key, effective_weights
 
-VNODES_PER_HOST = 100
+# Points per host of average weight. Fixed, not scaled to the ring size, so adding
+# or removing a host leaves every other host's points where they were.
+VNODES_PER_HOST = 160
 MAX_RING_POINTS = 100_000  # bounds rebuild time and memory for very large upstreams
 _POINTS_CACHE_MAX = 20_000
 _points_cache: dict[tuple[str, int], list[int]] = {}
