@@ -17,7 +17,9 @@ def ep(i: int, site: str = "a", priority: int = 10, weight: int = 1) -> Endpoint
     return Endpoint(f"10.{priority % 256}.{i // 256}.{i % 256}", 8000, site, priority, weight)
 
 
-def cluster(lb: str = "peak_ewma", sites: tuple[str, ...] = ("a", "b"), seed: int = 1, **kw: object) -> Cluster:
+def cluster(
+    lb: str = "peak_ewma", sites: tuple[str, ...] = ("a", "b"), seed: int = 1, **kw: object
+) -> Cluster:
     return Cluster("up", sites, random.Random(seed), lb=lb, **kw)  # type: ignore[arg-type]
 
 
