@@ -182,10 +182,10 @@ class Admission:
         try:
             fate = await future
         except asyncio.CancelledError:
-            if not self.queue.cancel(ticket) and future.done():
-                if not future.cancelled() and future.result() == ADMIT:
-                    # Admitted just as the caller left: hand the slot on.
-                    AdmissionToken(self, time.monotonic()).ignore()
+            admitted = future.done() and not future.cancelled() and future.result() == ADMIT
+            if not self.queue.cancel(ticket) and admitted:
+                # Admitted just as the caller left: hand the slot on.
+                AdmissionToken(self, time.monotonic()).ignore()
             raise
         if fate == ADMIT:
             return AdmissionToken(self, time.monotonic())
