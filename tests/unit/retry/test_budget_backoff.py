@@ -12,7 +12,7 @@ from sidecar.retry import RetryBudget, RetryPolicy, full_jitter_s, parse_pushbac
 
 
 def test_budget_caps_amplification_when_every_attempt_fails() -> None:
-    """With every endpoint failing, attempts <= (1 + budget) x requests + min_retries_per_s x time."""
+    """All failing: attempts <= (1 + budget) x requests + min_retries_per_s x time."""
     cfg = Retries(max_attempts=3, budget_percent=20, min_retries_per_s=10, budget_window_s=10)
     policy = RetryPolicy("up", cfg, random.Random(1))
     rate, seconds = 200, 60
