@@ -11,8 +11,17 @@ Queue 2015, and folly's `Codel`) rather than the paper's packet control law,
 because RPC callers do not back off when one request is dropped the way TCP does:
 
 - not overloaded: a request may wait in the queue up to `interval`;
-- overloaded: a request may wait only up to `target`; older ones are dropped, and
-  the queue serves newest first (adaptive LIFO, see `queue.py`).
+- overloaded: a request may wait only up to 2 x `target` (folly's "slough
+  timeout"); older ones are dropped, and the queue serves newest first (adaptive
+  LIFO, see `queue.py`).
+
+Why 2 x target and not target: a standing queue must be able to keep showing
+delays above target, or the first interval of dropping would hide the overload
+it is treating and the queue would flap between the two regimes.
+
+The sample is the age of the *oldest* waiting request at each dequeue: in FIFO
+that is the served request's sojourn, exactly as in the paper; in LIFO it still
+measures the standing queue, which the (fresh) served request would not.
 """
 
 from __future__ import annotations
@@ -49,7 +58,7 @@ class CoDel:
         self._interval_end = now + self.interval_s
 
     def sample(self, sojourn_s: float) -> None:
-        """A request left the queue (or skipped it: sojourn 0) after `sojourn_s`."""
+        """At a dequeue, the oldest waiting request's age (0 when one skipped the queue)."""
         if sojourn_s < self._min_sojourn:
             self._min_sojourn = sojourn_s
 
@@ -60,4 +69,4 @@ class CoDel:
     @property
     def max_sojourn_s(self) -> float:
         """How long a request may wait in the queue right now."""
-        return self.target_s if self.overloaded else self.interval_s
+        return 2.0 * self.target_s if self.overloaded else self.interval_s

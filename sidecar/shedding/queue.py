@@ -15,8 +15,8 @@ Rules, in the order they apply to a request:
    makes room by dropping the oldest request of the lowest class below the new
    one's; else the new one is dropped. While CoDel says overloaded, sheddable
    requests are not queued at all.
-4. Sojourn: CoDel (`codel.py`) bounds the wait: `interval` normally, `target`
-   when overloaded; older requests are dropped (`overloaded`).
+4. Sojourn: CoDel (`codel.py`) bounds the wait: `interval` normally, 2 x
+   `target` when overloaded; older requests are dropped (`overloaded`).
 5. Order: FIFO normally; LIFO while overloaded (adaptive LIFO, "Fail at Scale"):
    under a standing queue the oldest requests are the likeliest to have been
    abandoned, so serving the newest gives answers to callers still waiting.
@@ -184,9 +184,9 @@ class AdmissionQueue(Generic[T]):
         """Drop what must go, then admit from the queue while there is room."""
         events = self._sweep(now)
         while self.queued and self.in_flight < self.limit:
+            self.codel.sample(now - self._oldest_enqueued_at())
             waiter = self._pop()
             sojourn = now - waiter.enqueued_at
-            self.codel.sample(sojourn)
             self._remove(waiter)
             if self._too_late(now, waiter.deadline):
                 events.append((waiter.item, DEADLINE))
@@ -206,6 +206,15 @@ class AdmissionQueue(Generic[T]):
                     return waiter
         raise LookupError("queue accounting is broken: queued > 0 but no waiter")
 
+    def _oldest_enqueued_at(self) -> float:
+        oldest = math.inf
+        for q in self._queues:
+            while q and q[0].gone:
+                q.popleft()
+            if q and q[0].enqueued_at < oldest:
+                oldest = q[0].enqueued_at
+        return oldest
+
     def _sweep(self, now: float) -> list[tuple[T, str]]:
         """Drop queued requests past their deadline or their allowed sojourn."""
         self.codel.tick(now, self.queued == 0)
@@ -221,7 +230,6 @@ class AdmissionQueue(Generic[T]):
             while q and (q[0].gone or now - q[0].enqueued_at > max_sojourn):
                 waiter = q.popleft()
                 if not waiter.gone:
-                    self.codel.sample(now - waiter.enqueued_at)
                     self._remove(waiter)
                     events.append((waiter.item, OVERLOADED))
         return events
