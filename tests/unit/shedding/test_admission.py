@@ -30,10 +30,10 @@ async def test_burst_every_request_admitted_or_dropped_within_its_deadline() -> 
     late: list[float] = []
     before = dropped_total("overloaded") + dropped_total("deadline")
 
-    async def call(delay: float, timeout: float, priority: str) -> None:
+    async def call(delay: float, budget_s: float, priority: str) -> None:
         nonlocal in_app, peak
         await asyncio.sleep(delay)
-        deadline = time.monotonic() + timeout
+        deadline = time.monotonic() + budget_s
         try:
             async with adm.admit(priority, deadline):
                 assert deadline - time.monotonic() >= 0.005, "app got a request with no time left"
