@@ -166,6 +166,7 @@ class Retries(_Model):
     on: list[str] = ["UNAVAILABLE"]
     budget_percent: float = Field(default=20.0, ge=0, le=100)
     min_retries_per_s: float = Field(default=10.0, ge=0)
+    budget_window_s: float = Field(default=10.0, gt=0)  # the budget's sliding window
     backoff_base_ms: float = Field(default=25.0, ge=0)
     backoff_max_ms: float = Field(default=250.0, ge=0)
     buffer_bytes: int = Field(default=1 * MiB, ge=0)  # streams replayable up to this size

@@ -1,0 +1,55 @@
+"""Client-side adaptive throttling (Google SRE book, ch. 21 "Handling Overload").
+
+Pure (time and randomness are passed in). Each client keeps, over a sliding
+window, `requests` (attempts the application layer made, including the ones we
+rejected locally) and `accepts` (attempts the backend accepted). Once the backend
+rejects more than 1/K of them, new attempts are rejected locally with probability
+
+    p = max(0, (requests - K * accepts) / (requests + 1))
+
+so an overloaded upstream sees at most about K times the load it can accept, and
+retries cannot hammer it. K = 2 is the book's default; lower is more aggressive.
+"""
+
+from __future__ import annotations
+
+import random
+
+from sidecar.outcome import Outcome
+from sidecar.retry.window import SlidingCounter
+
+# Outcomes that say the backend did *not* accept the request. A cancelled call is
+# the caller giving up, not the backend refusing, so it counts as accepted; an
+# application error is an accepted request too.
+_REJECTED = frozenset(
+    {Outcome.OVERLOADED, Outcome.UNAVAILABLE, Outcome.CONNECT_FAILED, Outcome.TIMEOUT}
+)
+
+
+def reject_probability(requests: float, accepts: float, k: float) -> float:
+    """The SRE book's formula."""
+    return max(0.0, (requests - k * accepts) / (requests + 1.0))
+
+
+class AdaptiveThrottle:
+    """One per upstream. `allow` before every attempt; `record` after it ends."""
+
+    def __init__(self, k: float = 2.0, window_s: float = 120.0, buckets: int = 60) -> None:
+        self.k = k
+        self._requests = SlidingCounter(window_s, buckets)
+        self._accepts = SlidingCounter(window_s, buckets)
+
+    def probability(self, now: float) -> float:
+        """Current local rejection probability."""
+        return reject_probability(self._requests.total(now), self._accepts.total(now), self.k)
+
+    def allow(self, now: float, rng: random.Random) -> bool:
+        """Count an attempt and say whether to send it (False: reject it locally)."""
+        p = self.probability(now)
+        self._requests.add(now)
+        return not (p > 0.0 and rng.random() < p)
+
+    def record(self, now: float, outcome: Outcome) -> None:
+        """An attempt that was sent has ended with `outcome`."""
+        if outcome not in _REJECTED:
+            self._accepts.add(now)

@@ -1,0 +1,233 @@
+"""Inbound admission for asyncio: the thin enforcement layer over `queue.py`.
+
+Does no I/O, but waits (asyncio futures and one timer); all decisions are made by
+the pure `AdmissionQueue`. The inbound data plane wraps each call to the app:
+
+    try:
+        async with admission.admit(priority_header, deadline) as token:
+            status = await forward_to_app(...)
+            token.finish(status)          # optional: success / dropped / ignored by status
+    except Dropped as drop:
+        await context.abort(grpc.StatusCode.UNAVAILABLE, str(drop), drop.trailers)
+
+A token is released exactly once: by `finish`/`success`/`ignore`/`dropped`, or
+at the block's end (success without an exception; ignored with one, because an
+exception says nothing about the app's capacity: the caller may have left).
+Every waiting request ends by its deadline or CoDel's sojourn bound (at most
+`codel_interval_ms`), whichever is first: nothing waits forever.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from types import TracebackType
+
+from sidecar.config import InboundAdmission
+from sidecar.outcome import SIDECAR_ERROR_KEY
+from sidecar.retry.backoff import PUSHBACK_KEY
+from sidecar.shedding.limit import make_limit
+from sidecar.shedding.metrics import (
+    ADMISSION_IN_FLIGHT,
+    ADMISSION_LIMIT,
+    ADMISSION_QUEUED,
+    DROPPED,
+)
+from sidecar.shedding.queue import ADMIT, QUEUED, AdmissionQueue, parse_priority
+
+# App statuses that say "I could not cope": they shrink an adaptive limit.
+_OVERLOAD_STATUSES = frozenset({"RESOURCE_EXHAUSTED", "UNAVAILABLE", "DEADLINE_EXCEEDED"})
+_DROPPED_BY_REASON = {r: DROPPED.labels(r) for r in ("overloaded", "deadline")}
+
+
+class Dropped(Exception):
+    """The request was dropped before reaching the app. Answer with `status`
+    (UNAVAILABLE) and `trailers` (`x-sidecar-error`, `grpc-retry-pushback-ms`)."""
+
+    status = "UNAVAILABLE"
+
+    def __init__(self, reason: str, pushback_ms: int) -> None:
+        super().__init__(f"dropped by the sidecar: {reason}")
+        self.reason = reason  # "overloaded" or "deadline"
+        self.pushback_ms = pushback_ms
+
+    @property
+    def trailers(self) -> tuple[tuple[str, str], ...]:
+        return ((SIDECAR_ERROR_KEY, self.reason), (PUSHBACK_KEY, str(self.pushback_ms)))
+
+
+class AdmissionToken:
+    """An admitted call's slot. Release it once: success, ignore or dropped."""
+
+    __slots__ = ("_admission", "admitted_at", "released")
+
+    def __init__(self, admission: Admission, admitted_at: float) -> None:
+        self._admission = admission
+        self.admitted_at = admitted_at
+        self.released = False
+
+    def _release(self, sample: bool, dropped: bool) -> None:
+        if self.released:
+            return
+        self.released = True
+        now = time.monotonic()
+        rtt = now - self.admitted_at if sample else None
+        self._admission._release(now, rtt, dropped)
+
+    def success(self) -> None:
+        """The app answered (any application status): a latency sample."""
+        self._release(True, False)
+
+    def dropped(self) -> None:
+        """The app timed out or refused for overload: shrinks an adaptive limit."""
+        self._release(True, True)
+
+    def ignore(self) -> None:
+        """No sample (the caller cancelled, or the call broke on our side)."""
+        self._release(False, False)
+
+    def finish(self, status: str) -> None:
+        """Release by the app's gRPC status name."""
+        if status == "CANCELLED":
+            self.ignore()
+        elif status in _OVERLOAD_STATUSES:
+            self.dropped()
+        else:
+            self.success()
+
+
+class _Admit:
+    """`async with admission.admit(...)`: a class, not a generator, to keep drops cheap."""
+
+    __slots__ = ("_admission", "_deadline", "_priority", "_token")
+
+    def __init__(self, admission: Admission, priority: str | None, deadline: float | None) -> None:
+        self._admission = admission
+        self._priority = priority
+        self._deadline = deadline
+        self._token: AdmissionToken | None = None
+
+    async def __aenter__(self) -> AdmissionToken:
+        self._token = await self._admission.acquire(self._priority, self._deadline)
+        return self._token
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        if self._token is not None:
+            if exc_type is None:
+                self._token.success()
+            else:
+                self._token.ignore()
+
+
+class _Ticket:
+    """A queued request, as the pure queue sees it."""
+
+    __slots__ = ("future",)
+
+    def __init__(self) -> None:
+        # Made only once the request is really queued: a drop needs no future.
+        self.future: asyncio.Future[str] | None = None
+
+
+class Admission:
+    """One per inbound listener, built from `inbound.admission`."""
+
+    def __init__(self, config: InboundAdmission) -> None:
+        self.config = config
+        self.queue: AdmissionQueue[_Ticket] = AdmissionQueue(
+            make_limit(config),
+            queue_size=config.queue_size,
+            codel_target_s=config.codel_target_ms / 1000.0,
+            codel_interval_s=config.codel_interval_ms / 1000.0,
+            min_deadline_s=config.min_deadline_ms / 1000.0,
+        )
+        self.pushback_ms = config.pushback_ms
+        self._timer: asyncio.TimerHandle | None = None
+        self._timer_at = 0.0
+        # The latest Admission built is the one /metrics shows (one per process).
+        ADMISSION_LIMIT.set_function(lambda: self.queue.limit)
+        ADMISSION_IN_FLIGHT.set_function(lambda: self.queue.in_flight)
+        ADMISSION_QUEUED.set_function(lambda: self.queue.queued)
+
+    def admit(self, priority: str | None = None, deadline: float | None = None) -> _Admit:
+        """Async context manager yielding an AdmissionToken, or raising Dropped.
+
+        `priority`: the `x-sidecar-priority` value (None: default). `deadline`:
+        absolute, on `time.monotonic()` (None: the caller set none).
+        """
+        return _Admit(self, priority, deadline)
+
+    def _drop(self, reason: str) -> Dropped:
+        _DROPPED_BY_REASON[reason].inc()
+        return Dropped(reason, self.pushback_ms)
+
+    async def acquire(self, priority: str | None, deadline: float | None) -> AdmissionToken:
+        """Wait for a slot; raises Dropped. Prefer `admit()`, which releases for you."""
+        now = time.monotonic()
+        ticket = _Ticket()
+        fate, evicted = self.queue.offer(now, ticket, parse_priority(priority), deadline)
+        if evicted:
+            self._resolve(evicted)
+        if fate == ADMIT:
+            return AdmissionToken(self, now)
+        if fate != QUEUED:
+            raise self._drop(fate)
+        future = ticket.future = asyncio.get_running_loop().create_future()
+        self._schedule()
+        try:
+            fate = await future
+        except asyncio.CancelledError:
+            admitted = future.done() and not future.cancelled() and future.result() == ADMIT
+            if not self.queue.cancel(ticket) and admitted:
+                # Admitted just as the caller left: hand the slot on.
+                AdmissionToken(self, time.monotonic()).ignore()
+            raise
+        if fate == ADMIT:
+            return AdmissionToken(self, time.monotonic())
+        raise self._drop(fate)
+
+    def _resolve(self, events: list[tuple[_Ticket, str]]) -> None:
+        lost = 0
+        for ticket, fate in events:
+            future = ticket.future
+            if future is not None and not future.done():
+                future.set_result(fate)
+            elif fate == ADMIT:
+                lost += 1  # its waiter was cancelled before it could leave the queue
+        for _ in range(lost):
+            # Give the slot back at once, without a latency sample.
+            self._release(time.monotonic(), None, False)
+
+    def _release(self, now: float, rtt_s: float | None, dropped: bool) -> None:
+        events = self.queue.release(now, rtt_s, dropped)
+        if events:
+            self._resolve(events)
+        self._schedule()
+
+    def _on_timer(self) -> None:
+        self._timer = None
+        events = self.queue.poll(time.monotonic())
+        if events:
+            self._resolve(events)
+        self._schedule()
+
+    def _schedule(self) -> None:
+        """Keep one timer armed for the queue's next drop."""
+        when = self.queue.next_wakeup()
+        if when is None:
+            return
+        if self._timer is not None:
+            if self._timer_at <= when:
+                return
+            self._timer.cancel()
+        self._timer_at = when
+        delay = max(0.0, when - time.monotonic())
+        self._timer = asyncio.get_running_loop().call_later(delay, self._on_timer)
+
+    def __repr__(self) -> str:
+        return f"Admission({self.queue!r})"
