@@ -167,9 +167,25 @@ def endpoint_weight(srv_weight: int) -> int:
     return max(1, srv_weight)
 
 
+def _usable(snap: UpstreamSnapshot) -> list[EndpointState]:
+    """IP literals only, each address once (its most preferred tier wins).
+
+    gRPC refuses host names as endpoint addresses, and an address listed twice
+    (say, in two sites) is refused as a duplicate.
+    """
+    seen: set[tuple[str, int]] = set()
+    rank = _site_rank(snap.sites, snap.endpoints)
+    out = []
+    for state in sorted(snap.endpoints, key=lambda s: (rank[s.endpoint.site], s.endpoint.priority)):
+        if is_ip_literal(state.endpoint.host) and state.endpoint.key not in seen:
+            seen.add(state.endpoint.key)
+            out.append(state)
+    return out
+
+
 def build_cla(name: str, snap: UpstreamSnapshot) -> endpoint_pb2.ClusterLoadAssignment:
     """EDS: sites → localities, (site order, SRV priority) → priorities, health → status."""
-    usable = [s for s in snap.endpoints if is_ip_literal(s.endpoint.host)]
+    usable = _usable(snap)
     rank = _site_rank(snap.sites, usable)
     prio = _priority_map(rank, usable)
     groups: dict[tuple[str, int], list[EndpointState]] = {}
@@ -301,10 +317,12 @@ def build_resources(
             routes[name] = route
         clusters[name] = build_cluster(name, snap)
         loads[name] = build_cla(name, snap)
+        kept = {id(s) for s in _usable(snap)}
         skipped.extend(
-            f"{name}: {s.endpoint.address} is not an IP literal (gRPC rejects host names)"
+            f"{name}: {s.endpoint.address} in site {s.endpoint.site!r} left out: "
+            + ("listed twice" if is_ip_literal(s.endpoint.host) else "not an IP literal")
             for s in snap.endpoints
-            if not is_ip_literal(s.endpoint.host)
+            if id(s) not in kept
         )
     if ENVOY_ROUTE_NAME not in snapshots:
         routes[ENVOY_ROUTE_NAME] = build_envoy_route(snapshots)

@@ -79,10 +79,10 @@ class Client:
         return result
 
     async def until(
-        self, expect: Callable[[dict[str, int]], bool], *, n: int = 20, timeout: float = 30.0
+        self, expect: Callable[[dict[str, int]], bool], *, n: int = 20, within: float = 30.0
     ) -> dict[str, Any]:
         """Call in batches until a batch's served_by counts satisfy `expect`."""
-        deadline = time.monotonic() + timeout
+        deadline = time.monotonic() + within
         last: dict[str, Any] = {}
         for _ in range(200):
             last = await self.calls(n)
@@ -149,9 +149,7 @@ async def client(xds: XdsServer, tmp_path: Path) -> AsyncIterator[Client]:
 
 
 def snap(*endpoints: Endpoint, unhealthy: tuple[Endpoint, ...] = ()) -> dict[str, UpstreamSnapshot]:
-    return {
-        NAME: UpstreamSnapshot.of(endpoints, ("a", "b"), unhealthy=[e.key for e in unhealthy])
-    }
+    return {NAME: UpstreamSnapshot.of(endpoints, ("a", "b"), unhealthy=[e.key for e in unhealthy])}
 
 
 async def test_calls_follow_endpoint_updates(
@@ -181,7 +179,7 @@ async def test_calls_follow_endpoint_updates(
 async def test_unhealthy_local_site_fails_over_to_next_site(
     xds: XdsServer, backends: Backends, client: Client
 ) -> None:
-    """Local site a takes every call; with a's endpoints unhealthy calls move to site b, then back."""
+    """Local site a takes every call; with a unhealthy, calls move to site b, then back."""
     for name in ("a1", "a2", "b1"):
         await backends.add(name)
     a1, a2 = backends.endpoint("a1", "a"), backends.endpoint("a2", "a")
