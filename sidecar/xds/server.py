@@ -35,11 +35,18 @@ _UPDATE = object()  # queue marker: the catalogue changed
 class XdsServer(ads_pb2_grpc.AggregatedDiscoveryServiceServicer):  # type: ignore[misc]
     """`XdsServer("127.0.0.1:0")`; `await start()`; `update(snapshots)`; `dump()`."""
 
-    def __init__(self, listen: str = "127.0.0.1:18000", *, inline_routes: bool = False) -> None:
+    def __init__(
+        self,
+        listen: str = "127.0.0.1:18000",
+        *,
+        inline_routes: bool = False,
+        endpoint_localities: bool = True,
+    ) -> None:
         parse_hostport(listen)  # refuse a bad address before binding
         self.listen = listen
         self.port = 0
         self.inline_routes = inline_routes
+        self.endpoint_localities = endpoint_localities
         self._catalogue: dict[str, dict[str, bytes]] = {t: {} for t in TYPE_URLS}
         self._json: dict[str, dict[str, Any]] = {t: {} for t in TYPE_URLS}
         self._versions: dict[str, str] = {t: "0" for t in TYPE_URLS}
@@ -76,7 +83,13 @@ class XdsServer(ads_pb2_grpc.AggregatedDiscoveryServiceServicer):  # type: ignor
 
     def update(self, snapshots: Mapping[str, UpstreamSnapshot]) -> bool:
         """Rebuild every resource from discovery state; push what changed. True if anything did."""
-        return self.publish(build_resources(snapshots, inline_routes=self.inline_routes))
+        return self.publish(
+            build_resources(
+                snapshots,
+                inline_routes=self.inline_routes,
+                endpoint_localities=self.endpoint_localities,
+            )
+        )
 
     def publish(self, resources: Resources) -> bool:
         """Serve exactly these resources (any messages: tests use it to send bad ones)."""

@@ -245,3 +245,19 @@ async def test_invalid_listener_is_nacked_and_recorded(
     lds = xds.dump()["clients"][0]["types"][LISTENER]
     assert lds["nacked"] is None and lds["acked_version"] == xds.versions[LISTENER]
     assert len(lds["nacks"]) == 1
+
+
+async def test_srv_weights_shape_the_split(
+    xds: XdsServer, backends: Backends, client: Client
+) -> None:
+    """SRV weights 1:4 in one tier give the heavy endpoint clearly more calls (round_robin ignores
+    endpoint weights in gRPC; our per-endpoint localities carry them)."""
+    for name in ("light", "heavy"):
+        await backends.add(name)
+    light = backends.endpoint("light", "a", weight=1)
+    heavy = backends.endpoint("heavy", "a", weight=4)
+    xds.update(snap(light, heavy))
+    result = await client.until(
+        lambda c: c.get("light", 0) > 0 and c.get("heavy", 0) > 2 * c["light"], n=200
+    )
+    assert sum(result["served_by"].values()) == 200

@@ -33,8 +33,9 @@ def ep(host: str, site: str, priority: int = 10, weight: int = 5, port: int = 80
     return Endpoint(host, port, site, priority, weight, f"{host}.")
 
 
-def cla_of(snap: UpstreamSnapshot) -> endpoint_pb2.ClusterLoadAssignment:
-    return build_cla("playlist", snap)
+def cla_of(snap: UpstreamSnapshot, *, split: bool = False) -> endpoint_pb2.ClusterLoadAssignment:
+    """One locality per (site, SRV priority) unless `split` (one per endpoint)."""
+    return build_cla("playlist", snap, endpoint_localities=split)
 
 
 def test_local_site_gets_priority_zero_and_srv_priorities_are_mapped() -> None:
@@ -100,12 +101,40 @@ def test_host_names_are_left_out_and_reported() -> None:
     snap = UpstreamSnapshot.of(
         [ep("::1", "a"), ep("db.example.net", "a"), ep("10.0.0.1", "a")], ("a",)
     )
-    res = build_resources({"playlist": snap})
+    res = build_resources({"playlist": snap}, endpoint_localities=False)
     cla = res.get(ENDPOINT)["playlist"]
     assert isinstance(cla, endpoint_pb2.ClusterLoadAssignment)
     hosts = [lb.endpoint.address.socket_address.address for lb in cla.endpoints[0].lb_endpoints]
     assert hosts == ["10.0.0.1", "::1"]
     assert len(res.skipped) == 1 and "db.example.net" in res.skipped[0]
+
+
+def test_by_default_each_endpoint_is_a_locality_weighted_by_its_srv_weight() -> None:
+    """gRPC honours locality weights, not endpoint weights: each endpoint is its own locality."""
+    snap = UpstreamSnapshot.of(
+        [
+            ep("10.0.0.1", "a", weight=1),
+            ep("10.0.0.2", "a", weight=9),
+            ep("10.0.1.1", "b", weight=0),
+        ],
+        ("a", "b"),
+    )
+    got = [
+        (lle.priority, lle.locality.zone, lle.locality.sub_zone, lle.load_balancing_weight.value)
+        for lle in cla_of(snap, split=True).endpoints
+    ]
+    assert got == [
+        (0, "a", "srv-priority-10/10.0.0.1:80", 1),
+        (0, "a", "srv-priority-10/10.0.0.2:80", 9),
+        (1, "b", "srv-priority-10/10.0.1.1:80", 1),
+    ]
+
+
+def test_ring_hash_keeps_one_locality_per_tier() -> None:
+    """Ring hash weighs endpoints itself; splitting would multiply the weights, so it does not."""
+    snap = UpstreamSnapshot.of([ep("10.0.0.1", "a"), ep("10.0.0.2", "a")], ("a",), lb="ring_hash")
+    (lle,) = cla_of(snap, split=True).endpoints
+    assert len(lle.lb_endpoints) == 2
 
 
 def test_an_address_listed_twice_is_kept_once_in_its_preferred_tier() -> None:
@@ -206,14 +235,15 @@ endpoints = st.lists(
 )
 
 
-@given(endpoints, st.permutations(["a", "b", "c"]))
+@given(endpoints, st.permutations(["a", "b", "c"]), st.booleans())
 def test_priorities_are_contiguous_from_zero_and_follow_site_order(
-    eps: list[Endpoint], sites: list[str]
+    eps: list[Endpoint], sites: list[str], split: bool
 ) -> None:
     """Any input: priorities 0..n-1 with no gaps, localities unique, site order never inverted."""
-    cla = cla_of(UpstreamSnapshot.of(eps, sites))
+    cla = cla_of(UpstreamSnapshot.of(eps, sites), split=split)
     prios = [lle.priority for lle in cla.endpoints]
-    assert sorted(prios) == list(range(len(prios)))
+    assert sorted(set(prios)) == list(range(len(set(prios))))
+    assert prios == sorted(prios)
     localities = [(lle.locality.zone, lle.locality.sub_zone) for lle in cla.endpoints]
     assert len(set(localities)) == len(localities)
     order = [*sites, "d"]
