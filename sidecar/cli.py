@@ -31,6 +31,22 @@ def _check(args: argparse.Namespace) -> int:
     return 0
 
 
+def _xds(args: argparse.Namespace) -> int:
+    # For now only static `endpoints` are served; SRV discovery is wired in later.
+    import asyncio
+    import logging
+
+    from sidecar.xds.cli import serve
+
+    try:
+        config = load_config(args.config)
+    except ConfigError as exc:
+        print(f"sidecar: config refused: {exc}", file=sys.stderr)
+        return 1
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+    return asyncio.run(serve(config, args.listen))
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="sidecar",
@@ -58,6 +74,11 @@ def build_parser() -> argparse.ArgumentParser:
     registry.add_argument("--zone", default="example.net")
     registry.add_argument("--tsig-key", help="name:base64secret")
     registry.set_defaults(func=_not_yet("registry"))
+
+    xds = verbs.add_parser("xds", help="serve upstreams over xDS (ADS) to gRPC clients and Envoy")
+    xds.add_argument("-c", "--config", required=True, help="YAML config file")
+    xds.add_argument("--listen", default="127.0.0.1:18000", help="ADS host:port")
+    xds.set_defaults(func=_xds)
 
     demo = verbs.add_parser("demo", help="run the two-site demo mesh")
     demo.set_defaults(func=_not_yet("demo"))

@@ -1,0 +1,36 @@
+"""A proxyless gRPC client for the xDS tests, run in its own process.
+
+Reads commands on stdin, one per line: `N` makes N unary Echo calls through
+`xds:///TARGET` and prints one JSON line `{"served_by": count, ..., "errors": {...}}`.
+The bootstrap comes from GRPC_XDS_BOOTSTRAP, as for any grpcio xDS client.
+"""
+
+from __future__ import annotations
+
+import collections
+import json
+import sys
+
+import grpc
+
+from meshtest.echo.v1 import echo_pb2, echo_pb2_grpc
+
+
+def main() -> None:
+    target = sys.argv[1]
+    with grpc.insecure_channel(target) as channel:
+        stub = echo_pb2_grpc.EchoStub(channel)
+        for line in sys.stdin:
+            counts: collections.Counter[str] = collections.Counter()
+            errors: collections.Counter[str] = collections.Counter()
+            for _ in range(int(line)):
+                try:
+                    reply = stub.Unary(echo_pb2.EchoRequest(payload=b"x"), timeout=2)
+                    counts[reply.served_by] += 1
+                except grpc.RpcError as exc:
+                    errors[f"{exc.code().name}: {exc.details()}"] += 1
+            print(json.dumps({"served_by": dict(counts), "errors": dict(errors)}), flush=True)
+
+
+if __name__ == "__main__":
+    main()
