@@ -75,7 +75,7 @@ def initialise(path: str, schema: str, seed_key: str, seed: SeedFn) -> bool:
             row = conn.execute("SELECT value FROM meta WHERE key = 'seed'").fetchone()
             if row is not None:
                 if row[0] != seed_key:
-                    log.warning("%s was seeded as %s; keeping it (asked for %s)", path, row[0], seed_key)
+                    log.warning("%s holds %s; keeping it (asked: %s)", path, row[0], seed_key)
                 return False
             started = time.perf_counter()
             for statement in schema.split(";"):
@@ -117,9 +117,7 @@ class Database:
 
     async def initialise(self, schema: str, seed_key: str, seed: SeedFn) -> bool:
         loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(
-            self._pool, initialise, self.path, schema, seed_key, seed
-        )
+        return await loop.run_in_executor(self._pool, initialise, self.path, schema, seed_key, seed)
 
     def close(self) -> None:
         self._pool.shutdown(wait=True)

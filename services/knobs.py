@@ -45,7 +45,7 @@ class Knobs:
     def update(self, changes: dict[str, Any]) -> None:
         """Apply a partial update; unknown keys and bad values raise ValueError."""
         known = {f.name for f in fields(self)}
-        for key, value in changes.items():
+        for key in changes:
             if key not in known:
                 raise ValueError(f"unknown knob {key!r}")
         merged = {**asdict(self), **changes}
@@ -168,11 +168,11 @@ def admin_handler(
     )
 
 
-async def set_knobs(target: str, timeout: float = 5.0, **changes: Any) -> dict[str, Any]:
+async def set_knobs(target: str, deadline_s: float = 5.0, **changes: Any) -> dict[str, Any]:
     """Client helper: change knobs on the service at `target`, return the new knob set."""
     async with grpc.aio.insecure_channel(target) as channel:
         call = channel.unary_unary(f"/{KNOBS_SERVICE}/Set")
-        reply = await call(json.dumps(changes).encode(), timeout=timeout)
+        reply = await call(json.dumps(changes).encode(), timeout=deadline_s)
     result: dict[str, Any] = json.loads(reply)
     return result
 

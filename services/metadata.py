@@ -40,7 +40,10 @@ UPSERT = (
 def seed_rows(conn: sqlite3.Connection, n_tracks: int, rng_seed: int) -> None:
     conn.executemany(
         "INSERT INTO tracks VALUES (?, ?, ?, ?, ?)",
-        ((t.id, t.title, t.artist, t.album, t.duration_ms) for t in seed.tracks(n_tracks, rng_seed)),
+        (
+            (t.id, t.title, t.artist, t.album, t.duration_ms)
+            for t in seed.tracks(n_tracks, rng_seed)
+        ),
     )
 
 
@@ -63,9 +66,7 @@ def upsert(conn: sqlite3.Connection, batch: Sequence[pb.Track]) -> tuple[int, in
     ids = list({t.id for t in batch})
     with transaction(conn):
         marks = ",".join("?" * len(ids))
-        existing = {
-            r[0] for r in conn.execute(f"SELECT id FROM tracks WHERE id IN ({marks})", ids)
-        }
+        existing = {r[0] for r in conn.execute(f"SELECT id FROM tracks WHERE id IN ({marks})", ids)}
         inserted = updated = 0
         for t in batch:
             if t.id in existing:
@@ -73,9 +74,7 @@ def upsert(conn: sqlite3.Connection, batch: Sequence[pb.Track]) -> tuple[int, in
             else:
                 inserted += 1
                 existing.add(t.id)
-        conn.executemany(
-            UPSERT, [(t.id, t.title, t.artist, t.album, t.duration_ms) for t in batch]
-        )
+        conn.executemany(UPSERT, [(t.id, t.title, t.artist, t.album, t.duration_ms) for t in batch])
     return inserted, updated
 
 

@@ -91,9 +91,7 @@ def add_tracks(
     conn: sqlite3.Connection, playlist_id: str, track_ids: Sequence[str], expected: int
 ) -> pb.PlaylistRecord:
     with transaction(conn):
-        row = conn.execute(
-            "SELECT revision FROM playlists WHERE id = ?", (playlist_id,)
-        ).fetchone()
+        row = conn.execute("SELECT revision FROM playlists WHERE id = ?", (playlist_id,)).fetchone()
         if row is None:
             raise NotFound(playlist_id)
         if expected and row[0] != expected:

@@ -16,31 +16,36 @@ DEFAULT_SEED = 2014
 DEFAULT_TRACKS = 50_000
 DEFAULT_PLAYLISTS = 5_000
 
-_ADJ = (
+
+def _words(text: str) -> list[str]:
+    return text.split()
+
+
+_ADJ = _words(
     "blue golden silent electric broken wild lonely midnight northern burning quiet lost "
     "velvet neon paper hollow crystal distant frozen summer winter restless sweet bitter "
     "secret endless silver fading dancing falling rising open empty heavy gentle sacred "
     "hidden crimson"
-).split()
-_NOUN = (
+)
+_NOUN = _words(
     "river heart city dream light road fire rain ocean sky garden mirror shadow echo "
     "morning highway window forest island letter machine signal harbor winter season "
     "thunder ghost horizon memory island satellite balloon station lantern mountain "
     "desert tide feather engine anthem canyon circus diamond empire frontier galaxy "
     "glacier jungle kingdom lullaby meadow orbit parade planet rocket storm temple "
     "valley voyage whisper"
-).split()
-_FIRST = (
+)
+_FIRST = _words(
     "anna erik lars sofia maja oskar liam emma noah ella hugo alva felix ines ada "
     "jonas karin nils sara tove viktor linnea axel freja otto elsa malte signe ivar "
     "astrid bruno cleo dora edvin greta hedda ida jens"
-).split()
-_LAST = (
+)
+_LAST = _words(
     "berg lund strand holm dahl ek sjo falk nyberg wall frost moreau silva okafor "
     "tanaka novak kowalski rossi schmidt jensen hansen larsen virtanen costa murphy "
     "walsh hughes price bell ward"
-).split()
-_GENRE = "mixtape workout chill focus party roadtrip sleep classics throwbacks hits".split()
+)
+_GENRE = _words("mixtape workout chill focus party roadtrip sleep classics throwbacks hits")
 
 
 @dataclass(frozen=True)
