@@ -24,6 +24,10 @@ CHANNEL_OPTIONS = [
     ("grpc.max_send_message_length", 16 * MiB),
     ("grpc.max_receive_message_length", 16 * MiB),
     ("grpc.enable_retries", 0),  # retrying is the sidecar's job, under its budget
+    # The peer is a local sidecar (or, in tests, a local app that may restart): reconnect
+    # within a second instead of grpc's default backoff of up to two minutes.
+    ("grpc.initial_reconnect_backoff_ms", 200),
+    ("grpc.max_reconnect_backoff_ms", 1000),
 ]
 
 
