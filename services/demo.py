@@ -1,0 +1,462 @@
+"""The demo: a two-site mesh on one machine, a load, a scripted story, a summary.
+
+Does I/O (processes, files, gRPC, HTTP). `python -m services.demo --duration S
+[--no-dashboard] [--direct]` starts the embedded DNS registry, both sites' services
+(see demo_plan.py), a sidecar beside each, then one load generator per site aimed at
+that site's access point; plays the story (demo_plan.story) and prints a table per
+phase and site. `--direct` runs without registry and sidecars (each app calls the
+first instance of its peers in its own site): the orchestration works the same, the
+faults are simply not hidden. It is how the demo is tested while `sidecar run` and
+`sidecar registry` are still being built.
+
+No orphans: every child runs in its own process group (so a terminal's Ctrl-C reaches
+only us and we stop children in order) and gets PR_SET_PDEATHSIG, so even a SIGKILLed
+demo takes its children with it. SIGINT/SIGTERM stop the story, then every group is
+sent SIGTERM, and SIGKILL after a grace period.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import ctypes
+import itertools
+import json
+import logging
+import os
+import signal
+import socket
+import sys
+import tempfile
+import time
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO, Any
+
+import grpc
+import yaml
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from services import demo_plan
+from services.demo_plan import Instance, Phase, Plan
+from services.knobs import set_knobs
+
+ROOT = Path(__file__).resolve().parents[1]
+TOKEN = "demo-token"
+DEMO_ID_ENV = "SIDECAR_DEMO_ID"
+log = logging.getLogger("services.demo")
+
+
+def free_ports() -> itertools.count[int]:
+    """Free loopback ports, found by binding port 0 (the kernel does not hand them out twice
+    in a row, and we hold each socket until the next is found)."""
+
+    def gen():  # type: ignore[no-untyped-def]
+        while True:
+            with socket.socket() as s:
+                s.bind(("127.0.0.1", 0))
+                yield s.getsockname()[1]
+
+    return gen()  # type: ignore[no-any-return]
+
+
+def _die_with_parent() -> None:  # runs in the child between fork and exec
+    with contextlib.suppress(Exception):
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+
+
+@dataclass
+class Child:
+    name: str
+    argv: list[str]
+    proc: asyncio.subprocess.Process
+    log_path: Path
+
+
+@dataclass
+class Supervisor:
+    workdir: Path
+    demo_id: str = field(default_factory=lambda: uuid.uuid4().hex)
+    children: dict[str, Child] = field(default_factory=dict)
+
+    async def spawn(self, name: str, argv: list[str]) -> Child:
+        log_path = self.workdir / "logs" / f"{name}.log"
+        log_path.parent.mkdir(parents=True, exist_ok=True)
+        env = {
+            **os.environ,
+            "PYTHONPATH": str(ROOT),
+            "PYTHONUNBUFFERED": "1",
+            DEMO_ID_ENV: self.demo_id,  # lets a test find any child that outlived us
+        }
+        out = await asyncio.to_thread(open, log_path, "ab")
+        with out:
+            proc = await asyncio.create_subprocess_exec(
+                *argv,
+                cwd=ROOT,
+                env=env,
+                stdin=asyncio.subprocess.DEVNULL,
+                stdout=out,
+                stderr=out,
+                start_new_session=True,
+                preexec_fn=_die_with_parent,
+            )
+        child = Child(name, argv, proc, log_path)
+        self.children[name] = child
+        return child
+
+    async def stop(self, name: str, sig: int = signal.SIGTERM, grace_s: float = 3.0) -> None:
+        child = self.children.pop(name, None)
+        if child is None or child.proc.returncode is not None:
+            return
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(child.proc.pid, sig)
+        try:
+            await asyncio.wait_for(child.proc.wait(), grace_s)
+        except TimeoutError:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(child.proc.pid, signal.SIGKILL)
+            await child.proc.wait()
+
+    async def stop_all(self) -> None:
+        # Perimeter first, data last: the reverse of the start order.
+        for name in reversed(list(self.children)):
+            await self.stop(name)
+
+    def tail(self, name: str, lines: int = 5) -> str:
+        child = self.children.get(name)
+        path = child.log_path if child else self.workdir / "logs" / f"{name}.log"
+        with contextlib.suppress(OSError):
+            return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+        return ""
+
+
+async def wait_healthy(address: str, deadline_s: float, child: Child) -> None:
+    end = time.monotonic() + deadline_s
+    async with grpc.aio.insecure_channel(address) as channel:
+        stub = health_pb2_grpc.HealthStub(channel)
+        while True:
+            if child.proc.returncode is not None:
+                raise RuntimeError(f"{child.name} exited with {child.proc.returncode}")
+            try:
+                reply = await stub.Check(health_pb2.HealthCheckRequest(), timeout=1.0)
+                if reply.status == health_pb2.HealthCheckResponse.SERVING:
+                    return
+            except grpc.aio.AioRpcError:
+                pass
+            if time.monotonic() > end:
+                raise RuntimeError(f"{child.name} not healthy on {address} in {deadline_s} s")
+            await asyncio.sleep(0.1)
+
+
+async def wait_admin_ready(port: int, deadline_s: float, child: Child) -> None:
+    import aiohttp
+
+    end = time.monotonic() + deadline_s
+    async with aiohttp.ClientSession() as http:
+        while True:
+            if child.proc.returncode is not None:
+                raise RuntimeError(f"{child.name} exited with {child.proc.returncode}")
+            with contextlib.suppress(aiohttp.ClientError, TimeoutError):
+                async with http.get(f"http://127.0.0.1:{port}/ready", timeout=1) as r:
+                    if r.status == 200:
+                        return
+            if time.monotonic() > end:
+                raise RuntimeError(f"{child.name} not ready (admin :{port}) in {deadline_s} s")
+            await asyncio.sleep(0.1)
+
+
+class Demo:
+    def __init__(self, args: argparse.Namespace, workdir: Path) -> None:
+        self.args = args
+        self.workdir = workdir
+        self.sup = Supervisor(workdir)
+        self.plan: Plan = demo_plan.make_plan(free_ports(), args.instances)
+        self.phases = demo_plan.story(args.duration)
+        self.lines: dict[str, list[dict[str, Any]]] = {site: [] for site in demo_plan.SITES}
+        self.summaries: dict[str, dict[str, Any]] = {}
+        self.phase: Phase = self.phases[0]
+        self.events: list[str] = []
+
+    # --- starting -------------------------------------------------------------------
+    def _app_argv(self, inst: Instance) -> list[str]:
+        a = self.args
+        argv = [sys.executable, "-m", f"services.{inst.service}", "--port", str(inst.app_port),
+                "--name", inst.name, "--grace", "0.5", "--log-level", "WARNING"]  # fmt: skip
+        if inst.is_data:
+            db = self.workdir / inst.site / f"{inst.service}.db"
+            db.parent.mkdir(exist_ok=True)
+            argv += ["--db", str(db), "--tracks", str(a.tracks), "--playlists", str(a.playlists)]
+            return argv
+        if not a.direct:
+            return [*argv, "--outbound", f"127.0.0.1:{inst.outbound_port}", *self._extra(inst)]
+        for peer in demo_plan.PEERS[inst.service]:
+            first = self.plan.by_service(peer, inst.site)[0]
+            argv += [f"--{peer}", f"127.0.0.1:{first.app_port}"]
+        return [*argv, *self._extra(inst)]
+
+    def _extra(self, inst: Instance) -> list[str]:
+        if inst.service == "accesspoint":
+            return ["--tokens", str(self.workdir / "tokens.txt")]
+        return []
+
+    async def _start_app(self, inst: Instance) -> None:
+        child = await self.sup.spawn(inst.name, self._app_argv(inst))
+        await wait_healthy(f"127.0.0.1:{inst.app_port}", 60.0, child)
+
+    async def _start_sidecar(self, inst: Instance) -> None:
+        path = self.workdir / "sidecars" / f"{inst.name}.yaml"
+        path.parent.mkdir(exist_ok=True)
+        path.write_text(yaml.safe_dump(inst.sidecar, sort_keys=False))
+        child = await self.sup.spawn(
+            f"sidecar-{inst.name}", [sys.executable, "-m", "sidecar", "run", "-c", str(path)]
+        )
+        await wait_admin_ready(inst.admin_port, 20.0, child)
+
+    async def start(self) -> None:
+        (self.workdir / "tokens.txt").write_text(f"{TOKEN} demo-user\n")
+        demo_plan.validate(self.plan)
+        if not self.args.direct:
+            reg = await self.sup.spawn(
+                "registry",
+                [sys.executable, "-m", "sidecar", "registry", "--listen",
+                 f"127.0.0.1:{self.plan.registry_port}", "--zone", demo_plan.DOMAIN],
+            )  # fmt: skip
+            await asyncio.sleep(0.5)
+            if reg.proc.returncode is not None:
+                raise RuntimeError(f"sidecar registry exited: {self.sup.tail('registry')}")
+        # The first instance of each data service seeds its site's file; the rest find it seeded.
+        firsts = [i for i in self.plan.instances if i.is_data and i.index == 0]
+        await asyncio.gather(*(self._start_app(i) for i in firsts))
+        rest = [i for i in self.plan.instances if i.is_data and i.index > 0]
+        await asyncio.gather(*(self._start_app(i) for i in rest))
+        if not self.args.direct:
+            await asyncio.gather(
+                *(self._start_sidecar(i) for i in self.plan.instances if i.is_data)
+            )
+        for service in ("playlistview", "accesspoint"):
+            insts = self.plan.by_service(service)
+            await asyncio.gather(*(self._start_app(i) for i in insts))
+            if not self.args.direct:
+                await asyncio.gather(*(self._start_sidecar(i) for i in insts))
+
+    def entry(self, site: str) -> str:
+        ap = self.plan.by_service("accesspoint", site)[0]
+        port = ap.app_port if self.args.direct else ap.inbound_port
+        return f"127.0.0.1:{port}"
+
+    async def _loadgen(self, name: str, site: str, rate: float, duration: float) -> Child:
+        out = self.workdir / f"{name}.jsonl"
+        return await self.sup.spawn(
+            name,
+            [sys.executable, "-m", "services.loadgen", "--target", self.entry(site),
+             "--rate", str(rate), "--duration", str(duration), "--token", TOKEN,
+             "--playlists", str(self.args.playlists), "--out", str(out)],
+        )  # fmt: skip
+
+    # --- the story --------------------------------------------------------------------
+    def _app(self, service: str, site: str, index: int) -> Instance:
+        return self.plan.by_service(service, site)[index]
+
+    async def _act(self, phase: Phase) -> None:
+        self.events.append(f"{phase.start_s:5.1f}s {phase.name}: {phase.story}")
+        if phase.name == "kill-metadata":
+            await self.sup.stop(self._app("metadata", "lon3", 0).name, signal.SIGKILL)
+        elif phase.name == "slow-playlist":
+            await set_knobs(f"127.0.0.1:{self._app('playlist', 'lon3', 0).app_port}",
+                            latency_ms=250.0, jitter_ms=50.0)  # fmt: skip
+        elif phase.name == "lon3-playlist-down":
+            await asyncio.gather(
+                *(self.sup.stop(i.name) for i in self.plan.by_service("playlist", "lon3"))
+            )
+        elif phase.name == "restored":
+            down = [i for i in self.plan.instances if i.name not in self.sup.children]
+            await asyncio.gather(*(self._start_app(i) for i in down))
+        elif phase.name == "overload":
+            burst = self.args.rate * self.args.burst_factor
+            await self._loadgen("loadgen-burst-lon3", "lon3", burst, phase.end_s - phase.start_s)
+
+    async def run_story(self, t0: float) -> None:
+        for phase in self.phases:
+            await asyncio.sleep(max(0.0, t0 + phase.start_s - time.monotonic()))
+            self.phase = phase
+            try:
+                await self._act(phase)
+            except Exception as exc:  # a failed step is reported, the story goes on
+                self.events.append(f"  step {phase.name} failed: {exc}")
+
+    def poll_lines(self, offsets: dict[str, int]) -> None:
+        for site in demo_plan.SITES:
+            path = self.workdir / f"loadgen-{site}.jsonl"
+            with contextlib.suppress(OSError), open(path) as f:
+                f.seek(offsets.get(site, 0))
+                for line in f:
+                    if not line.endswith("\n"):
+                        break
+                    record = json.loads(line)
+                    if record.get("summary"):
+                        self.summaries[site] = record
+                    else:
+                        self.lines[site].append(record)
+                offsets[site] = f.tell()
+
+    # --- the summary ------------------------------------------------------------------
+    def phase_rows(self) -> list[dict[str, Any]]:
+        rows = []
+        for phase in self.phases:
+            for site in demo_plan.SITES:
+                secs = [s for s in self.lines[site] if phase.start_s <= s["second"] < phase.end_s]
+                count = sum(s["count"] for s in secs)
+                ok = sum(s["ok"] for s in secs)
+                errors: dict[str, int] = {}
+                for s in secs:
+                    for k, v in {**s["sidecar_errors"], **s["causes"]}.items():
+                        errors[k] = errors.get(k, 0) + v
+                rows.append(
+                    {
+                        "phase": phase.name,
+                        "site": site,
+                        "count": count,
+                        "ok": ok,
+                        "success_ratio": round(ok / count, 4) if count else None,
+                        "worst_p99_ms": max((s["p99_ms"] for s in secs), default=0.0),
+                        "metadata_missing": sum(s["metadata_missing"] for s in secs),
+                        "errors": errors,
+                    }
+                )
+        return rows
+
+
+def render(demo: Demo, final: bool = False) -> Any:
+    from rich.console import Group
+    from rich.table import Table
+    from rich.text import Text
+
+    mode = "direct (no sidecars)" if demo.args.direct else "sidecars"
+    table = Table(title=f"phase: {demo.phase.name} - {demo.phase.story}  [{mode}]")
+    for col in ("site", "sec", "req/s", "ok %", "p50 ms", "p99 ms", "md missing", "errors"):
+        table.add_column(col)
+    for site in demo_plan.SITES:
+        if demo.lines[site]:
+            s = demo.lines[site][-1]
+            ok = f"{100 * s['ok'] / s['count']:.1f}" if s["count"] else "-"
+            errs = ", ".join(f"{k}={v}" for k, v in {**s["sidecar_errors"], **s["causes"]}.items())
+            table.add_row(site, str(s["second"]), str(s["count"]), ok, str(s["p50_ms"]),
+                          str(s["p99_ms"]), str(s["metadata_missing"]), errs[:60])  # fmt: skip
+    events = Text("\n".join(demo.events[-8:]))
+    return Group(table, events)
+
+
+def summary_table(rows: list[dict[str, Any]]) -> Any:
+    from rich.table import Table
+
+    table = Table(title="summary per phase and site (p99: worst second)")
+    for col in ("phase", "site", "requests", "ok", "success", "p99 ms", "md missing", "errors"):
+        table.add_column(col)
+    for r in rows:
+        ratio = "-" if r["success_ratio"] is None else f"{100 * r['success_ratio']:.1f}%"
+        errs = ", ".join(f"{k}={v}" for k, v in sorted(r["errors"].items()))
+        table.add_row(r["phase"], r["site"], str(r["count"]), str(r["ok"]), ratio,
+                      str(r["worst_p99_ms"]), str(r["metadata_missing"]), errs[:70])  # fmt: skip
+    return table
+
+
+async def run(args: argparse.Namespace, workdir: Path, out: IO[str]) -> int:
+    from rich.console import Console
+    from rich.live import Live
+
+    tty = out.isatty()
+    console = Console(
+        file=out, force_terminal=tty and not args.no_dashboard, width=None if tty else 120
+    )
+    demo = Demo(args, workdir)
+    if args.demo_id:
+        demo.sup.demo_id = args.demo_id
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    code = 0
+    try:
+        console.print(f"starting {len(demo.plan.instances)} services in {workdir} ...")
+        starting = asyncio.create_task(demo.start())
+        await asyncio.wait([starting, asyncio.create_task(stop.wait())],
+                           return_when=asyncio.FIRST_COMPLETED)  # fmt: skip
+        if stop.is_set():
+            starting.cancel()
+            return 130
+        starting.result()
+        t0 = time.monotonic()
+        gens = [await demo._loadgen(f"loadgen-{s}", s, args.rate, args.duration)
+                for s in demo_plan.SITES]  # fmt: skip
+        story = asyncio.create_task(demo.run_story(t0))
+        offsets: dict[str, int] = {}
+        live = (
+            Live(render(demo), console=console, refresh_per_second=2)
+            if not args.no_dashboard
+            else None
+        )
+        with live or contextlib.nullcontext():
+            last_phase = ""
+            while not stop.is_set() and any(g.proc.returncode is None for g in gens):
+                await asyncio.sleep(0.5)
+                demo.poll_lines(offsets)
+                if live:
+                    live.update(render(demo))
+                elif demo.phase.name != last_phase:
+                    last_phase = demo.phase.name
+                    print(f"[{time.monotonic() - t0:5.1f}s] {demo.phase.name}: "
+                          f"{demo.phase.story}", file=sys.stderr)  # fmt: skip
+        story.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await story
+        if stop.is_set():
+            code = 130
+        demo.poll_lines(offsets)
+        rows = demo.phase_rows()
+        console.print(summary_table(rows))
+        for e in demo.events:
+            console.print(e)
+        result = {"mode": "direct" if args.direct else "sidecars", "phases": rows,
+                  "loadgen": demo.summaries, "events": demo.events}  # fmt: skip
+        if args.summary_out:
+            text = json.dumps(result, indent=1)
+            await asyncio.to_thread(Path(args.summary_out).write_text, text)
+    except RuntimeError as exc:
+        console.print(f"demo failed to start: {exc}")
+        code = 2
+    finally:
+        await demo.sup.stop_all()
+    return code
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="services.demo", description=__doc__.split("\n")[0])
+    parser.add_argument("--duration", type=float, default=60.0, help="seconds of load")
+    parser.add_argument("--no-dashboard", action="store_true", help="plain log lines (CI)")
+    parser.add_argument("--direct", action="store_true", help="no registry and no sidecars")
+    parser.add_argument("--rate", type=float, default=40.0, help="requests/s per site")
+    parser.add_argument("--burst-factor", type=float, default=5.0, help="overload burst x rate")
+    parser.add_argument("--instances", type=int, default=2, help="per data service and site")
+    parser.add_argument("--tracks", type=int, default=50_000)
+    parser.add_argument("--playlists", type=int, default=5_000)
+    parser.add_argument("--workdir", help="keep databases, configs and logs here")
+    parser.add_argument("--summary-out", help="write the summary as JSON here")
+    parser.add_argument("--demo-id", help=f"value of {DEMO_ID_ENV} in every child (tests)")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(stream=sys.stderr, level=logging.WARNING)
+    if args.workdir:
+        Path(args.workdir).mkdir(parents=True, exist_ok=True)
+        return asyncio.run(run(args, Path(args.workdir), sys.stdout))
+    with tempfile.TemporaryDirectory(prefix="sidecar-demo-") as tmp:
+        return asyncio.run(run(args, Path(tmp), sys.stdout))
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
