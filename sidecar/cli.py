@@ -31,6 +31,17 @@ def _check(args: argparse.Namespace) -> int:
     return 0
 
 
+def _run(args: argparse.Namespace) -> int:
+    try:
+        config = load_config(args.config)
+    except ConfigError as exc:
+        print(f"sidecar: config refused: {exc}", file=sys.stderr)
+        return 1
+    from sidecar.app import run  # grpc and friends load only once the config is good
+
+    return run(config)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="sidecar",
@@ -41,7 +52,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     run = verbs.add_parser("run", help="run the sidecar from a config file")
     run.add_argument("-c", "--config", required=True, help="YAML config file")
-    run.set_defaults(func=_not_yet("run"))
+    run.set_defaults(func=_run)
 
     check = verbs.add_parser("check", help="validate a config file; errors name the key")
     check.add_argument("-c", "--config", required=True, help="YAML config file")

@@ -1,0 +1,1 @@
+"""Example services and test backends that run beside sidecars."""

@@ -1,0 +1,1 @@
+"""Health of the local app, as the inbound sidecar sees and reports it."""
