@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import logging
 import sys
@@ -130,7 +131,7 @@ class Echo(echo_pb2_grpc.EchoServicer):  # type: ignore[misc]
                 self._finish(first, context)
 
 
-class _counting_cancel:  # noqa: N801 - used as a statement, reads like one
+class _counting_cancel:
     def __init__(self, echo: Echo) -> None:
         self.echo = echo
 
@@ -151,9 +152,7 @@ def _code(value: int) -> tuple[int, str]:
 
 
 def _echoed(context: Any) -> tuple[tuple[str, Any], ...]:
-    return tuple(
-        ("echo-" + k, v) for k, v in context.invocation_metadata() if k not in _SKIP
-    )
+    return tuple(("echo-" + k, v) for k, v in context.invocation_metadata() if k not in _SKIP)
 
 
 async def _sleep(ms: int) -> None:
@@ -189,10 +188,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--host", default="127.0.0.1")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, stream=sys.stderr)
-    try:
+    with contextlib.suppress(KeyboardInterrupt):
         asyncio.run(serve(args.port, args.name, args.host))
-    except KeyboardInterrupt:
-        pass
     return 0
 
 

@@ -93,9 +93,7 @@ class Sidecar:
         self.admin = AdminServer(
             config.admin.listen,
             ready=self.not_ready_reasons,
-            clusters=lambda: {
-                n: c.snapshot(time.monotonic()) for n, c in self.clusters.items()
-            },
+            clusters=lambda: {n: c.snapshot(time.monotonic()) for n, c in self.clusters.items()},
             config_dump=lambda: redacted(self.config),
             drain=self.drain,
         )
@@ -112,15 +110,20 @@ class Sidecar:
             await server.start()
             self.servers[name], self.ports[name] = server, port
         if self.checker is not None:
-            self.checker.on_change(lambda ok: _spawn(self.health.update(app_healthy=ok)))
+            self.checker.on_change(self._app_health_changed)
             self.checker.start()
         self.pool.start()
         self.ports["admin"] = await self.admin.start()
         log.info("sidecar listening %s", " ".join(f"{k}={v}" for k, v in self.ports.items()))
 
+    def _app_health_changed(self, healthy: bool) -> None:
+        _spawn(self.health.update(app_healthy=healthy))
+
     def not_ready_reasons(self) -> list[str]:
         CHANNELS_OPEN.set(len(self.pool))
-        reasons = [f"upstream {n} has no endpoints" for n, c in self.clusters.items() if not c.hosts]
+        reasons = [
+            f"upstream {n} has no endpoints" for n, c in self.clusters.items() if not c.hosts
+        ]
         if self.checker is not None and not self.checker.healthy:
             reasons.append(f"local app at {self.checker.address} is not serving")
         if self.draining:

@@ -18,11 +18,25 @@ from sidecar.endpoint import parse_hostport
 MiB = 1024 * 1024
 
 # gRPC status names accepted wherever a config lists statuses.
-STATUS_NAMES = (
-    "OK CANCELLED UNKNOWN INVALID_ARGUMENT DEADLINE_EXCEEDED NOT_FOUND ALREADY_EXISTS "
-    "PERMISSION_DENIED RESOURCE_EXHAUSTED FAILED_PRECONDITION ABORTED OUT_OF_RANGE "
-    "UNIMPLEMENTED INTERNAL UNAVAILABLE DATA_LOSS UNAUTHENTICATED"
-).split()
+STATUS_NAMES = [
+    "OK",
+    "CANCELLED",
+    "UNKNOWN",
+    "INVALID_ARGUMENT",
+    "DEADLINE_EXCEEDED",
+    "NOT_FOUND",
+    "ALREADY_EXISTS",
+    "PERMISSION_DENIED",
+    "RESOURCE_EXHAUSTED",
+    "FAILED_PRECONDITION",
+    "ABORTED",
+    "OUT_OF_RANGE",
+    "UNIMPLEMENTED",
+    "INTERNAL",
+    "UNAVAILABLE",
+    "DATA_LOSS",
+    "UNAUTHENTICATED",
+]
 
 
 class ConfigError(Exception):
@@ -80,7 +94,9 @@ class Inbound(_Model):
 
 class Outbound(_Model):
     listen: HostPort = "127.0.0.1:15001"
-    channel_idle_timeout_s: float = Field(default=300.0, gt=0)  # pooled channels unused this long close
+    channel_idle_timeout_s: float = Field(
+        default=300.0, gt=0
+    )  # pooled channels unused this long close
 
     _v = field_validator("listen")(_check_hostport)
 

@@ -31,7 +31,9 @@ class InboundHealth:
     def serving(self) -> bool:
         return self.app_healthy and not self.draining
 
-    async def update(self, *, app_healthy: bool | None = None, draining: bool | None = None) -> None:
+    async def update(
+        self, *, app_healthy: bool | None = None, draining: bool | None = None
+    ) -> None:
         if app_healthy is not None:
             self.app_healthy = app_healthy
         if draining is not None:

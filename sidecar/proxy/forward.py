@@ -44,15 +44,15 @@ async def forward(
     request: Any,
     context: grpc.aio.ServicerContext[Any, Any],
     metadata: Pairs,
-    timeout: float | None,
+    timeout_s: float | None,
 ) -> Answer:
     """Run one attempt of `kind`; `request` is bytes or the caller's request iterator."""
     stub = pooled.stub(method, kind)
     streams_in = kind in ("client_stream", "bidi")
     if streams_in:
-        call = stub(timeout=timeout, metadata=metadata)
+        call = stub(timeout=timeout_s, metadata=metadata)
     else:
-        call = stub(request, timeout=timeout, metadata=metadata)
+        call = stub(request, timeout=timeout_s, metadata=metadata)
     pump = _pump(request, call) if streams_in else None
     answer = Answer(grpc.StatusCode.UNKNOWN, "", (), ())
     try:

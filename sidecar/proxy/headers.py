@@ -78,7 +78,9 @@ def sidecar_error(reason: str) -> Pairs:
     return ((SIDECAR_ERROR_KEY, reason),)
 
 
-def local_reason(code_name: str, details: str, *, got_headers: bool, deadline_passed: bool) -> str | None:
+def local_reason(
+    code_name: str, details: str, *, got_headers: bool, deadline_passed: bool
+) -> str | None:
     """Name an error grpcio's client made locally (never reached or lost the peer), else None.
 
     grpcio does not mark locally generated statuses, so this reads the core's own wording;

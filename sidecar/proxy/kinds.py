@@ -14,7 +14,6 @@ from __future__ import annotations
 import importlib
 from collections.abc import Iterable, Mapping
 
-
 from google.protobuf import descriptor_pool
 
 from sidecar.config import MethodKind

@@ -19,7 +19,7 @@ from sidecar.proxy.pipeline import Pipeline, Route
 _CACHE_LIMIT = 10_000  # method paths come from callers: bound the cache
 
 
-class ProxyHandler(grpc.GenericRpcHandler):
+class ProxyHandler(grpc.GenericRpcHandler):  # type: ignore[misc]
     def __init__(
         self,
         pipeline: Pipeline,
@@ -76,7 +76,9 @@ def _handler(pipeline: Pipeline, route: Route | None, method: str, kind: str) ->
     return grpc.stream_stream_rpc_method_handler(bidi)
 
 
-def make_server(handler: grpc.GenericRpcHandler, listen: str, max_message_bytes: int) -> tuple[grpc.aio.Server, int]:
+def make_server(
+    handler: grpc.GenericRpcHandler, listen: str, max_message_bytes: int
+) -> tuple[grpc.aio.Server, int]:
     """A server on `listen` (port 0 picks one); returns it with the bound port.
 
     SO_REUSEPORT is off so that a port already in use is an error, not a silent share."""

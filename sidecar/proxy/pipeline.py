@@ -270,7 +270,7 @@ class Pipeline:
                 outcome=outcome,
                 committed=answer.committed,
                 replayable=kind in _REPLAYABLE,
-                pushback_ms=int(pushback) if _is_int(pushback) else None,
+                pushback_ms=_int_or_none(pushback),
                 remaining_s=None if deadline is None else deadline - end,
             )
             backoff = retry.backoff(result, end)
@@ -326,12 +326,11 @@ def _bounded(delay_s: float, deadline: float | None) -> float:
     return max(0.0, min(delay_s, deadline - time.monotonic()))
 
 
-def _is_int(value: Any) -> bool:
+def _int_or_none(value: Any) -> int | None:
     try:
-        int(value)
+        return int(value)
     except (TypeError, ValueError):
-        return False
-    return True
+        return None
 
 
 async def _deliver(answer: Answer, context: grpc.aio.ServicerContext[Any, Any]) -> bytes | None:

@@ -16,7 +16,6 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from sidecar.config import Config, InboundAdmission, Upstream
-
 from sidecar.outcome import Outcome
 
 
@@ -64,7 +63,8 @@ class RetryPolicy(Protocol):
 # (c) Inbound admission: concurrency limit, bounded queue, queue-delay and deadline dropping.
 class Admission(Protocol):
     async def acquire(self, deadline: float | None) -> Token | Refusal:
-        """Wait (bounded) for a slot; `deadline` is the time.monotonic() the caller gives up, or None."""
+        """Wait (bounded) for a slot. `deadline`: the time.monotonic() at which the caller
+        gives up, or None."""
         ...
 
 

@@ -6,8 +6,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import socket
+import struct
 import time
-from collections.abc import AsyncIterator
 from typing import Any
 
 import grpc
@@ -26,7 +26,9 @@ OPTIONS = [
 
 async def next_call_ok(addr: str) -> None:
     async with grpc.aio.insecure_channel(addr, options=OPTIONS) as ch:
-        reply = await echo_pb2_grpc.EchoStub(ch).Unary(echo_pb2.EchoRequest(payload=b"ok"), timeout=5)
+        reply = await echo_pb2_grpc.EchoStub(ch).Unary(
+            echo_pb2.EchoRequest(payload=b"ok"), timeout=5
+        )
     assert reply.payload == b"ok"
 
 
@@ -131,7 +133,8 @@ class Resetter:
     def reset_all(self) -> None:
         for w in self.writers:
             sock = w.get_extra_info("socket")
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\x00\x00\x00\x00\x00\x00\x00")
+            linger_0 = struct.pack("ii", 1, 0)  # close() sends RST instead of FIN
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, linger_0)
             w.transport.abort()
         self.writers.clear()
 

@@ -110,9 +110,10 @@ async def test_sigterm_finishes_in_flight_and_exits_0(mesh: Mesh, tmp_path: Path
             )
             # wait until the call is in flight inside the sidecar
             end = time.monotonic() + 5
-            while b'sidecar_requests_in_flight{direction="inbound",upstream="app"} 1.0' not in http(
-                "GET", side.url("/metrics")
-            )[1]:
+            while (
+                b'sidecar_requests_in_flight{direction="inbound",upstream="app"} 1.0'
+                not in http("GET", side.url("/metrics"))[1]
+            ):
                 assert time.monotonic() < end
                 await asyncio.sleep(0.02)
             side.proc.popen.send_signal(signal.SIGTERM)
