@@ -246,7 +246,7 @@ class Pipeline:
             outcome = Outcome.CANCELLED
             try:
                 # 6c. Forward.
-                timeout = None if deadline is None else deadline - time.monotonic()
+                timeout = None if deadline is None else max(0.001, deadline - time.monotonic())
                 with self.pool.lease(address, now) as pooled:
                     answer = await forward(
                         kind, pooled, method, request, context, metadata, timeout
