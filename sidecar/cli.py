@@ -10,7 +10,7 @@ import sys
 from collections.abc import Callable, Sequence
 
 from sidecar import __version__
-from sidecar.config import ConfigError, load_config
+from sidecar.config import Config, ConfigError, load_config
 
 
 def _not_yet(verb: str) -> Callable[[argparse.Namespace], int]:
@@ -22,29 +22,51 @@ def _not_yet(verb: str) -> Callable[[argparse.Namespace], int]:
 
 
 def _check(args: argparse.Namespace) -> int:
-    try:
-        config = load_config(args.config)
-    except ConfigError as exc:
-        print(f"sidecar: config refused: {exc}", file=sys.stderr)
+    config = _load(args.config)
+    if config is None:
         return 1
     print(f"{args.config}: ok ({len(config.upstreams)} upstreams)")
     return 0
 
 
+def _load(path: str) -> Config | None:
+    try:
+        return load_config(path)
+    except ConfigError as exc:
+        print(f"sidecar: config refused: {exc}", file=sys.stderr)
+        return None
+
+
+def _run(args: argparse.Namespace) -> int:
+    config = _load(args.config)
+    if config is None:
+        return 1
+    from sidecar.app import run  # grpc and friends load only once the config is good
+
+    return run(config)
+
+
 def _xds(args: argparse.Namespace) -> int:
-    # For now only static `endpoints` are served; SRV discovery is wired in later.
     import asyncio
     import logging
 
     from sidecar.xds.cli import serve
 
-    try:
-        config = load_config(args.config)
-    except ConfigError as exc:
-        print(f"sidecar: config refused: {exc}", file=sys.stderr)
+    config = _load(args.config)
+    if config is None:
         return 1
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
     return asyncio.run(serve(config, args.listen))
+
+
+def _demo(args: argparse.Namespace) -> int:
+    try:
+        from services.demo import main as demo_main
+    except ImportError as exc:  # the wheel without the example services
+        print(f"sidecar demo: the example services are not installed ({exc})", file=sys.stderr)
+        return 2
+    demo_args = [a for a in args.demo_args if a != "--"]
+    return demo_main(demo_args)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -57,7 +79,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     run = verbs.add_parser("run", help="run the sidecar from a config file")
     run.add_argument("-c", "--config", required=True, help="YAML config file")
-    run.set_defaults(func=_not_yet("run"))
+    run.set_defaults(func=_run)
 
     check = verbs.add_parser("check", help="validate a config file; errors name the key")
     check.add_argument("-c", "--config", required=True, help="YAML config file")
@@ -80,8 +102,11 @@ def build_parser() -> argparse.ArgumentParser:
     xds.add_argument("--listen", default="127.0.0.1:18000", help="ADS host:port")
     xds.set_defaults(func=_xds)
 
-    demo = verbs.add_parser("demo", help="run the two-site demo mesh")
-    demo.set_defaults(func=_not_yet("demo"))
+    demo = verbs.add_parser(
+        "demo", help="run the two-site demo mesh (options: sidecar demo -- --help)"
+    )
+    demo.add_argument("demo_args", nargs=argparse.REMAINDER, help="options of services.demo")
+    demo.set_defaults(func=_demo)
 
     return parser
 

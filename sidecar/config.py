@@ -94,6 +94,9 @@ class Inbound(_Model):
 
 class Outbound(_Model):
     listen: HostPort = "127.0.0.1:15001"
+    channel_idle_timeout_s: float = Field(
+        default=300.0, gt=0
+    )  # pooled channels unused this long close
 
     _v = field_validator("listen")(_check_hostport)
 
@@ -216,6 +219,8 @@ class Faults(_Model):
     abort: FaultAbort | None = None
 
 
+MethodKind = Literal["unary", "server_stream", "client_stream", "bidi"]
+
 LbName = Literal["peak_ewma", "least_request", "round_robin", "random", "ring_hash"]
 
 
@@ -249,6 +254,11 @@ class Config(_Model):
     admin: Admin = Admin()
     max_message_bytes: int = Field(default=16 * MiB, ge=1024)
     drain_grace_s: float = Field(default=10.0, ge=0)
+    # RPC kind per method ("/pkg.Service/Method": unary|server_stream|client_stream|bidi), and
+    # generated *_pb2 modules whose service descriptors tell the kinds; other methods are
+    # proxied as bidi streams (correct for every kind, but costlier for unary calls).
+    method_kinds: dict[str, MethodKind] = {}
+    proto_modules: list[str] = []
     discovery: Discovery = Discovery()
     registration: Registration | None = None
     upstreams: dict[str, Upstream] = {}

@@ -1,7 +1,8 @@
-"""Active health checks of upstream endpoints.
+"""Health: of the local app (as the inbound sidecar sees and reports it) and of
+upstream endpoints (active checks).
 
-`state` is the pure threshold logic; the cluster owns one state per endpoint and
-the checker (I/O, when configured) feeds it through `Cluster.record_health_check`.
+`state` is the pure threshold logic of active checks; the cluster owns one state
+per endpoint and a checker feeds it through `Cluster.record_health_check`.
 """
 
 from sidecar.health.state import HealthCheckState

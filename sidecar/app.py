@@ -1,0 +1,217 @@
+"""The composition root: builds a running sidecar from a Config, and takes it down.
+
+Does I/O (listeners, admin, signals). Nothing here decides anything: policies live in
+their packages and plug in through `Policies` (sidecar/proxy/seams.py). Discovery,
+registration and xDS join here later: each feeds `cluster.update(...)` or the routes.
+
+Shutdown order, and why: health turns NOT_SERVING first so peers stop choosing us;
+the inbound listener stops accepting and finishes its in-flight calls within
+`drain_grace_s`; only then the outbound one, because the app may still call out while
+finishing those inbound calls.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import random
+import signal
+import time
+from typing import Any
+
+import grpc
+
+from sidecar.admin import AdminServer
+from sidecar.cluster import Cluster
+from sidecar.config import Config, redacted
+from sidecar.endpoint import Endpoint, parse_hostport
+from sidecar.health.app_checker import AppChecker
+from sidecar.health.service import InboundHealth
+from sidecar.metrics import CHANNELS_OPEN, DRAINING
+from sidecar.proxy.channels import ChannelPool
+from sidecar.proxy.kinds import MethodKinds, load_modules
+from sidecar.proxy.listener import ProxyHandler, make_server
+from sidecar.proxy.pipeline import Pipeline, Route
+from sidecar.proxy.router import Router
+from sidecar.proxy.seams import Policies
+
+log = logging.getLogger("sidecar")
+
+
+class Sidecar:
+    def __init__(self, config: Config, policies: Policies | None = None) -> None:
+        self.config = config
+        policies = policies or Policies()
+        load_modules(config.proto_modules)
+        self.kinds = MethodKinds(config.method_kinds)
+        idle_s = config.outbound.channel_idle_timeout_s if config.outbound else 300.0
+        self.pool = ChannelPool(config.max_message_bytes, idle_s)
+        now = time.monotonic()
+        self.clusters: dict[str, Cluster] = {}
+        self.routes: dict[str, Route] = {}
+        for name, up in config.upstreams.items():
+            cluster = Cluster(name, sites=config.upstream_sites(name), rng=random.Random())
+            if up.endpoints is not None:  # static; otherwise discovery fills it
+                cluster.update(config.site, [_endpoint(a, config.site) for a in up.endpoints], now)
+            self.clusters[name] = cluster
+            self.routes[name] = Route(
+                name,
+                cluster,
+                up.timeout_ms / 1000,
+                up.hash_key,
+                gate=policies.gate(name, up),
+                retries=policies.retries(name, up),
+            )
+        self.router = Router({n: up.grpc_services for n, up in config.upstreams.items()})
+        faults = policies.faults(config)
+        self.servers: dict[str, grpc.aio.Server] = {}
+        self.ports: dict[str, int] = {}
+        self.health = InboundHealth(n for n in (config.service, _app_service(config)) if n)
+        self.checker: AppChecker | None = None
+        self._handlers: list[tuple[str, ProxyHandler, str]] = []
+        if config.outbound is not None:
+            outbound = Pipeline("outbound", self.pool, faults=faults)
+            handler = ProxyHandler(outbound, self.kinds, self._outbound_route)
+            self._handlers.append(("outbound", handler, config.outbound.listen))
+        if config.inbound is not None:
+            app = Cluster("app", sites=(config.site,))
+            app.update(config.site, [_endpoint(config.inbound.app, config.site)], now)
+            self.clusters_app = app
+            self.app_route = Route("app", app, None)
+            inbound = Pipeline(
+                "inbound",
+                self.pool,
+                admission=policies.admission(config.inbound.admission),
+                faults=faults,
+            )
+            handler = ProxyHandler(
+                inbound, self.kinds, lambda _m: self.app_route, self.health.handlers()
+            )
+            self._handlers.append(("inbound", handler, config.inbound.listen))
+            self.checker = AppChecker(config.inbound.health, config.inbound.app)
+        self.admin = AdminServer(
+            config.admin.listen,
+            ready=self.not_ready_reasons,
+            clusters=lambda: {n: c.snapshot(time.monotonic()) for n, c in self.clusters.items()},
+            config_dump=lambda: redacted(self.config),
+            drain=self.drain,
+        )
+        self.draining = False
+        self._drain_task: asyncio.Task[None] | None = None
+
+    def _outbound_route(self, method: str) -> Route | None:
+        name = self.router.route(method)
+        return None if name is None else self.routes[name]
+
+    async def start(self) -> None:
+        for name, handler, listen in self._handlers:
+            server, port = make_server(handler, listen, self.config.max_message_bytes)
+            await server.start()
+            self.servers[name], self.ports[name] = server, port
+        if self.checker is not None:
+            self.checker.on_change(self._app_health_changed)
+            self.checker.start()
+        self.pool.start()
+        self.ports["admin"] = await self.admin.start()
+        log.info("sidecar listening %s", " ".join(f"{k}={v}" for k, v in self.ports.items()))
+
+    def _app_health_changed(self, healthy: bool) -> None:
+        _spawn(self.health.update(app_healthy=healthy))
+
+    def not_ready_reasons(self) -> list[str]:
+        CHANNELS_OPEN.set(len(self.pool))
+        reasons = [
+            f"upstream {n} has no endpoints" for n, c in self.clusters.items() if not c.hosts
+        ]
+        if self.checker is not None and not self.checker.healthy:
+            reasons.append(f"local app at {self.checker.address} is not serving")
+        if self.draining:
+            reasons.append("draining")
+        return reasons
+
+    async def drain(self) -> None:
+        """NOT_SERVING now; stop accepting calls after `drain_grace_s` (POST /drain)."""
+        if self.draining:
+            return
+        await self._start_draining()
+
+        async def later() -> None:
+            await asyncio.sleep(self.config.drain_grace_s)
+            await self._stop_listeners()
+
+        self._drain_task = _spawn(later())
+
+    async def _start_draining(self) -> None:
+        self.draining = True
+        DRAINING.set(1)
+        await self.health.update(draining=True)
+        log.info("draining")
+
+    async def _stop_listeners(self) -> None:
+        grace = self.config.drain_grace_s
+        for name in ("inbound", "outbound"):
+            server = self.servers.get(name)
+            if server is not None:
+                await server.stop(grace)
+
+    async def stop(self) -> None:
+        """Graceful stop (SIGTERM): drain, finish in-flight calls within the grace, close."""
+        if not self.draining:
+            await self._start_draining()
+        if self._drain_task is not None:
+            self._drain_task.cancel()
+        await self._stop_listeners()
+        if self.checker is not None:
+            await self.checker.close()
+        await self.admin.close()
+        await self.pool.close()
+
+
+def _endpoint(address: str, site: str) -> Endpoint:
+    host, port = parse_hostport(address)
+    return Endpoint(host, port, site=site)
+
+
+def _app_service(config: Config) -> str:
+    return config.inbound.health.service if config.inbound is not None else ""
+
+
+_background: set[asyncio.Task[Any]] = set()
+
+
+def _spawn(coro: Any) -> asyncio.Task[Any]:
+    task = asyncio.get_running_loop().create_task(coro)
+    _background.add(task)  # keep a reference until done (asyncio holds only weak ones)
+    task.add_done_callback(_background.discard)
+    return task
+
+
+async def serve(config: Config) -> int:
+    """Run until SIGTERM/SIGINT, then stop gracefully; the process exit code."""
+    sidecar = Sidecar(config)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    await sidecar.start()
+    await stop.wait()
+    log.info("signal received: stopping (grace %.1fs)", config.drain_grace_s)
+    with contextlib.suppress(asyncio.CancelledError):
+        await sidecar.stop()
+    return 0
+
+
+def run(config: Config) -> int:
+    """Run the sidecar on uvloop when available."""
+    logging.basicConfig(
+        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    try:
+        import uvloop
+
+        factory = uvloop.new_event_loop
+    except ImportError:  # pragma: no cover - uvloop is a dependency off Windows
+        factory = None
+    with asyncio.Runner(loop_factory=factory) as runner:
+        return runner.run(serve(config))

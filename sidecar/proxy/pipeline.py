@@ -1,0 +1,344 @@
+"""The story of one call through the sidecar, first byte to last status.
+
+Does I/O through `forward` and the seams; every decision is made by a policy object.
+The same pipeline serves both listeners: outbound (the local app calling a peer,
+`route.name` = the upstream) and inbound (a peer calling the local app, `route.name`
+= "app", a one-endpoint cluster).
+
+The steps, and why each sits where it sits:
+
+1. Route. The method path names the upstream (sidecar/proxy/router.py), resolved once
+   per method when grpcio asks for a handler. First, because every later step is per
+   upstream: its deadline default, its limits, its endpoints. No route: UNIMPLEMENTED.
+2. Deadline. The caller's remaining time, else the upstream's `timeout_ms`, fixed as an
+   absolute time now. Before admission, faults and retries, because each of them spends
+   from this one budget; every attempt then forwards only what is left, so this hop's
+   own time is subtracted (and the whole call, retries included, stays bounded).
+3. Headers. Hop-by-hop keys dropped, `x-request-id` added when missing. Before any
+   early refusal, so even a refused call's logs carry its request id.
+4. Admit (seam c, inbound). Concurrency limit and queue in front of the app. After the
+   deadline, because the queue drops work whose caller has given up; before any
+   upstream work, because a dropped call must cost almost nothing.
+5. Fault (seam d). Injected delay or abort per upstream. After admission, so faults
+   behave like a slow or failing upstream to the caller; before the attempts, so an
+   injected abort consumes no upstream limit or endpoint.
+6. Attempts, each:
+   a. pick an endpoint, excluding ones already tried. First, so a call with nowhere to
+      go says `no_endpoints` rather than `overloaded`;
+   b. limit (seam a): upstream limits and adaptive throttling, per attempt because
+      retries load the upstream too; after the pick, so a refusal leaves no host started;
+   c. forward raw bytes over the endpoint's pooled channel (sidecar/proxy/forward.py);
+   d. classify the result once (sidecar/outcome.py), telling local failures (connect,
+      timeout) from the peer's answer;
+   e. report: `host.finish(...)` exactly once and the limit token released, in a
+      `finally`, so a cancelled call is reported too;
+   f. retry (seam b) on another endpoint, only while nothing went back to the caller and
+      the request is still in hand, after the policy's backoff, never past the deadline.
+7. Deliver. Headers, response, status, details and trailers (with
+   `grpc-status-details-bin` untouched) to the caller; metrics recorded first.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import grpc
+
+from sidecar import metrics
+from sidecar.cluster import Cluster
+from sidecar.outcome import SIDECAR_ERROR_KEY, Outcome, classify
+from sidecar.proxy.channels import ChannelPool
+from sidecar.proxy.forward import Answer, forward
+from sidecar.proxy.headers import (
+    Pairs,
+    forwardable,
+    local_reason,
+    sidecar_error,
+    value_of,
+    with_request_id,
+)
+from sidecar.proxy.seams import (
+    Admission,
+    AdmitAll,
+    AttemptResult,
+    FaultInjector,
+    NoFaults,
+    NoRetries,
+    OpenGate,
+    Refusal,
+    RetryPolicy,
+    UpstreamGate,
+)
+
+log = logging.getLogger(__name__)
+
+# Kinds whose request we still hold after an attempt, so another attempt can resend it.
+_REPLAYABLE = frozenset({"unary", "server_stream"})
+
+
+@dataclass
+class Route:
+    """Where a call goes and the per-upstream policies on its way."""
+
+    name: str  # upstream name, or "app" inbound
+    cluster: Cluster
+    default_timeout_s: float | None  # when the caller sent no deadline
+    hash_key: str | None = None  # request metadata key for hash-based picks
+    gate: UpstreamGate = field(default_factory=OpenGate)
+    retries: RetryPolicy = field(default_factory=NoRetries)
+
+
+def _local(code: grpc.StatusCode, reason: str, message: str, extra: Pairs = ()) -> Answer:
+    return Answer(code, message, (), (*extra, *sidecar_error(reason)), local_reason=reason)
+
+
+class Pipeline:
+    def __init__(
+        self,
+        direction: str,
+        pool: ChannelPool,
+        *,
+        admission: Admission | None = None,
+        faults: FaultInjector | None = None,
+    ) -> None:
+        self.direction = direction
+        self.pool = pool
+        self.admission: Admission = admission or AdmitAll()
+        self.faults: FaultInjector = faults or NoFaults()
+
+    async def call(
+        self,
+        route: Route | None,
+        method: str,
+        kind: str,
+        request: Any,
+        context: grpc.aio.ServicerContext[Any, Any],
+    ) -> bytes | None:
+        """Handle one call end to end; the return value is the unary response, if any."""
+        started = time.monotonic()
+        upstream = route.name if route is not None else "-"
+        label_method = method if route is not None else "-"
+        in_flight = metrics.IN_FLIGHT.labels(self.direction, upstream)
+        in_flight.inc()
+        code = "CANCELLED"  # what the metrics say if the caller goes away mid-call
+        try:
+            try:
+                answer = await self._steps(route, method, kind, request, context, started)
+            except Exception:
+                log.exception("%s call %s failed inside the sidecar", self.direction, method)
+                answer = _local(
+                    grpc.StatusCode.INTERNAL,
+                    "internal",
+                    "the sidecar failed while handling this call (see its log)",
+                )
+            code = answer.code.name
+            if answer.local_reason is not None:
+                metrics.LOCAL_ERRORS.labels(self.direction, upstream, answer.local_reason).inc()
+        finally:
+            in_flight.dec()
+            metrics.REQUESTS.labels(self.direction, upstream, label_method, code).inc()
+            metrics.DURATION.labels(self.direction, upstream, label_method).observe(
+                time.monotonic() - started
+            )
+        # 7. Deliver.
+        return await _deliver(answer, context)
+
+    async def _steps(
+        self,
+        route: Route | None,
+        method: str,
+        kind: str,
+        request: Any,
+        context: grpc.aio.ServicerContext[Any, Any],
+        started: float,
+    ) -> Answer:
+        # 1. Route.
+        if route is None:
+            return _local(
+                grpc.StatusCode.UNIMPLEMENTED,
+                "no_route",
+                f"sidecar has no route for method {method}: no upstream lists its service "
+                f"in grpc_services (check the sidecar config)",
+            )
+        # 2. Deadline.
+        remaining = context.time_remaining()
+        if remaining is None:
+            remaining = route.default_timeout_s
+        deadline = None if remaining is None else started + remaining
+        # 3. Headers.
+        metadata, _request_id = with_request_id(forwardable(context.invocation_metadata()))
+        # 4. Admit.
+        admitted = await self.admission.acquire(deadline)
+        if isinstance(admitted, Refusal):
+            return _refused(admitted)
+        outcome = Outcome.CANCELLED
+        try:
+            # 5. Fault.
+            fault = self.faults.decide(self.direction, route.name, method, time.monotonic())
+            if fault is not None:
+                if fault.delay_s > 0:
+                    await asyncio.sleep(_bounded(fault.delay_s, deadline))
+                if fault.abort_status is not None:
+                    return _local(
+                        grpc.StatusCode[fault.abort_status],
+                        "fault",
+                        f"fault injected by the sidecar config for upstream {route.name}",
+                    )
+            # 6. Attempts.
+            answer, outcome = await self._attempts(
+                route, method, kind, request, context, metadata, deadline
+            )
+            return answer
+        finally:
+            admitted.release(outcome, time.monotonic())
+
+    async def _attempts(
+        self,
+        route: Route,
+        method: str,
+        kind: str,
+        request: Any,
+        context: grpc.aio.ServicerContext[Any, Any],
+        metadata: Pairs,
+        deadline: float | None,
+    ) -> tuple[Answer, Outcome]:
+        hash_value = value_of(metadata, route.hash_key) if route.hash_key else None
+        hash_key = hash_value.encode() if isinstance(hash_value, str) else hash_value
+        retry = route.retries.begin(time.monotonic())
+        tried: set[tuple[str, int]] = set()
+        last: tuple[Answer, Outcome] | None = None
+        attempt = 0
+        while True:
+            attempt += 1
+            now = time.monotonic()
+            if deadline is not None and now >= deadline:
+                return last or (
+                    _local(
+                        grpc.StatusCode.DEADLINE_EXCEEDED,
+                        "deadline",
+                        f"deadline spent before the sidecar could call {route.name} "
+                        f"(raise the caller's deadline or the upstream's timeout_ms)",
+                    ),
+                    Outcome.CANCELLED,
+                )
+            # 6a. Pick.
+            host = route.cluster.pick(now, hash_key=hash_key, exclude=tried)
+            if host is None:
+                return last or (
+                    _local(
+                        grpc.StatusCode.UNAVAILABLE,
+                        "no_endpoints",
+                        f"upstream {route.name} has no endpoint to call "
+                        f"(check its endpoints or discovery, and /clusters on the admin port)",
+                    ),
+                    Outcome.CANCELLED,
+                )
+            # 6b. Limit.
+            token = route.gate.acquire(now)
+            if isinstance(token, Refusal):
+                return last or (_refused(token), Outcome.CANCELLED)
+            address = host.endpoint.address
+            host.start(now)
+            outcome = Outcome.CANCELLED
+            try:
+                # 6c. Forward.
+                timeout = None if deadline is None else max(0.001, deadline - time.monotonic())
+                with self.pool.lease(address, now) as pooled:
+                    answer = await forward(
+                        kind, pooled, method, request, context, metadata, timeout
+                    )
+                # 6d. Classify.
+                outcome = self._classify(answer, route, address, deadline)
+            finally:
+                # 6e. Report.
+                end = time.monotonic()
+                host.finish(outcome, end - now, end)
+                token.release(outcome, end)
+                metrics.ATTEMPTS.labels(self.direction, route.name, address, outcome.value).inc()
+            last = (answer, outcome)
+            if answer.code is grpc.StatusCode.OK:
+                return last
+            # 6f. Retry.
+            pushback = value_of(answer.trailers, "grpc-retry-pushback-ms")
+            result = AttemptResult(
+                attempt=attempt,
+                status=answer.code.name,
+                outcome=outcome,
+                committed=answer.committed,
+                replayable=kind in _REPLAYABLE,
+                pushback_ms=_int_or_none(pushback),
+                remaining_s=None if deadline is None else deadline - end,
+            )
+            backoff = retry.backoff(result, end)
+            if backoff is None or result.committed or not result.replayable:
+                return last
+            tried.add(host.endpoint.key)
+            if backoff > 0:
+                await asyncio.sleep(_bounded(backoff, deadline))
+
+    def _classify(
+        self, answer: Answer, route: Route, address: str, deadline: float | None
+    ) -> Outcome:
+        """The one verdict on this attempt; marks locally made errors as the sidecar's."""
+        code = answer.code.name
+        reason = local_reason(
+            code,
+            answer.details,
+            got_headers=bool(answer.headers),
+            deadline_passed=deadline is not None and time.monotonic() >= deadline - 0.001,
+        )
+        peer_error = value_of(answer.trailers, SIDECAR_ERROR_KEY)
+        if reason is None or peer_error is not None:
+            return classify(code, None if peer_error is None else str(peer_error))
+        answer.trailers = (*answer.trailers, *sidecar_error(reason))
+        answer.local_reason = reason
+        target = "the local app" if self.direction == "inbound" else f"upstream {route.name}"
+        answer.details = f"{_EXPLAIN[reason]} {target} at {address}: {answer.details}"
+        if reason == "connect_failed":
+            return Outcome.CONNECT_FAILED
+        if reason == "timeout":
+            return Outcome.TIMEOUT
+        return classify(code, None)
+
+
+_EXPLAIN = {
+    "connect_failed": "sidecar could not connect to",
+    "connection_lost": "sidecar lost its connection to",
+    "timeout": "deadline expired while the sidecar waited on",
+    "message_too_large": "message over max_message_bytes from",
+}
+
+
+def _refused(refusal: Refusal) -> Answer:
+    extra: Pairs = ()
+    if refusal.pushback_ms is not None:
+        extra = (("grpc-retry-pushback-ms", str(refusal.pushback_ms)),)
+    return _local(grpc.StatusCode[refusal.status], refusal.reason, refusal.message, extra)
+
+
+def _bounded(delay_s: float, deadline: float | None) -> float:
+    if deadline is None:
+        return delay_s
+    return max(0.0, min(delay_s, deadline - time.monotonic()))
+
+
+def _int_or_none(value: Any) -> int | None:
+    try:
+        return int(value)
+    except (TypeError, ValueError):
+        return None
+
+
+async def _deliver(answer: Answer, context: grpc.aio.ServicerContext[Any, Any]) -> bytes | None:
+    if answer.headers and not answer.committed:
+        await context.send_initial_metadata(answer.headers)
+    if answer.code is grpc.StatusCode.OK:
+        context.set_trailing_metadata(answer.trailers)
+        return answer.response
+    # abort() wants a tuple (grpc.aio.Metadata makes the caller see UNKNOWN: FACTS.md)
+    await context.abort(answer.code, answer.details, tuple(answer.trailers))
+    return None

@@ -1,0 +1,76 @@
+"""Real processes for the data-plane tests: an echo backend, and an outbound + inbound
+sidecar pair in front of it (one module-wide set, started once)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from tests.integration.procs import MIB, Proc, Sidecar, echo_process, free_port, sidecar_process
+
+ECHO = "meshtest.echo.v1.Echo"
+
+
+@dataclass
+class Mesh:
+    echo: Proc
+    echo_port: int
+    outbound: Sidecar  # the caller's sidecar (outbound listener only)
+    inbound: Sidecar  # the backend's sidecar (inbound listener only)
+    dead_port: int
+
+    @property
+    def outbound_addr(self) -> str:
+        return f"127.0.0.1:{self.outbound.port('outbound')}"
+
+    @property
+    def inbound_addr(self) -> str:
+        return f"127.0.0.1:{self.inbound.port('inbound')}"
+
+    @property
+    def echo_addr(self) -> str:
+        return f"127.0.0.1:{self.echo_port}"
+
+
+@pytest.fixture(scope="session")
+def mesh(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Mesh]:
+    tmp: Path = tmp_path_factory.mktemp("mesh")
+    with echo_process(tmp) as (echo, echo_port):
+        inbound_port = free_port()
+        inbound_cfg = {
+            "service": "echo",
+            "inbound": {
+                "listen": f"127.0.0.1:{inbound_port}",
+                "app": f"127.0.0.1:{echo_port}",
+                "health": {"interval_s": 0.2},
+            },
+            "max_message_bytes": 12 * MIB,
+            "proto_modules": ["meshtest.echo.v1.echo_pb2"],
+        }
+        dead_port = free_port()
+        outbound_cfg = {
+            "outbound": {"listen": f"127.0.0.1:{free_port()}"},
+            "max_message_bytes": 12 * MIB,
+            "proto_modules": ["meshtest.echo.v1.echo_pb2"],
+            "upstreams": {
+                "echo": {
+                    "grpc_services": [ECHO],
+                    "endpoints": [f"127.0.0.1:{inbound_port}"],
+                    "timeout_ms": 5000,
+                },
+                "dead": {
+                    "grpc_services": ["test.dead.v1.Dead"],
+                    "endpoints": [f"127.0.0.1:{dead_port}"],
+                },
+                "empty": {"grpc_services": ["test.empty.v1.Empty"], "endpoints": []},
+            },
+        }
+        with (
+            sidecar_process(tmp, "inbound", inbound_cfg) as inbound,
+            # not /ready: upstream "empty" has no endpoints, on purpose
+            sidecar_process(tmp, "outbound", outbound_cfg, wait="/live") as outbound,
+        ):
+            yield Mesh(echo, echo_port, outbound, inbound, dead_port)

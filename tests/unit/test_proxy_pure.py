@@ -1,0 +1,86 @@
+"""Pure parts of the data plane: routing, hop-by-hop metadata, local-error naming,
+RPC kinds, and the channel pool's idle plan."""
+
+from __future__ import annotations
+
+from sidecar.proxy.channels import idle_keys
+from sidecar.proxy.headers import forwardable, local_reason, with_request_id
+from sidecar.proxy.kinds import MethodKinds, load_modules
+from sidecar.proxy.router import Router
+
+
+def test_router_routes_by_service_in_path() -> None:
+    """/pkg.Svc/Method goes to the upstream listing pkg.Svc; anything else has no route."""
+    router = Router(
+        {"playlist": ["music.playlist.v1.Playlist"], "search": ["music.search.v1.Search"]}
+    )
+    assert router.route("/music.playlist.v1.Playlist/Get") == "playlist"
+    assert router.route("/music.search.v1.Search/Find") == "search"
+    assert router.route("/music.other.v1.Other/Get") is None
+    assert router.route("garbage") is None
+
+
+def test_hop_by_hop_dropped_end_to_end_kept() -> None:
+    """Transport headers are dropped; custom, binary, traceparent and details-bin pass."""
+    md = (
+        ("user-agent", "x"),
+        ("grpc-timeout", "1S"),
+        ("te", "trailers"),
+        (":authority", "a"),
+        ("x-a", "1"),
+        ("x-b-bin", b"\x00"),
+        ("traceparent", "00-1-2-01"),
+        ("grpc-status-details-bin", b"\x08\x05"),
+    )
+    assert forwardable(md) == (
+        ("x-a", "1"),
+        ("x-b-bin", b"\x00"),
+        ("traceparent", "00-1-2-01"),
+        ("grpc-status-details-bin", b"\x08\x05"),
+    )
+
+
+def test_request_id_kept_or_created() -> None:
+    """An existing x-request-id is kept; a missing one is created once."""
+    md, rid = with_request_id((("x-request-id", "abc"),))
+    assert (md, rid) == ((("x-request-id", "abc"),), "abc")
+    md, rid = with_request_id(())
+    assert md == (("x-request-id", rid),) and len(rid) == 32
+
+
+def test_local_reasons() -> None:
+    """grpcio's own wording names local failures; a peer's statuses are left alone."""
+    refused = "failed to connect to all addresses; last error: UNKNOWN: Connection refused"
+    assert local_reason("UNAVAILABLE", refused, got_headers=False, deadline_passed=False) == (
+        "connect_failed"
+    )
+    assert local_reason(
+        "UNAVAILABLE", "Socket closed", got_headers=True, deadline_passed=False
+    ) == ("connection_lost")
+    assert local_reason("DEADLINE_EXCEEDED", "Deadline Exceeded", got_headers=False,
+                        deadline_passed=True) == "timeout"  # fmt: skip
+    assert (
+        local_reason("DEADLINE_EXCEEDED", "app", got_headers=False, deadline_passed=False) is None
+    )
+    assert (
+        local_reason("UNAVAILABLE", "app is sad", got_headers=False, deadline_passed=False) is None
+    )
+
+
+def test_kinds_from_config_descriptors_and_fallback() -> None:
+    """Explicit kinds win, then imported service descriptors, else bidi."""
+    load_modules(["meshtest.echo.v1.echo_pb2", "grpc_health.v1.health_pb2"])
+    kinds = MethodKinds({"meshtest.echo.v1.Echo/Bidi": "unary", "/x.Y/Z": "server_stream"})
+    assert kinds.kind("/meshtest.echo.v1.Echo/Unary") == "unary"
+    assert kinds.kind("/meshtest.echo.v1.Echo/ServerStream") == "server_stream"
+    assert kinds.kind("/meshtest.echo.v1.Echo/ClientStream") == "client_stream"
+    assert kinds.kind("/meshtest.echo.v1.Echo/Bidi") == "unary"
+    assert kinds.kind("/x.Y/Z") == "server_stream"
+    assert kinds.kind("/unknown.Svc/M") == "bidi"
+    assert kinds.kind("/grpc.health.v1.Health/Watch") == "server_stream"
+
+
+def test_idle_plan_spares_leased_and_recent_channels() -> None:
+    """Only channels without leases and idle for the timeout are closed."""
+    entries = {"a:1": (0, 0.0), "b:1": (1, 0.0), "c:1": (0, 95.0)}
+    assert idle_keys(entries, now=100.0, idle_s=10.0) == ["a:1"]
