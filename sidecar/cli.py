@@ -31,6 +31,18 @@ def _check(args: argparse.Namespace) -> int:
     return 0
 
 
+def _resolve(args: argparse.Namespace) -> int:
+    from sidecar.discovery.commands import resolve_main  # imported late: keeps --help fast
+
+    return resolve_main(args)
+
+
+def _registry(args: argparse.Namespace) -> int:
+    from sidecar.discovery.commands import registry_main
+
+    return registry_main(args)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="sidecar",
@@ -51,13 +63,21 @@ def build_parser() -> argparse.ArgumentParser:
     resolve.add_argument("name", help="SRV name, e.g. _playlist._grpc.lon3.example.net")
     resolve.add_argument("--nameserver", help="host:port (default: system resolver)")
     resolve.add_argument("--json", action="store_true", help="print JSON")
-    resolve.set_defaults(func=_not_yet("resolve"))
+    resolve.add_argument("--timeout", type=float, default=2.0, help="seconds per query")
+    resolve.set_defaults(func=_resolve)
 
     registry = verbs.add_parser("registry", help="run the embedded DNS registry")
     registry.add_argument("--listen", default="127.0.0.1:5353")
     registry.add_argument("--zone", default="example.net")
-    registry.add_argument("--tsig-key", help="name:base64secret")
-    registry.set_defaults(func=_not_yet("registry"))
+    registry.add_argument("--tsig-key", help="name:base64secret (hmac-sha256)")
+    registry.add_argument("--journal", help="file keeping registrations across restarts")
+    registry.add_argument(
+        "--lease-factor", type=float, default=2.0, help="records expire after this many TTLs"
+    )
+    registry.add_argument(
+        "--minimal-responses", action="store_true", help="no addresses in the additional section"
+    )
+    registry.set_defaults(func=_registry)
 
     demo = verbs.add_parser("demo", help="run the two-site demo mesh")
     demo.set_defaults(func=_not_yet("demo"))
