@@ -230,8 +230,19 @@ class RegistryProcess(ProcessDnsServer):
         self.journal: Path | None = workdir / "registry.journal"
 
     def _spawn(self) -> subprocess.Popen[bytes]:
-        cmd = [sys.executable, "-m", "sidecar", "registry", "--listen", self.nameserver,
-               "--zone", self.zone, "--tsig-key", f"{KEY_NAME}:{KEY_SECRET}", *self.extra]
+        cmd = [
+            sys.executable,
+            "-m",
+            "sidecar",
+            "registry",
+            "--listen",
+            self.nameserver,
+            "--zone",
+            self.zone,
+            "--tsig-key",
+            f"{KEY_NAME}:{KEY_SECRET}",
+            *self.extra,
+        ]
         if self.journal is not None:
             cmd += ["--journal", str(self.journal)]
         env = {**os.environ, "PYTHONPATH": str(ROOT)}

@@ -94,7 +94,9 @@ class Cluster:
         exclude: frozenset[tuple[str, int]] | set[tuple[str, int]] = frozenset(),
     ) -> Host | None:
         """Choose a host for one attempt, or None when nothing can take it."""
-        candidates = [h for h in self._hosts.values() if h.available and h.endpoint.key not in exclude]
+        candidates = [
+            h for h in self._hosts.values() if h.available and h.endpoint.key not in exclude
+        ]
         if not candidates:
             return None
         self._next += 1

@@ -69,11 +69,23 @@ def _rcode_failure(msg: dns.message.Message) -> LookupFailure:
     return LookupFailure(label, dns.rcode.to_text(rcode))
 
 
-def _chase(msg: dns.message.Message, qname: dns.name.Name, rdtype: int) -> dns.name.Name:
+def _find(
+    msg: dns.message.Message, name: dns.name.Name, rdtype: dns.rdatatype.RdataType
+) -> dns.rrset.RRset | None:
+    # A linear scan, not msg.get_rrset: that trusts an index only wire parsing fills.
+    for rrset in msg.answer:
+        if rrset.name == name and rrset.rdtype == rdtype and rrset.rdclass == dns.rdataclass.IN:
+            return rrset
+    return None
+
+
+def _chase(
+    msg: dns.message.Message, qname: dns.name.Name, rdtype: dns.rdatatype.RdataType
+) -> dns.name.Name:
     """Follow a CNAME chain inside the answer section (bounded, loops refused)."""
     seen = {qname}
     for _ in range(MAX_CNAME_CHAIN):
-        cname = msg.get_rrset(msg.answer, qname, dns.rdataclass.IN, dns.rdatatype.CNAME)
+        cname = _find(msg, qname, dns.rdatatype.CNAME)
         if cname is None or rdtype == dns.rdatatype.CNAME:
             return qname
         qname = cname[0].target
@@ -115,7 +127,7 @@ def parse_srv_response(msg: dns.message.Message, qname: str) -> SrvAnswer:
     if rcode != dns.rcode.NOERROR:
         raise _rcode_failure(msg)
     owner = _chase(msg, name, dns.rdatatype.SRV)
-    rrset = msg.get_rrset(msg.answer, owner, dns.rdataclass.IN, dns.rdatatype.SRV)
+    rrset = _find(msg, owner, dns.rdatatype.SRV)
     if rrset is None or len(rrset) == 0:
         if any(r.rdtype != dns.rdatatype.CNAME for r in msg.answer):
             # Records, but not the ones asked for: a broken server, not an empty service.

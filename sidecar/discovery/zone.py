@@ -182,7 +182,11 @@ class Zone:
         return dns.rcode.NOERROR
 
     def apply_update(self, msg: dns.update.UpdateMessage, now: float) -> dns.rcode.Rcode:
-        """Apply an UPDATE; returns the rcode. Changes happen only on NOERROR."""
+        """Apply an UPDATE parsed from the wire; returns the rcode. All or nothing.
+
+        (A message built in memory by dnspython keeps relative names and puts the
+        delete classes elsewhere; only wire-parsed messages are accepted here.)
+        """
         zone = msg.zone
         if len(zone) != 1 or zone[0].rdtype != dns.rdatatype.SOA:
             return dns.rcode.FORMERR
