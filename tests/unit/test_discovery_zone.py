@@ -90,7 +90,9 @@ def test_prerequisites_and_zone_checks() -> None:
     u.absent(SRV)
     u.add("x.example.org.", 10, "A", "1.2.3.4")
     assert zone.apply_update(wire(u), 0.0) == dns.rcode.NOTZONE
-    assert zone.apply_update(wire(dns.update.UpdateMessage("example.org.")), 0.0) == dns.rcode.NOTAUTH
+    assert (
+        zone.apply_update(wire(dns.update.UpdateMessage("example.org.")), 0.0) == dns.rcode.NOTAUTH
+    )
 
 
 def test_leases_expire_unless_renewed_and_survive_the_journal() -> None:
