@@ -12,7 +12,7 @@ import os
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -75,9 +75,9 @@ class Updates:
         self._changed.set()
 
     async def wait(
-        self, pred: Callable[[list[Endpoint], bool], bool], timeout: float = 10.0
+        self, pred: Callable[[list[Endpoint], bool], bool], within_s: float = 10.0
     ) -> tuple[float, list[Endpoint], bool]:
-        async with asyncio.timeout(timeout):
+        async with asyncio.timeout(within_s):
             while True:
                 while self._cursor < len(self.calls):
                     call = self.calls[self._cursor]
@@ -92,6 +92,19 @@ async def lookup(server: ProcessDnsServer, name: str = NAME) -> list[Endpoint]:
     client = DnsClient(parse_nameservers([server.nameserver]), timeout_s=1.0)
     answer = await client.lookup_srv(name)
     return build_endpoints(answer.records, answer.addresses, "lon3")
+
+
+async def poll(check: Callable[[], Awaitable[object]], within_s: float) -> None:
+    """Wait until `check()` returns something truthy (DNS offers no change events)."""
+    async with asyncio.timeout(within_s):
+        while True:
+            if await check():
+                return
+            await asyncio.sleep(0.05)
+
+
+async def gone(server: ProcessDnsServer) -> bool:
+    return not await lookup(server)
 
 
 RECORDS = [
@@ -147,7 +160,7 @@ async def test_ttl_refresh_is_seen_without_restart(server: ProcessDnsServer) -> 
     try:
         await updates.wait(lambda eps, stale: eps == EXPECTED[:1])
         server.set_srv(NAME, RECORDS, ttl=1)
-        await updates.wait(lambda eps, stale: eps == EXPECTED and not stale, timeout=5)
+        await updates.wait(lambda eps, stale: eps == EXPECTED and not stale, within_s=5)
         assert disc.snapshot()[0]["last_error"] is None
     finally:
         await disc.stop()
@@ -163,14 +176,14 @@ async def test_stale_on_error_with_server_killed_and_restarted(server: ProcessDn
     try:
         await updates.wait(lambda eps, stale: eps == EXPECTED and not stale)
         server.stop()
-        await updates.wait(lambda eps, stale: stale, timeout=5)
+        await updates.wait(lambda eps, stale: stale, within_s=5)
         assert (
             REGISTRY.get_sample_value("sidecar_dns_stale", {"upstream": "pl", "site": "lon3"}) == 1
         )
         snap = disc.snapshot()[0]
         assert snap["stale"] and snap["last_error"] and len(snap["endpoints"]) == 3
         server.start()  # same port; BIND's .jnl / the registry's journal keep the records
-        await updates.wait(lambda eps, stale: eps == EXPECTED and not stale, timeout=5)
+        await updates.wait(lambda eps, stale: eps == EXPECTED and not stale, within_s=5)
         assert (
             REGISTRY.get_sample_value("sidecar_dns_stale", {"upstream": "pl", "site": "lon3"}) == 0
         )
@@ -189,8 +202,8 @@ async def test_nxdomain_is_believed_only_after_grace(server: ProcessDnsServer) -
         await updates.wait(lambda eps, stale: eps == EXPECTED)
         deleted_at = time.monotonic()
         server.delete_name(NAME)
-        await updates.wait(lambda eps, stale: eps == EXPECTED and stale, timeout=5)
-        emptied_at, _, stale = await updates.wait(lambda eps, stale: not eps, timeout=8)
+        await updates.wait(lambda eps, stale: eps == EXPECTED and stale, within_s=5)
+        emptied_at, _, stale = await updates.wait(lambda eps, stale: not eps, within_s=8)
         assert not stale
         assert emptied_at - deleted_at >= 1.5
     finally:
@@ -239,9 +252,7 @@ async def test_run_registers_when_healthy_and_removes_on_stop(server: ProcessDns
         await asyncio.sleep(0.3)
         assert await lookup(server) == []
         healthy = True
-        async with asyncio.timeout(5):
-            while not await lookup(server):
-                await asyncio.sleep(0.05)
+        await poll(lambda: lookup(server), within_s=5)
         assert await lookup(server) == MINE
     finally:
         await registrar.stop()
@@ -270,18 +281,14 @@ async def test_registry_expires_unrenewed_records_and_relearns_on_renewal(tmp_pa
         once = Registrar(registration_config(s, ttl_s=1))
         await once.register()  # ttl 1 s, lease 1 s, never renewed
         assert await lookup(s) == MINE
-        async with asyncio.timeout(5):
-            while await lookup(s):
-                await asyncio.sleep(0.1)
+        await poll(lambda: gone(s), within_s=5)
         renewing = Registrar(registration_config(s, ttl_s=1))  # renews every ttl/3 s
         renewing.start(lambda: True)
         try:
             await asyncio.sleep(2)  # two leases
             assert await lookup(s) == MINE
             s.restart()  # no journal: starts empty
-            async with asyncio.timeout(5):
-                while not await lookup(s):
-                    await asyncio.sleep(0.1)
+            await poll(lambda: lookup(s), within_s=5)
         finally:
             await renewing.stop()
     finally:

@@ -1,4 +1,4 @@
-"""The embedded registry's zone: answers, RFC 2136 updates, leases, journal; and its wire handling."""
+"""The embedded registry: zone answers, RFC 2136 updates, leases, journal, wire handling."""
 
 from __future__ import annotations
 
