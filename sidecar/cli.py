@@ -13,14 +13,6 @@ from sidecar import __version__
 from sidecar.config import Config, ConfigError, load_config
 
 
-def _not_yet(verb: str) -> Callable[[argparse.Namespace], int]:
-    def run(args: argparse.Namespace) -> int:
-        print(f"sidecar {verb}: not implemented yet", file=sys.stderr)
-        return 2
-
-    return run
-
-
 def _check(args: argparse.Namespace) -> int:
     config = _load(args.config)
     if config is None:
@@ -69,6 +61,18 @@ def _demo(args: argparse.Namespace) -> int:
     return demo_main(demo_args)
 
 
+def _resolve(args: argparse.Namespace) -> int:
+    from sidecar.discovery.commands import resolve_main  # imported late: keeps --help fast
+
+    return resolve_main(args)
+
+
+def _registry(args: argparse.Namespace) -> int:
+    from sidecar.discovery.commands import registry_main
+
+    return registry_main(args)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="sidecar",
@@ -89,13 +93,21 @@ def build_parser() -> argparse.ArgumentParser:
     resolve.add_argument("name", help="SRV name, e.g. _playlist._grpc.lon3.example.net")
     resolve.add_argument("--nameserver", help="host:port (default: system resolver)")
     resolve.add_argument("--json", action="store_true", help="print JSON")
-    resolve.set_defaults(func=_not_yet("resolve"))
+    resolve.add_argument("--timeout", type=float, default=2.0, help="seconds per query")
+    resolve.set_defaults(func=_resolve)
 
     registry = verbs.add_parser("registry", help="run the embedded DNS registry")
     registry.add_argument("--listen", default="127.0.0.1:5353")
     registry.add_argument("--zone", default="example.net")
-    registry.add_argument("--tsig-key", help="name:base64secret")
-    registry.set_defaults(func=_not_yet("registry"))
+    registry.add_argument("--tsig-key", help="name:base64secret (hmac-sha256)")
+    registry.add_argument("--journal", help="file keeping registrations across restarts")
+    registry.add_argument(
+        "--lease-factor", type=float, default=2.0, help="records expire after this many TTLs"
+    )
+    registry.add_argument(
+        "--minimal-responses", action="store_true", help="no addresses in the additional section"
+    )
+    registry.set_defaults(func=_registry)
 
     xds = verbs.add_parser("xds", help="serve upstreams over xDS (ADS) to gRPC clients and Envoy")
     xds.add_argument("-c", "--config", required=True, help="YAML config file")

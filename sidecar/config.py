@@ -118,6 +118,7 @@ class Discovery(_Model):
     backoff_initial_s: float = Field(default=1.0, gt=0)
     backoff_max_s: float = Field(default=30.0, gt=0)
     empty_grace_s: float = Field(default=30.0, ge=0)  # NXDOMAIN/empty believed after this
+    namespace: str = "default"  # fills {namespace} (Kubernetes templates)
 
     _v = field_validator("nameservers")(lambda v: [_check_hostport(x) for x in v])
 
@@ -148,6 +149,9 @@ class Registration(_Model):
     address: str | None = None  # default: the inbound listen address, or 127.0.0.1
     priority: int = Field(default=10, ge=0, le=65535)
     weight: int = Field(default=100, ge=0, le=65535)
+    renew_s: float | None = Field(default=None, gt=0)  # default: ttl_s / 3
+    timeout_s: float = Field(default=2.0, gt=0)  # per UPDATE exchange
+    check_interval_s: float = Field(default=1.0, gt=0)  # how often app health is read
 
     _v = field_validator("nameserver")(_check_hostport)
 
