@@ -382,6 +382,9 @@ class Mesh:
                 "target": f"{name}.{site}.{DOMAIN}",
             }
         config = _merge(config, sidecar or {})
+        if self.mode == "static":
+            for peer, up in config.get("upstreams", {}).items():
+                up["endpoints"] = [i.address for i in self.instances if i.service == peer]
         inst.sidecar = self._start_sidecar(name, config, prefix)
         if wait:
             self.wait_instance(inst)

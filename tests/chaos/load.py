@@ -58,13 +58,13 @@ def echo_call(payload: bytes = b"chaos") -> CallFn:
     """meshtest.echo.v1.Echo/Unary; the instance is the response's `served_by`."""
     request = echo_pb2.EchoRequest(payload=payload).SerializeToString()
 
-    async def call(channel: grpc.aio.Channel, timeout: float) -> str | None:
+    async def call(channel: grpc.aio.Channel, deadline_s: float) -> str | None:
         method = channel.unary_unary(
             "/meshtest.echo.v1.Echo/Unary",
             request_serializer=None,
             response_deserializer=echo_pb2.EchoResponse.FromString,
         )
-        reply = await method(request, timeout=timeout)
+        reply = await method(request, timeout=deadline_s)
         return str(reply.served_by) or None
 
     return call

@@ -108,6 +108,39 @@ def eject_time(
     return None
 
 
+def moved_time(
+    samples: Sequence[tuple[float, Any]],
+    upstream: str,
+    address: str,
+    since: float,
+    quiet_s: float = 2.0,
+    allowance: int = 1,
+) -> float | None:
+    """Seconds from `since` until the caller stopped sending `address` traffic: the first
+    sample after which, for `quiet_s` (or to the end of the run, at least 1 s), the
+    endpoint got at most `allowance` attempts per `quiet_s` (a breaker's probe), or was
+    not healthy, or was gone. None: it kept getting traffic."""
+    points: list[tuple[float, int | None, bool]] = []
+    for t, data in samples:
+        eps = {e["address"]: e for e in (data.get(upstream) or {}).get("endpoints", [])}
+        ep = eps.get(address)
+        n = None if ep is None else int(ep.get("requests", 0))
+        points.append((t, n, ep is not None and ep.get("healthy", True)))
+    end = points[-1][0] if points else 0.0
+    for i, (t, n, healthy) in enumerate(points):
+        if t < since:
+            continue
+        if n is None or not healthy:
+            return round(t - since, 3)
+        window = [(u, m) for u, m, _ in points[i:] if u <= t + quiet_s]
+        if window[-1][0] - t < min(quiet_s, 1.0) or end - t < 1.0:
+            return None  # too close to the end of the run to tell
+        later = [m for _, m in window if m is not None]
+        if later[-1] - n <= allowance:
+            return round(t - since, 3)
+    return None
+
+
 def last_answer(calls: Sequence[Call], instance: str) -> float | None:
     """Start time of the last call `instance` answered successfully."""
     ts = [c.t for c in calls if c.served_by == instance and c.status == "OK"]
@@ -194,7 +227,7 @@ def plot(
             ax.plot([p[0] for p in points], [p[1] for p in points], label=label)
         ax.legend(fontsize=7, loc="upper right")
     for ax in axes:
-        for t, label in events:
+        for t, _label in events:
             ax.axvline(t, color="grey", linestyle="--", linewidth=0.8)
     for t, label in events:
         axes[0].annotate(label, (t, 0), fontsize=7, rotation=90, va="bottom")
