@@ -10,18 +10,28 @@ from tests.chaos.load import Call, gauge_sum
 ADDR = "198.18.0.2:1"
 
 
-def _samples(counts: list[int | None], healthy: bool = True) -> list[tuple[float, Any]]:
+def _samples(
+    counts: list[int | None], healthy: bool = True, breaker: str = "closed"
+) -> list[tuple[float, Any]]:
     out = []
     for i, n in enumerate(counts):
-        eps = [] if n is None else [{"address": ADDR, "requests": n, "healthy": healthy}]
+        ep = {"address": ADDR, "requests": n, "healthy": healthy, "breaker": breaker}
+        eps = [] if n is None else [ep]
         out.append((i * 0.5, {"echo": {"endpoints": eps}}))
     return out
 
 
 def test_moved_time_is_when_attempts_stop() -> None:
-    """Attempts stop growing at t=2.0 but for one probe (fault at 1.0): moved after 1.0 s."""
-    samples = _samples([0, 10, 20, 30, 40, 41, 41, 41, 41, 41, 41])
+    """Attempts stop growing at t=2.0 (fault at 1.0): moved after 1.0 s."""
+    samples = _samples([0, 10, 20, 30, 40, 40, 40, 40, 40, 40, 40])
     assert timeline.moved_time(samples, "echo", ADDR, 1.0) == 1.0
+
+
+def test_moved_time_allows_probes_only_past_an_open_breaker() -> None:
+    """One attempt per sample is a probe while the breaker is open, ordinary traffic if closed."""
+    counts: list[int | None] = [0, 10, 20, 30, 40, 41, 41, 42, 42, 43, 43, 44, 44, 45, 45]
+    assert timeline.moved_time(_samples(counts, breaker="open"), "echo", ADDR, 1.0) == 1.0
+    assert timeline.moved_time(_samples(counts), "echo", ADDR, 1.0) is None
 
 
 def test_moved_time_none_while_traffic_continues() -> None:

@@ -12,21 +12,37 @@ import pytest
 from tests.chaos import checks, timeline
 from tests.chaos.harness import Instance, Mesh
 from tests.chaos.load import Scenario
-from tests.chaos.scenario import echo_topology, in_thread, run_load, update_summary
+from tests.chaos.scenario import (
+    ECHO_UPSTREAM,
+    echo_topology,
+    in_thread,
+    run_load,
+    update_summary,
+)
 
 pytestmark = [pytest.mark.chaos, pytest.mark.slow, pytest.mark.timeout(180)]
 
 
-async def test_sigstop_hang(mesh: Mesh) -> None:
-    """SIGSTOP one of three instances: no call outlives its deadline; ejected within 3 s."""
-    (_, a1, _), caller = echo_topology(mesh, {"a": 3})
+BREAKER_ONLY = {k: v for k, v in ECHO_UPSTREAM.items() if k != "health_check"}
+
+
+@pytest.mark.parametrize(
+    "detection", ["health_checks", "breaker_only"], ids=["health_checks", "breaker_only"]
+)
+async def test_sigstop_hang(mesh: Mesh, detection: str) -> None:
+    """SIGSTOP one of three instances: no call outlives its deadline; ejected within 3 s,
+    with active health checks and with passive detection (breakers, the default) alone."""
+    upstream = ECHO_UPSTREAM if detection == "health_checks" else BREAKER_ONLY
+    (_, a1, _), caller = echo_topology(mesh, {"a": 3}, upstream=upstream)
 
     async def script(sc: Scenario) -> None:
         await sc.at(3.0)
         a1.freeze()
         sc.mark(f"SIGSTOP {a1.name}")
 
-    sc, folder, summary = await run_load("sigstop_hang", caller, script, rate=100, duration=10)
+    sc, folder, summary = await run_load(
+        f"sigstop_hang_{detection}", caller, script, rate=100, duration=10
+    )
     a1.thaw()
     calls = sc.loop.calls
     t = sc.events[0][0]

@@ -4,7 +4,8 @@ Pure apart from `write()`, which writes `results/chaos/<scenario>/timeline.jsonl
 (one JSON object per second of start time: count, ok, failures by status and by
 `x-sidecar-error`, p50/p99 latency, share per instance, attempts per endpoint from
 the caller's /clusters), `summary.json`, `calls.jsonl` (every call) and
-`timeline.png` (matplotlib, Agg backend).
+`clusters.jsonl` (the caller's /clusters samples) and `timeline.png` (matplotlib, Agg
+backend).
 """
 
 from __future__ import annotations
@@ -114,29 +115,36 @@ def moved_time(
     address: str,
     since: float,
     quiet_s: float = 2.0,
-    allowance: int = 1,
 ) -> float | None:
     """Seconds from `since` until the caller stopped sending `address` traffic: the first
-    sample after which, for `quiet_s` (or to the end of the run, at least 1 s), the
-    endpoint got at most `allowance` attempts per `quiet_s` (a breaker's probe), or was
-    not healthy, or was gone. None: it kept getting traffic."""
-    points: list[tuple[float, int | None, bool]] = []
+    sample from which on the endpoint is gone, or marked not healthy, or gets no attempt
+    for `quiet_s` but a breaker's probe (one per sample while its breaker is not closed).
+    None: it kept getting ordinary traffic (or the run ended too soon to tell)."""
+    points: list[tuple[float, int | None, bool, bool]] = []
     for t, data in samples:
         eps = {e["address"]: e for e in (data.get(upstream) or {}).get("endpoints", [])}
         ep = eps.get(address)
         n = None if ep is None else int(ep.get("requests", 0))
-        points.append((t, n, ep is not None and ep.get("healthy", True)))
+        healthy = ep is not None and ep.get("healthy", True)
+        closed = ep is None or ep.get("breaker", "closed") == "closed"
+        points.append((t, n, healthy, closed))
     end = points[-1][0] if points else 0.0
-    for i, (t, n, healthy) in enumerate(points):
+    for i, (t, n, healthy, _) in enumerate(points):
         if t < since:
             continue
         if n is None or not healthy:
             return round(t - since, 3)
-        window = [(u, m) for u, m, _ in points[i:] if u <= t + quiet_s]
-        if window[-1][0] - t < min(quiet_s, 1.0) or end - t < 1.0:
+        if end - t < min(quiet_s, 1.0):
             return None  # too close to the end of the run to tell
-        later = [m for _, m in window if m is not None]
-        if later[-1] - n <= allowance:
+        prev, quiet = n, True
+        for u, m, _, closed in points[i + 1 :]:
+            if u > t + quiet_s or m is None:
+                break
+            if m - prev > (0 if closed else 1):
+                quiet = False
+                break
+            prev = m
+        if quiet:
             return round(t - since, 3)
     return None
 
@@ -180,6 +188,9 @@ def write(
         **(extra or {}),
     }
     (folder / "summary.json").write_text(json.dumps(summary, indent=2, sort_keys=True) + "\n")
+    with (folder / "clusters.jsonl").open("w") as out:
+        for t, data in samples:
+            out.write(json.dumps({"t": round(t, 3), "clusters": data}, sort_keys=True) + "\n")
     plot(folder / "timeline.png", scenario, rows, events, series or {})
     return folder, summary
 
