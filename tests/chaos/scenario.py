@@ -163,3 +163,19 @@ async def dns_outage(mesh: Mesh, name: str, outage_s: float) -> None:
         f"the instance started during the outage was not discovered within 10 s of DNS "
         f"returning; DNS holds {mesh.dns.srv_set(mesh.srv_name('echo', 'a'))} ({folder})"
     )
+
+
+async def busiest(caller: SidecarProc, upstream: str, instances: list[Instance]) -> Instance:
+    """The instance that got the most attempts from `caller` over the last half second.
+
+    Faults hit this one: a peak-EWMA balancer may have left some instance nearly idle,
+    and a fault on an idle instance would show nothing."""
+    import asyncio
+
+    def counts() -> dict[str, int]:
+        return {e["address"]: int(e["requests"]) for e in caller.endpoints(upstream)}
+
+    first = await in_thread(counts)
+    await asyncio.sleep(0.5)
+    second = await in_thread(counts)
+    return max(instances, key=lambda i: second.get(i.address, 0) - first.get(i.address, 0))

@@ -14,6 +14,7 @@ from tests.chaos.harness import Instance, Mesh
 from tests.chaos.load import Scenario
 from tests.chaos.scenario import (
     ECHO_UPSTREAM,
+    busiest,
     echo_topology,
     in_thread,
     run_load,
@@ -33,23 +34,32 @@ async def test_sigstop_hang(mesh: Mesh, detection: str) -> None:
     """SIGSTOP one of three instances: no call outlives its deadline; ejected within 3 s,
     with active health checks and with passive detection (breakers, the default) alone."""
     upstream = ECHO_UPSTREAM if detection == "health_checks" else BREAKER_ONLY
-    (_, a1, _), caller = echo_topology(mesh, {"a": 3}, upstream=upstream)
+    instances, caller = echo_topology(mesh, {"a": 3}, upstream=upstream)
+    victim: list[Instance] = []
 
     async def script(sc: Scenario) -> None:
-        await sc.at(3.0)
-        a1.freeze()
-        sc.mark(f"SIGSTOP {a1.name}")
+        await sc.at(2.5)
+        victim.append(await busiest(caller, "echo", instances))
+        victim[0].freeze()
+        sc.mark(f"SIGSTOP {victim[0].name}")
 
     sc, folder, summary = await run_load(
         f"sigstop_hang_{detection}", caller, script, rate=100, duration=10
     )
+    calls, a1 = sc.loop.calls, victim[0]
     a1.thaw()
-    calls = sc.loop.calls
     t = sc.events[0][0]
     samples = sc.pollers["clusters"].samples
     eject = timeline.eject_time(samples, "echo", a1.address, t)
     moved = timeline.moved_time(samples, "echo", a1.address, t)
-    update_summary(folder, summary, eject_s=eject, moved_s=moved)
+    update_summary(
+        folder,
+        summary,
+        victim=a1.name,
+        victim_share_before=round(timeline.share(calls, a1.name, t - 2.0, t), 4),
+        eject_s=eject,
+        moved_s=moved,
+    )
     checks.clear_failures(calls, folder)
     assert moved is not None and moved <= 3.0, (
         f"traffic still sent to {a1.name} {moved}s after the fault (marked unhealthy after "

@@ -10,9 +10,10 @@ from __future__ import annotations
 import pytest
 
 from tests.chaos import checks, timeline
-from tests.chaos.harness import Mesh
+from tests.chaos.harness import Instance, Mesh
 from tests.chaos.load import Scenario
 from tests.chaos.scenario import (
+    busiest,
     dns_outage,
     echo_topology,
     failures_after,
@@ -25,23 +26,34 @@ pytestmark = [pytest.mark.chaos, pytest.mark.timeout(120)]
 
 async def test_sigkill_one_of_three(mesh: Mesh) -> None:
     """SIGKILL one of three instances: >= 99.5% success, its traffic moves within 2 s."""
-    (_, a1, _), caller = echo_topology(mesh, {"a": 3})
+    instances, caller = echo_topology(mesh, {"a": 3})
+    victim: list[Instance] = []
 
     async def script(sc: Scenario) -> None:
-        await sc.at(3.0)
-        a1.kill()
-        sc.mark(f"SIGKILL {a1.name}")
+        await sc.at(2.5)
+        victim.append(await busiest(caller, "echo", instances))
+        victim[0].kill()
+        sc.mark(f"SIGKILL {victim[0].name}")
 
     sc, folder, summary = await run_load(
         "sigkill_one_of_three", caller, script, rate=100, duration=9
     )
-    calls = sc.loop.calls
+    calls, a1 = sc.loop.calls, victim[0]
     killed_at = sc.events[0][0]
     samples = sc.pollers["clusters"].samples
     eject = timeline.eject_time(samples, "echo", a1.address, killed_at)
     moved = timeline.moved_time(samples, "echo", a1.address, killed_at)
     late = failures_after(calls, killed_at + 2.0)
-    update_summary(folder, summary, eject_s=eject, moved_s=moved, failures_after_2s=len(late))
+    before = timeline.share(calls, a1.name, killed_at - 2.0, killed_at)
+    update_summary(
+        folder,
+        summary,
+        victim=a1.name,
+        victim_share_before=round(before, 4),
+        eject_s=eject,
+        moved_s=moved,
+        failures_after_2s=len(late),
+    )
     checks.clear_failures(calls, folder)
     assert summary["success_ratio"] >= 0.995, f"success {summary['success_ratio']} (see {folder})"
     assert moved is not None and moved <= 2.0, (
@@ -55,20 +67,27 @@ async def test_slow_instance_loses_its_share(mesh: Mesh) -> None:
     """One instance 10x slower (20 -> 200 ms): its share of traffic falls below 10%."""
     # 20 ms, not less: scheduling noise on a shared 2-core machine reaches tens of ms,
     # and a peak-sensitive EWMA would read that noise as slowness of the fast instances.
-    (_, a1, _), caller = echo_topology(mesh, {"a": 3}, latency_ms=20.0)
-    slow_from = 2.0
+    instances, caller = echo_topology(mesh, {"a": 3}, latency_ms=20.0)
+    victim: list[Instance] = []
 
     async def script(sc: Scenario) -> None:
-        await sc.at(slow_from)
-        await a1.set_knobs(latency_ms=200.0)
-        sc.mark(f"{a1.name} 10x slower")
+        await sc.at(2.5)
+        victim.append(await busiest(caller, "echo", instances))
+        await victim[0].set_knobs(latency_ms=200.0)
+        sc.mark(f"{victim[0].name} 10x slower")
 
     sc, folder, summary = await run_load("slow_instance", caller, script, rate=100, duration=10)
-    calls = sc.loop.calls
+    calls, a1 = sc.loop.calls, victim[0]
     t = sc.events[0][0]
-    before = timeline.share(calls, a1.name, 0.5, t)
+    before = timeline.share(calls, a1.name, t - 2.0, t)
     after = timeline.share(calls, a1.name, t + 3.0, 1e9)
-    update_summary(folder, summary, share_before=round(before, 4), share_after=round(after, 4))
+    update_summary(
+        folder,
+        summary,
+        victim=a1.name,
+        share_before=round(before, 4),
+        share_after=round(after, 4),
+    )
     checks.clear_failures(calls, folder)
     assert summary["success_ratio"] >= 0.999, f"success {summary['success_ratio']} ({folder})"
     assert after < 0.10, f"the slow instance still got {after:.1%} of calls (see {folder})"
