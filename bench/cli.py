@@ -38,6 +38,8 @@ def build_parser() -> argparse.ArgumentParser:
                         "e.g. haproxy, sidecar2, direct/nginx")  # fmt: skip
     p.add_argument("--backends", default=",".join(BACKENDS), help="comma list: nginx,pyecho")
     p.add_argument("--out", type=Path, default=OUT, help="directory for results (bench/out)")
+    p.add_argument("--tree", type=Path, help="run `sidecar` and `services.echo` from this "
+                   "checkout (e.g. another worktree) instead of this one")  # fmt: skip
     p.add_argument("--overload", action="store_true", help="the issue 7 overload run (TODO)")
     return p
 
@@ -74,6 +76,19 @@ def _commands(cases: list[Case]) -> list[str]:
     return [f"- {kind}: `{cmd}`" for kind, cmd in seen.items()]
 
 
+def _shape(s: Settings) -> str:
+    if s.smoke:
+        return (
+            f"smoke: one run of {s.smoke_requests} requests per case (-c 2 -m 8), "
+            "checked for gRPC success; too short for its numbers to mean anything."
+        )
+    return (
+        f"{s.repeats} repeats; saturation runs {s.sat_seconds:g} s (-c {s.sat_clients} "
+        f"-m {s.sat_streams}), latency runs {s.rate_seconds:g} s at {s.rate} req/s "
+        f"({s.rate_clients} connections); medians over repeats."
+    )
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     args = build_parser().parse_args(argv)
@@ -84,6 +99,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         smoke=args.smoke, only=tuple(args.only), rate=args.rate,
         backends=tuple(b for b in args.backends.split(",") if b),
     )  # fmt: skip
+    if args.tree:
+        settings.tree = args.tree.resolve()
     if args.quick:
         settings.repeats, settings.sat_seconds, settings.rate_seconds = 3, 2.0, 2.0
     if args.repeats:
@@ -118,10 +135,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             f"Host {meta['host']}, {meta['cpus']} CPUs, load average {la0[0]:.2f} at start, "
             f"{la1[0]:.2f} at end (other work on the machine makes numbers noisy).",
             f"{meta['h2load']}; {meta['haproxy']}; {meta['nginx']}; Python {meta['python']}.",
-            f"Command: `{meta['command']}`; repeats {settings.repeats if not settings.smoke else 1}, "
-            f"saturation runs {settings.sat_seconds:g} s (-c {settings.sat_clients} "
-            f"-m {settings.sat_streams}), latency runs {settings.rate_seconds:g} s at "
-            f"{settings.rate} req/s; medians over repeats.",
+            f"Command: `{meta['command']}`; {_shape(settings)}",
             "",
             markdown_table(rows, settings),
             "",
@@ -138,7 +152,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     args.out.mkdir(parents=True, exist_ok=True)
     stem = "smoke" if settings.smoke else "results"
     (args.out / f"{stem}.md").write_text(md)
-    (args.out / f"{stem}.json").write_text(json.dumps(to_json(cases, rows, meta), indent=1) + "\n")
+    (args.out / f"{stem}.json").write_text(
+        json.dumps(to_json(cases, rows, meta), indent=1, default=str) + "\n"
+    )
     print(f"wrote {args.out / stem}.md and .json")
     failed = [c for c in cases if c.status == "failed"]
     ran = [c for c in cases if c.status == "ok"]

@@ -29,7 +29,7 @@ def _varint(value: int) -> bytes:
 def echo_request(payload_size: int = 100, delay_ms: int = 0) -> bytes:
     """A serialized EchoRequest: `payload` (field 1) and, if set, `delay_ms` (field 2)."""
     payload = bytes(b"meshtest-bench-"[i % 15] for i in range(payload_size))
-    msg = b"\x0a" + _varint(len(payload)) + payload
+    msg = b"\x0a" + _varint(len(payload)) + payload if payload else b""  # proto3 omits defaults
     if delay_ms:
         msg += b"\x10" + _varint(delay_ms)
     return msg

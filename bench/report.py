@@ -5,6 +5,7 @@ backend: req/s to `direct`; proxy CPU per request and added p50 latency (p50 at
 the fixed rate minus direct's) to `haproxy`.
 """
 
+# ruff: noqa: RUF001  (the markdown table uses typographic dashes and signs on purpose)
 from __future__ import annotations
 
 import statistics
@@ -104,10 +105,15 @@ def markdown_table(rows: list[dict[str, Any]], settings: Settings) -> str:
         cpu = r["proxy_cpu_us"]
         cpu_txt = _f(r.get("proxy_cpu_us_total"), ".1f") if cpu else "–"
         if len(cpu) > 1:
-            cpu_txt += " (" + " + ".join(f"{n.rsplit('-', 1)[-1]} {v:.1f}" for n, v in cpu.items()) + ")"
-        rss = " + ".join(
-            f"{r['proxy_idle_rss_mib'][n]:.0f} → {v:.0f}" for n, v in r["proxy_rss_mib"].items()
-        ) or "–"
+            cpu_txt += (
+                " (" + " + ".join(f"{n.rsplit('-', 1)[-1]} {v:.1f}" for n, v in cpu.items()) + ")"
+            )
+        rss = (
+            " + ".join(
+                f"{r['proxy_idle_rss_mib'][n]:.0f} → {v:.0f}" for n, v in r["proxy_rss_mib"].items()
+            )
+            or "–"
+        )
         lines.append(
             f"| {r['case']} "
             f"| {r['sat_rps']:,.0f} ({r['sat_rps_min']:,.0f}–{r['sat_rps_max']:,.0f}) "

@@ -26,6 +26,7 @@ from bench.grpcwire import echo_request, grpc_frame
 from bench.loadgen import H2loadResult, LoadError, run_h2load, spot_check, verify_grpc_ok
 from bench.procs import Managed, StartFailed, Unavailable, cpu_seconds, rss_kib
 from bench.targets import (
+    REPO,
     require_tools,
     start_haproxy,
     start_nginx,
@@ -53,6 +54,7 @@ class Settings:
     smoke_requests: int = 300
     backends: tuple[str, ...] = BACKENDS
     only: tuple[str, ...] = ()
+    tree: Path = REPO  # checkout whose `sidecar` and `services.echo` run
 
 
 @dataclass
@@ -92,10 +94,10 @@ class Case:
 
 def _selected(path: str, backend: str, only: tuple[str, ...]) -> bool:
     name = f"{path}/{backend}"
-    return not only or any(o == path or o == backend or o in name for o in only)
+    return not only or any(o in name for o in only)
 
 
-def _build(case: Case, backend_port: int, workdir: Path) -> None:
+def _build(case: Case, backend_port: int, workdir: Path, tree: Path) -> None:
     """Start the proxies of one path in front of a running backend."""
     tag = case.name.replace("/", "-")
     if case.path == "direct":
@@ -104,19 +106,23 @@ def _build(case: Case, backend_port: int, workdir: Path) -> None:
         proc, case.port = start_haproxy(workdir, f"haproxy-{case.backend}", backend_port)
         case.proxies.append(proc)
     elif case.path == "sidecar1":
-        proc, case.port = start_sidecar_outbound(workdir, f"{tag}-out", backend_port)
+        proc, case.port = start_sidecar_outbound(workdir, f"{tag}-out", backend_port, tree)
         case.proxies.append(proc)
     elif case.path == "sidecar2":
-        inbound, in_port = start_sidecar_inbound(workdir, f"{tag}-in", backend_port)
+        inbound, in_port = start_sidecar_inbound(workdir, f"{tag}-in", backend_port, tree)
         case.proxies.append(inbound)
-        outbound, case.port = start_sidecar_outbound(workdir, f"{tag}-out", in_port)
+        outbound, case.port = start_sidecar_outbound(workdir, f"{tag}-out", in_port, tree)
         case.proxies.insert(0, outbound)
 
 
 def setup(settings: Settings, workdir: Path, log: Any) -> list[Case]:
     """Start what every selected case needs; a case that cannot start is skipped or failed."""
     cases: list[Case] = []
-    starters = {"nginx": start_nginx, "pyecho": start_pyecho}
+
+    def pyecho(wd: Path) -> tuple[Managed, int]:
+        return start_pyecho(wd, settings.tree)
+
+    starters = {"nginx": start_nginx, "pyecho": pyecho}
     for backend in settings.backends:
         wanted = [Case(p, backend) for p in PATHS if _selected(p, backend, settings.only)]
         if not wanted:
@@ -132,7 +138,7 @@ def setup(settings: Settings, workdir: Path, log: Any) -> list[Case]:
         for case in wanted:
             case.backend_proc = backend_proc
             try:
-                _build(case, backend_port, workdir)
+                _build(case, backend_port, workdir, settings.tree)
             except Unavailable as exc:
                 case.fail("skipped", str(exc))
             except StartFailed as exc:
@@ -151,12 +157,25 @@ def _measure(
     t0 = time.monotonic()
     logf = workdir / "h2load.log"
     if settings.smoke:
-        res = run_h2load(case.port, body, logf, clients=2, streams=8,
-                         requests=settings.smoke_requests, timeout_s=15)
+        res = run_h2load(
+            case.port,
+            body,
+            logf,
+            clients=2,
+            streams=8,
+            requests=settings.smoke_requests,
+            timeout_s=15,
+        )
     elif kind == "saturation":
-        res = run_h2load(case.port, body, logf, clients=settings.sat_clients,
-                         streams=settings.sat_streams, duration_s=settings.sat_seconds,
-                         timeout_s=settings.sat_seconds + 30)
+        res = run_h2load(
+            case.port,
+            body,
+            logf,
+            clients=settings.sat_clients,
+            streams=settings.sat_streams,
+            duration_s=settings.sat_seconds,
+            timeout_s=settings.sat_seconds + 30,
+        )
     else:
         res = run_h2load(case.port, body, logf, clients=settings.rate_clients,
                          streams=settings.sat_streams, duration_s=settings.rate_seconds,
@@ -207,9 +226,11 @@ def run_all(settings: Settings, log: Any) -> list[Case]:
                 try:
                     case.response_data_bytes = spot_check(case.port, body).data_bytes
                     if not settings.smoke:
-                        run_h2load(case.port, body, workdir / "warmup.log", clients=settings.sat_clients,
-                                   streams=settings.sat_streams, duration_s=settings.warmup_seconds,
-                                   timeout_s=30)  # fmt: skip
+                        run_h2load(
+                            case.port, body, workdir / "warmup.log",
+                            clients=settings.sat_clients, streams=settings.sat_streams,
+                            duration_s=settings.warmup_seconds, timeout_s=30,
+                        )  # fmt: skip
                 except LoadError as exc:
                     case.fail("failed", f"spot check / warm-up: {exc}")
             repeats = 1 if settings.smoke else settings.repeats

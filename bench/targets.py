@@ -105,21 +105,21 @@ def start_nginx(workdir: Path) -> tuple[Managed, int]:
     return start("nginx", cmd, [port], workdir), port
 
 
-def _python_env() -> dict[str, str]:
+def _python_env(tree: Path) -> dict[str, str]:
     env = dict(os.environ)
-    env["PYTHONPATH"] = str(REPO) + os.pathsep + env.get("PYTHONPATH", "")
+    env["PYTHONPATH"] = str(tree) + os.pathsep + env.get("PYTHONPATH", "")
     env.setdefault("PYTHONUNBUFFERED", "1")
     return env
 
 
-def start_pyecho(workdir: Path) -> tuple[Managed, int]:
+def start_pyecho(workdir: Path, tree: Path = REPO) -> tuple[Managed, int]:
     """The project's Python echo service: `python -m services.echo --port N`."""
-    svc = REPO / "services"
+    svc = tree / "services"
     if not ((svc / "echo.py").exists() or (svc / "echo" / "__main__.py").exists()):
         raise Unavailable("services.echo not present in this tree yet")
     port = free_port()
     cmd = [sys.executable, "-m", "services.echo", "--port", str(port)]
-    return start("pyecho", cmd, [port], workdir, cwd=REPO, env=_python_env()), port
+    return start("pyecho", cmd, [port], workdir, cwd=tree, env=_python_env(tree)), port
 
 
 def start_haproxy(workdir: Path, name: str, backend_port: int) -> tuple[Managed, int]:
@@ -153,41 +153,53 @@ def sidecar_config(
     if inbound is not None:
         # nginx does not speak grpc.health.v1; a TCP check is what it can pass.
         cfg["inbound"] = {"listen": inbound, "app": app, "health": {"mode": "tcp"}}
-    from sidecar.config import ConfigError, parse_config
-
-    try:
-        parse_config(cfg)
-    except ConfigError as exc:
-        raise StartFailed(f"generated sidecar config refused: {exc}") from None
     return cfg
 
 
-def start_sidecar(workdir: Path, name: str, cfg: dict[str, object], port: int) -> Managed:
-    """`python -m sidecar run -c FILE`; Unavailable while `run` is not implemented."""
+def start_sidecar(
+    workdir: Path, name: str, cfg: dict[str, object], port: int, tree: Path
+) -> Managed:
+    """`python -m sidecar run -c FILE` from `tree`; Unavailable while `run` is not implemented.
+
+    The file is first checked by the same tree's `sidecar check`, so a schema change
+    shows up as the sidecar's own "config refused: key: reason".
+    """
     path = workdir / f"{name}.yaml"
     path.write_text(yaml.safe_dump(cfg, sort_keys=False))
-    cmd = [sys.executable, "-m", "sidecar", "run", "-c", str(path)]
+    base = [sys.executable, "-m", "sidecar"]
+    env = _python_env(tree)
+    check = subprocess.run(
+        [*base, "check", "-c", str(path)],
+        capture_output=True, text=True, cwd=tree, env=env, timeout=30, check=False,
+    )  # fmt: skip
+    if check.returncode != 0:
+        raise StartFailed(f"{name}: `sidecar check` refused {path.name}: {check.stderr.strip()}")
     try:
-        return start(name, cmd, [port], workdir, cwd=REPO, env=_python_env(), timeout_s=20)
+        return start(name, [*base, "run", "-c", str(path)], [port], workdir,
+                     cwd=tree, env=env, timeout_s=20)  # fmt: skip
     except StartFailed as exc:
         if "not implemented" in str(exc):
             raise Unavailable("`sidecar run` is not implemented in this tree yet") from None
         raise
 
 
-def start_sidecar_outbound(workdir: Path, name: str, endpoint_port: int) -> tuple[Managed, int]:
+def start_sidecar_outbound(
+    workdir: Path, name: str, endpoint_port: int, tree: Path = REPO
+) -> tuple[Managed, int]:
     port = free_port()
     cfg = sidecar_config(
         outbound=f"127.0.0.1:{port}",
         endpoints=[f"127.0.0.1:{endpoint_port}"],
         admin=f"127.0.0.1:{free_port()}",
     )
-    return start_sidecar(workdir, name, cfg, port), port
+    return start_sidecar(workdir, name, cfg, port, tree), port
 
 
-def start_sidecar_inbound(workdir: Path, name: str, app_port: int) -> tuple[Managed, int]:
+def start_sidecar_inbound(
+    workdir: Path, name: str, app_port: int, tree: Path = REPO
+) -> tuple[Managed, int]:
     port = free_port()
     cfg = sidecar_config(
         inbound=f"127.0.0.1:{port}", app=f"127.0.0.1:{app_port}", admin=f"127.0.0.1:{free_port()}"
     )
-    return start_sidecar(workdir, name, cfg, port), port
+    return start_sidecar(workdir, name, cfg, port, tree), port
