@@ -94,7 +94,7 @@ def markdown_table(rows: list[dict[str, Any]], settings: Settings) -> str:
     head = (
         f"| case | req/s (sat, min–max) | × direct | p50 / p99 ms (sat) "
         f"| p50 / p99 ms @{settings.rate}/s | +p50 ms vs direct | × HAProxy +p50 "
-        f"| proxy CPU µs/req | × HAProxy CPU | proxy RSS MiB (idle → after) "
+        f"| proxy CPU µs/req (sat / @rate) | × HAProxy CPU | proxy RSS MiB (idle → after) "
         f"| backend µs/req, % core | h2load % core |"
     )
     lines = [head, "|" + "---|" * head.count(" | ") + "---|"]
@@ -104,6 +104,8 @@ def markdown_table(rows: list[dict[str, Any]], settings: Settings) -> str:
             continue
         cpu = r["proxy_cpu_us"]
         cpu_txt = _f(r.get("proxy_cpu_us_total"), ".1f") if cpu else "–"
+        if cpu and r.get("proxy_cpu_us_at_rate") is not None:
+            cpu_txt += f" / {r['proxy_cpu_us_at_rate']:.1f}"
         if len(cpu) > 1:
             cpu_txt += (
                 " (" + " + ".join(f"{n.rsplit('-', 1)[-1]} {v:.1f}" for n, v in cpu.items()) + ")"

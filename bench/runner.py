@@ -29,13 +29,14 @@ from bench.targets import (
     REPO,
     require_tools,
     start_haproxy,
+    start_named,
     start_nginx,
     start_pyecho,
     start_sidecar_inbound,
     start_sidecar_outbound,
 )
 
-PATHS = ("direct", "haproxy", "sidecar1", "sidecar2")
+PATHS = ("direct", "haproxy", "haproxy-srv", "sidecar1", "sidecar2")
 BACKENDS = ("nginx", "pyecho")
 
 
@@ -81,6 +82,7 @@ class Case:
     port: int = 0
     proxies: list[Managed] = field(default_factory=list)
     backend_proc: Managed | None = None
+    helpers: list[Managed] = field(default_factory=list)  # e.g. a DNS server; not measured
     response_data_bytes: int = 0
     runs: list[Run] = field(default_factory=list)
 
@@ -104,6 +106,12 @@ def _build(case: Case, backend_port: int, workdir: Path, tree: Path) -> None:
         case.port = backend_port
     elif case.path == "haproxy":
         proc, case.port = start_haproxy(workdir, f"haproxy-{case.backend}", backend_port)
+        case.proxies.append(proc)
+    elif case.path == "haproxy-srv":
+        # named is discovery, not data plane: stopped with the case, not measured.
+        named, dns_port = start_named(workdir, f"named-{case.backend}", backend_port)
+        case.helpers.append(named)
+        proc, case.port = start_haproxy(workdir, tag, backend_port, dns_port)
         case.proxies.append(proc)
     elif case.path == "sidecar1":
         proc, case.port = start_sidecar_outbound(workdir, f"{tag}-out", backend_port, tree)
@@ -246,7 +254,7 @@ def run_all(settings: Settings, log: Any) -> list[Case]:
         finally:
             stopped: set[int] = set()
             for case in cases:
-                for p in [*case.proxies, case.backend_proc]:
+                for p in [*case.proxies, *case.helpers, case.backend_proc]:
                     if p is not None and id(p) not in stopped:
                         stopped.add(id(p))
                         with contextlib.suppress(Exception):

@@ -7,6 +7,8 @@ Every builder either returns a running process listening on a fresh port or rais
 Paths (what h2load connects to, in order of hops):
 - direct:   h2load -> backend
 - haproxy:  h2load -> HAProxy (h2 both sides, 1 thread) -> backend
+- haproxy-srv: the same, the backend found by SRV through HAProxy's `resolvers`
+  (a BIND `named` on loopback serves the record)
 - sidecar1: h2load -> sidecar (outbound listener only) -> backend
 - sidecar2: h2load -> sidecar A (outbound) -> sidecar B (inbound) -> backend
 """
@@ -65,8 +67,7 @@ http {{
 
 # HAProxy needs `proto h2` on both bind and server lines for gRPC (h2c both sides),
 # and long timeouts so idle benchmark connections are not cut. One thread, to
-# compare with one sidecar process. Discovery is a static server line: SRV
-# discovery through a `resolvers` section is not set up yet (see README).
+# compare with one sidecar process.
 HAPROXY_CONF = """\
 global
   nbthread 1
@@ -82,8 +83,46 @@ frontend fe
   bind 127.0.0.1:{port} proto h2
   default_backend be
 backend be
-  server s1 127.0.0.1:{backend_port} proto h2
+{servers}
 """
+HAPROXY_STATIC = "  server s1 127.0.0.1:{backend_port} proto h2\n"
+# SRV discovery: a server-template filled from the SRV answer (target and port;
+# HAProxy 2.6 reads weight too but ignores priority). `init-addr none` starts the
+# slots in maintenance until the first answer, so the spot check waits for it.
+HAPROXY_SRV = """\
+  server-template s 1-4 {srv_name} resolvers bench resolve-prefer ipv4 init-addr none proto h2
+resolvers bench
+  nameserver ns1 127.0.0.1:{dns_port}
+  accepted_payload_size 8192
+  resolve_retries 3
+  timeout resolve 1s
+  timeout retry 1s
+  hold valid 10s
+"""
+
+NAMED_CONF = """\
+options {{
+  directory "{dir}";
+  pid-file "{dir}/named.pid";
+  session-keyfile "{dir}/session.key";
+  listen-on port {port} {{ 127.0.0.1; }};
+  listen-on-v6 {{ none; }};
+  recursion no;
+  dnssec-validation no;
+}};
+controls {{ }};
+zone "{zone}" {{ type primary; file "{dir}/zone.db"; }};
+"""
+ZONE = """\
+$TTL 30
+@ IN SOA ns.{zone}. admin.{zone}. 1 3600 600 86400 30
+@ IN NS ns.{zone}.
+ns IN A 127.0.0.1
+echo-1 IN A 127.0.0.1
+_echo._grpc.local IN SRV 10 100 {backend_port} echo-1.{zone}.
+"""
+SRV_ZONE = "bench.test"
+SRV_NAME = f"_echo._grpc.local.{SRV_ZONE}"
 
 
 def require_tools(*names: str) -> None:
@@ -122,11 +161,30 @@ def start_pyecho(workdir: Path, tree: Path = REPO) -> tuple[Managed, int]:
     return start("pyecho", cmd, [port], workdir, cwd=tree, env=_python_env(tree)), port
 
 
-def start_haproxy(workdir: Path, name: str, backend_port: int) -> tuple[Managed, int]:
+def start_named(workdir: Path, name: str, backend_port: int) -> tuple[Managed, int]:
+    """BIND on loopback, authoritative for SRV_ZONE with one SRV record to the backend."""
+    require_tools("named")
+    port = free_port()
+    d = workdir / name
+    d.mkdir(exist_ok=True)
+    (d / "zone.db").write_text(ZONE.format(zone=SRV_ZONE, backend_port=backend_port))
+    conf = d / "named.conf"
+    conf.write_text(NAMED_CONF.format(dir=d, port=port, zone=SRV_ZONE))
+    return start(name, ["named", "-g", "-c", str(conf)], [port], workdir), port
+
+
+def start_haproxy(
+    workdir: Path, name: str, backend_port: int, dns_port: int | None = None
+) -> tuple[Managed, int]:
+    """HAProxy in front of the backend: a static server line, or SRV via `dns_port`."""
     require_tools("haproxy")
     port = free_port()
     conf = workdir / f"{name}.cfg"
-    conf.write_text(HAPROXY_CONF.format(port=port, backend_port=backend_port))
+    if dns_port is None:
+        servers = HAPROXY_STATIC.format(backend_port=backend_port)
+    else:
+        servers = HAPROXY_SRV.format(srv_name=SRV_NAME, dns_port=dns_port)
+    conf.write_text(HAPROXY_CONF.format(port=port, servers=servers))
     check = subprocess.run(
         ["haproxy", "-c", "-f", str(conf)], capture_output=True, text=True, timeout=10, check=False
     )

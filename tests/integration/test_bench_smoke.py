@@ -26,7 +26,8 @@ def _missing() -> list[str]:
 @pytest.mark.timeout(90)
 @pytest.mark.skipif(bool(_missing()), reason=f"benchmark tools missing: {_missing()}")
 def test_bench_smoke(tmp_path: Path) -> None:
-    """Exit 0; direct and HAProxy ran with verified gRPC successes; other cases ran or say why."""
+    """Exit 0; direct and HAProxy (static and SRV) ran with verified gRPC successes; other
+    cases ran or say why they were skipped."""
     proc = subprocess.run(
         [sys.executable, "-m", "bench", "--smoke", "--out", str(tmp_path)],
         cwd=REPO,
@@ -42,6 +43,8 @@ def test_bench_smoke(tmp_path: Path) -> None:
         assert rows[name]["status"] == "ok", rows[name]
         assert rows[name]["requests_checked"] >= 300
         assert rows[name]["response_data_bytes"] == 107  # the echoed request frame
+    if shutil.which("named"):
+        assert rows["haproxy-srv/nginx"]["status"] == "ok", rows["haproxy-srv/nginx"]
     for row in rows.values():
         assert row["status"] in ("ok", "skipped"), row
         assert row["status"] == "ok" or row["reason"]

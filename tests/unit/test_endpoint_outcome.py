@@ -40,7 +40,9 @@ def test_ipv6_address_is_bracketed() -> None:
         ("CANCELLED", None, Outcome.CANCELLED),
     ],
 )
-def test_only_sickness_counts_as_failure(status: str, peer_error: str | None, outcome: Outcome) -> None:
+def test_only_sickness_counts_as_failure(
+    status: str, peer_error: str | None, outcome: Outcome
+) -> None:
     assert classify(status, peer_error) is outcome
 
 
