@@ -148,6 +148,8 @@ def _python_env(tree: Path) -> dict[str, str]:
     env = dict(os.environ)
     env["PYTHONPATH"] = str(tree) + os.pathsep + env.get("PYTHONPATH", "")
     env.setdefault("PYTHONUNBUFFERED", "1")
+    if tree != REPO:  # someone else's checkout: leave no __pycache__ behind in it
+        env["PYTHONDONTWRITEBYTECODE"] = "1"
     return env
 
 

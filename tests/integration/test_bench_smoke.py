@@ -26,8 +26,7 @@ def _missing() -> list[str]:
 @pytest.mark.timeout(90)
 @pytest.mark.skipif(bool(_missing()), reason=f"benchmark tools missing: {_missing()}")
 def test_bench_smoke(tmp_path: Path) -> None:
-    """Exit 0; direct and HAProxy (static and SRV) ran with verified gRPC successes; other
-    cases ran or say why they were skipped."""
+    """Exit 0; direct and HAProxy (static, SRV) gave gRPC successes; other cases ran or say why."""
     proc = subprocess.run(
         [sys.executable, "-m", "bench", "--smoke", "--out", str(tmp_path)],
         cwd=REPO,
