@@ -110,9 +110,12 @@ def markdown_table(rows: list[dict[str, Any]], settings: Settings) -> str:
             cpu_txt += (
                 " (" + " + ".join(f"{n.rsplit('-', 1)[-1]} {v:.1f}" for n, v in cpu.items()) + ")"
             )
+        many = len(r["proxy_rss_mib"]) > 1
         rss = (
-            " + ".join(
-                f"{r['proxy_idle_rss_mib'][n]:.0f} → {v:.0f}" for n, v in r["proxy_rss_mib"].items()
+            ", ".join(
+                (f"{n.rsplit('-', 1)[-1]} " if many else "")
+                + f"{r['proxy_idle_rss_mib'][n]:.0f} → {v:.0f}"
+                for n, v in r["proxy_rss_mib"].items()
             )
             or "–"
         )
