@@ -57,6 +57,7 @@ def summarize(case: Case) -> dict[str, Any]:
         "proxy_idle_rss_mib": {p.name: p.idle_rss_kib / 1024 for p in case.proxies},
         "backend_cpu_us": _med([r.backend_cpu_us for r in sat]),
         "backend_util": _med([r.backend_util for r in sat]),
+        "proxy_util": _med([r.proxy_util for r in sat]),
         "loadgen_util": _med([r.loadgen_util for r in sat]),
     }
     if rate:
@@ -114,7 +115,7 @@ def markdown_table(rows: list[dict[str, Any]], settings: Settings) -> str:
         rss = (
             ", ".join(
                 (f"{n.rsplit('-', 1)[-1]} " if many else "")
-                + f"{r['proxy_idle_rss_mib'][n]:.0f} → {v:.0f}"
+                + f"{_f(r['proxy_idle_rss_mib'].get(n), '.0f', '?')} → {v:.0f}"
                 for n, v in r["proxy_rss_mib"].items()
             )
             or "–"
@@ -144,7 +145,8 @@ def backend_check(rows: list[dict[str, Any]]) -> list[str]:
         verdict = "possibly the bottleneck" if util > 0.85 else "not the bottleneck"
         notes.append(
             f"- {r['case']}: backend busy {util:.0%} of one core at saturation "
-            f"({r['backend_cpu_us']:.1f} µs/req): {verdict}"
+            f"({r['backend_cpu_us']:.1f} µs/req): {verdict}; proxies {r['proxy_util']:.0%}, "
+            f"h2load {r['loadgen_util']:.0%} of a core"
         )
     return notes
 

@@ -68,6 +68,7 @@ class Run:
     wall_s: float
     proxy_cpu_us: dict[str, float]  # per proxy process: CPU µs per request
     proxy_rss_kib: dict[str, int]  # per proxy process, right after the run
+    proxy_util: float  # all proxy processes' CPU seconds / wall seconds
     backend_cpu_us: float  # backend CPU µs per request
     backend_util: float  # backend CPU seconds / wall seconds (1.0 = one core)
     loadgen_util: float  # h2load CPU seconds / wall seconds
@@ -201,6 +202,7 @@ def _measure(
         wall_s=wall,
         proxy_cpu_us={n: (cpu1[n] - cpu0[n]) / done * 1e6 for n in procs},
         proxy_rss_kib={n: rss_kib(p.pid) for n, p in procs.items()},
+        proxy_util=sum(cpu1[n] - cpu0[n] for n in procs) / wall,
         backend_cpu_us=(b1 - b0) / done * 1e6,
         backend_util=(b1 - b0) / wall,
         loadgen_util=res.loadgen_cpu_s / wall,

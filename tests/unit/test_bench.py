@@ -11,7 +11,8 @@ from hypothesis import strategies as st
 
 from bench.grpcwire import echo_request, grpc_frame, parse_nghttp_verbose
 from bench.loadgen import H2loadResult, LoadError, parse_h2load, percentile, verify_grpc_ok
-from bench.report import add_ratios
+from bench.report import add_ratios, markdown_table, summarize
+from bench.runner import Case, Run, Settings
 from bench.targets import sidecar_config
 from meshtest.echo.v1 import echo_pb2
 from sidecar.config import parse_config
@@ -128,3 +129,21 @@ def test_ratios_compare_with_direct_and_haproxy_of_the_same_backend() -> None:
     assert side["added_p50_ms"] == pytest.approx(0.8)
     assert side["added_p50_vs_haproxy"] == pytest.approx(2.0)
     assert "rps_vs_direct" not in rows[3] and "cpu_vs_haproxy" not in rows[3]
+
+
+def _run(kind: str, rps: float, cpu: dict[str, float]) -> Run:
+    res = H2loadResult(rps=rps, done=1000, p50_ms=0.5, p99_ms=2.0)
+    return Run(kind, 0, res, 1.0, cpu, dict.fromkeys(cpu, 20480), 10.0, 0.3, 0.2, 0.4)
+
+
+def test_markdown_rows_have_every_column() -> None:
+    """A measured pair, a skipped case: each table line has the header's number of cells."""
+    pair = Case("sidecar2", "nginx")
+    pair.runs = [_run(k, 1000.0, {"s-out": 300.0, "s-in": 200.0}) for k in ("saturation", "rate")]
+    skipped = Case("sidecar1", "pyecho", status="skipped", reason="services.echo missing")
+    rows = [summarize(c) for c in (pair, skipped)]
+    add_ratios(rows)
+    assert rows[0]["proxy_cpu_us_total"] == pytest.approx(500.0)
+    lines = markdown_table(rows, Settings()).splitlines()
+    assert len({line.count("|") for line in lines}) == 1, lines
+    assert "out 300.0 + in 200.0" in lines[2] and "skipped: services.echo missing" in lines[3]
