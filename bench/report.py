@@ -91,6 +91,14 @@ def _f(value: Any, fmt: str, dash: str = "–") -> str:
     return dash if value is None else format(value, fmt)
 
 
+def _short_rate(row: dict[str, Any], settings: Settings) -> str:
+    """Flag a latency run that could not keep the fixed rate: its latency is saturated too."""
+    achieved = row.get("rate_rps")
+    if achieved is None or achieved >= 0.95 * settings.rate:
+        return ""
+    return f" (only {achieved:,.0f}/s)"
+
+
 def markdown_table(rows: list[dict[str, Any]], settings: Settings) -> str:
     head = (
         f"| case | req/s (sat, min–max) | × direct | p50 / p99 ms (sat) "
@@ -125,7 +133,8 @@ def markdown_table(rows: list[dict[str, Any]], settings: Settings) -> str:
             f"| {r['sat_rps']:,.0f} ({r['sat_rps_min']:,.0f}–{r['sat_rps_max']:,.0f}) "
             f"| {_f(r.get('rps_vs_direct'), '.2f')} "
             f"| {_f(r.get('sat_p50_ms'), '.2f')} / {_f(r.get('sat_p99_ms'), '.2f')} "
-            f"| {_f(r.get('rate_p50_ms'), '.2f')} / {_f(r.get('rate_p99_ms'), '.2f')} "
+            f"| {_f(r.get('rate_p50_ms'), '.2f')} / {_f(r.get('rate_p99_ms'), '.2f')}"
+            f"{_short_rate(r, settings)} "
             f"| {_f(r.get('added_p50_ms'), '+.2f')} "
             f"| {_f(r.get('added_p50_vs_haproxy'), '.1f')} "
             f"| {cpu_txt} | {_f(r.get('cpu_vs_haproxy'), '.1f')} | {rss} "
