@@ -1,11 +1,13 @@
 """The composition root: builds a running sidecar from a Config, and takes it down.
 
 Does I/O (listeners, admin, signals). Nothing here decides anything: policies live in
-their packages and plug in through `Policies` (sidecar/proxy/seams.py). Discovery,
-registration and xDS join here later: each feeds `cluster.update(...)` or the routes.
+their packages and plug in through `Policies` (sidecar/proxy/seams.py). Discovery and
+registration live in `Membership` (sidecar/discovery/membership.py): discovery feeds
+`cluster.update(...)`; registration publishes this instance while its app is healthy.
 
-Shutdown order, and why: health turns NOT_SERVING first so peers stop choosing us;
-the inbound listener stops accepting and finishes its in-flight calls within
+Shutdown order, and why: health turns NOT_SERVING and our SRV record is removed first
+so peers stop choosing us; we keep serving for `registration.linger_s` while their DNS
+caches let go; then the inbound listener stops accepting and finishes its in-flight calls within
 `drain_grace_s`; only then the outbound one, because the app may still call out while
 finishing those inbound calls.
 """
@@ -25,6 +27,7 @@ import grpc
 from sidecar.admin import AdminServer
 from sidecar.cluster import Cluster
 from sidecar.config import Config, redacted
+from sidecar.discovery.membership import Membership
 from sidecar.endpoint import Endpoint, parse_hostport
 from sidecar.health.app_checker import AppChecker
 from sidecar.health.service import InboundHealth
@@ -51,7 +54,7 @@ class Sidecar:
         self.clusters: dict[str, Cluster] = {}
         self.routes: dict[str, Route] = {}
         for name, up in config.upstreams.items():
-            cluster = Cluster(name, sites=config.upstream_sites(name), rng=random.Random())
+            cluster = Cluster.from_config(name, up, config.upstream_sites(name), random.Random())
             if up.endpoints is not None:  # static; otherwise discovery fills it
                 cluster.update(config.site, [_endpoint(a, config.site) for a in up.endpoints], now)
             self.clusters[name] = cluster
@@ -93,10 +96,15 @@ class Sidecar:
         self.admin = AdminServer(
             config.admin.listen,
             ready=self.not_ready_reasons,
-            clusters=lambda: {n: c.snapshot(time.monotonic()) for n, c in self.clusters.items()},
+            clusters=lambda: self.mesh.clusters_snapshot(time.monotonic()),
             config_dump=lambda: redacted(self.config),
             drain=self.drain,
         )
+        # Discovery fills the clusters without static endpoints; registration publishes us.
+        self.mesh = Membership(
+            config, self.clusters, lambda: bool(self.checker and self.checker.healthy)
+        )
+        self.mesh.add_admin_routes(self.admin)
         self.draining = False
         self._drain_task: asyncio.Task[None] | None = None
 
@@ -114,6 +122,7 @@ class Sidecar:
             self.checker.start()
         self.pool.start()
         self.ports["admin"] = await self.admin.start()
+        await self.mesh.start()
         log.info("sidecar listening %s", " ".join(f"{k}={v}" for k, v in self.ports.items()))
 
     def _app_health_changed(self, healthy: bool) -> None:
@@ -137,6 +146,7 @@ class Sidecar:
         await self._start_draining()
 
         async def later() -> None:
+            await self.mesh.linger()
             await asyncio.sleep(self.config.drain_grace_s)
             await self._stop_listeners()
 
@@ -147,6 +157,7 @@ class Sidecar:
         DRAINING.set(1)
         await self.health.update(draining=True)
         log.info("draining")
+        await self.mesh.leave()  # deregister before the listeners stop (see membership.py)
 
     async def _stop_listeners(self) -> None:
         grace = self.config.drain_grace_s
@@ -161,7 +172,9 @@ class Sidecar:
             await self._start_draining()
         if self._drain_task is not None:
             self._drain_task.cancel()
+        await self.mesh.linger()
         await self._stop_listeners()
+        await self.mesh.stop()
         if self.checker is not None:
             await self.checker.close()
         await self.admin.close()

@@ -152,6 +152,9 @@ class Registration(_Model):
     renew_s: float | None = Field(default=None, gt=0)  # default: ttl_s / 3
     timeout_s: float = Field(default=2.0, gt=0)  # per UPDATE exchange
     check_interval_s: float = Field(default=1.0, gt=0)  # how often app health is read
+    # After deregistering on drain/SIGTERM, keep serving this long before the listeners
+    # close, so callers' DNS caches let go of us first. Default: ttl_s.
+    linger_s: float | None = Field(default=None, ge=0)
 
     _v = field_validator("nameserver")(_check_hostport)
 
