@@ -305,7 +305,7 @@ class Demo:
             )
         elif phase.name == "restored":
             # In the background: starting processes takes seconds; the story keeps time.
-            self._restoring = asyncio.create_task(
+            self._restoring = asyncio.ensure_future(
                 asyncio.gather(*(self._restore(i) for i in self.plan.instances))
             )
         elif phase.name == "overload":
@@ -506,8 +506,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--duration", type=float, default=75.0, help="seconds of load")
     parser.add_argument("--no-dashboard", action="store_true", help="plain log lines (CI)")
     parser.add_argument("--direct", action="store_true", help="no registry and no sidecars")
-    parser.add_argument("--rate", type=float, default=40.0, help="requests/s per site")
-    parser.add_argument("--burst-factor", type=float, default=5.0, help="overload burst x rate")
+    parser.add_argument("--rate", type=float, default=15.0, help="requests/s per site")
+    parser.add_argument("--burst-factor", type=float, default=4.0, help="overload burst x rate")
     parser.add_argument("--instances", type=int, default=2, help="per data service and site")
     parser.add_argument("--tracks", type=int, default=50_000)
     parser.add_argument("--playlists", type=int, default=5_000)
