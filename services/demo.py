@@ -476,6 +476,12 @@ async def run(args: argparse.Namespace, workdir: Path, out: IO[str]) -> int:
         story.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await story
+        if demo._restoring is not None and not demo._restoring.done():
+            demo.events.append("  restore still starting processes at the end of the run")
+            demo._restoring.cancel()
+        if demo._restoring is not None:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await demo._restoring
         if stop.is_set():
             code = 130
         demo.poll_lines(offsets)

@@ -59,7 +59,7 @@ async def test_demo_direct_runs_the_story_and_exits_zero(tmp_path: Path) -> None
     assert {r["site"] for r in steady} == {"lon3", "sto3"}
     assert all(r["count"] > 0 and r["success_ratio"] >= 0.9 for r in steady)
     assert all(r["count"] > 0 for r in result["phases"] if r["phase"] != "cooldown")
-    assert set(result["loadgen"]) == {"lon3", "sto3"}
+    assert {"lon3", "sto3"} <= set(result["loadgen"])  # plus the overload burst
     assert b"summary per phase and site" in out
     assert survivors(demo_id) == []
 
