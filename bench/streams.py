@@ -47,7 +47,7 @@ MiB = 1 << 20
 @dataclass
 class StreamSettings:
     streams: int = 10_000
-    big_calls: int = 100
+    big_calls: int = 300
     big_size: int = MiB
     big_concurrency: int = 4
     bidi_seconds: float = 5.0

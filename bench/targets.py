@@ -235,6 +235,8 @@ def start_sidecar(
     path.write_text(yaml.safe_dump(cfg, sort_keys=False))
     base = [sys.executable, "-m", "sidecar"]
     env = _python_env(tree)
+    if runner is not None:  # a runner module from bench/ (this checkout), the sidecar from tree
+        env["PYTHONPATH"] += os.pathsep + str(REPO)
     check = subprocess.run(
         [*base, "check", "-c", str(path)],
         capture_output=True, text=True, cwd=tree, env=env, timeout=30, check=False,
