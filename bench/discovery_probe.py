@@ -57,13 +57,16 @@ async def probe(nameserver: str, name: str, expect: int, timeout_s: float) -> di
     discovery = Discovery(config, on_update, rng=random.Random(1))
     gc.collect()
     rss0 = _rss_kib()
+    cpu0 = time.process_time()
     t0 = time.monotonic()
     await discovery.start()
     try:
         async with asyncio.timeout(timeout_s):
             await full.wait()
         t_full = time.monotonic() - t0
+        cpu = time.process_time() - cpu0
     except TimeoutError:
+        cpu = None
         t_full = None
     # One pick builds the balancer's plan, as the first real call would.
     picked = cluster.pick(time.monotonic()) is not None
@@ -77,6 +80,7 @@ async def probe(nameserver: str, name: str, expect: int, timeout_s: float) -> di
         "updates": counts,
         "first_update_s": first[0] - t0 if first else None,
         "all_endpoints_s": t_full,
+        "cpu_s": cpu,  # this process's CPU from start() to all endpoints in the cluster
         "picked": picked,
         "rss_kib_before": rss0,
         "rss_kib_after": rss1,

@@ -21,6 +21,8 @@ Targets (issue 7): goodput at 4x >= 90% of goodput at 1x; OK p99 < 2 x unloaded 
 + the CoDel target.
 """
 
+# ruff: noqa: RUF001  (the markdown tables use typographic dashes and signs on purpose)
+
 from __future__ import annotations
 
 import os
@@ -158,7 +160,9 @@ def run_overload(s: OverloadSettings, tree: Path, log: Log, argv: list[str], out
     m["loadavg_end"] = os.getloadavg()
     md = header("Overload (issue 7)", m) + _markdown(data, s)
     write(out, "overload-smoke" if s.smoke else "overload", md, data)
-    bad = [r for r in data["runs"] if set(r["statuses"]) - {"OK", "UNAVAILABLE", "DEADLINE_EXCEEDED"}]
+    bad = [
+        r for r in data["runs"] if set(r["statuses"]) - {"OK", "UNAVAILABLE", "DEADLINE_EXCEEDED"}
+    ]
     return 1 if bad else 0
 
 

@@ -4,6 +4,8 @@ Does I/O: starts sidecars and the grpcio client (bench/grpc_client.py, its own
 process), reads the admin port, writes `bench/out/<stem>.md` and `.json`.
 """
 
+# ruff: noqa: RUF001  (the markdown tables use typographic dashes and signs on purpose)
+
 from __future__ import annotations
 
 import datetime
@@ -18,7 +20,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from bench.procs import Managed, free_port
+from bench.procs import Managed, StartFailed, free_port, wait_port
 from bench.targets import REPO, _python_env, sidecar_config, start_sidecar
 
 Log = Callable[[str], None]
@@ -124,7 +126,13 @@ def start_echo_sidecar(
             _deep_merge(cfg[key], value)  # type: ignore[arg-type]
         else:
             cfg[key] = value
-    return start_sidecar(workdir, name, cfg, port, tree, runner=runner), port, admin
+    proc = start_sidecar(workdir, name, cfg, port, tree, runner=runner)
+    try:
+        wait_port(admin, proc.proc, 20)  # the admin server starts after the listeners
+    except StartFailed as exc:
+        proc.stop()
+        raise StartFailed(f"{name} admin: {exc}; log: {proc.log_tail()}") from None
+    return proc, port, admin
 
 
 def _deep_merge(into: dict[str, Any], extra: dict[str, Any]) -> None:

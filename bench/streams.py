@@ -13,6 +13,8 @@ The client is bench/grpc_client.py in its own process, so its CPU is not the pro
 3. One long-lived Bidi stream, 64 messages in flight: messages/s, proxy CPU per message.
 """
 
+# ruff: noqa: RUF001  (the markdown tables use typographic dashes and signs on purpose)
+
 from __future__ import annotations
 
 import os
@@ -242,10 +244,10 @@ def _markdown(data: dict[str, Any], s: StreamSettings) -> list[str]:
             _med([x["calls_per_s"] for x in runs]),
             _med([x["mib_per_s_each_way"] for x in runs]),
             f"{_med([x['p50_ms'] for x in runs]):.1f} / {_med([x['p99_ms'] for x in runs]):.1f}",
-            f"{_med([c / max(1, x['statuses'].get('OK', 1)) * 1e3 for c, x in zip(sc_cpu, runs)]):.1f}"
+            f"{_med([c / max(1, x['statuses'].get('OK', 1)) * 1e3 for c, x in zip(sc_cpu, runs, strict=True)]):.1f}"
             if name == "sidecar" else "–",
-            f"{_med([c / m * 1e3 for c, m in zip(sc_cpu, mib)]):.1f}" if name == "sidecar" else "–",
-            f"{_med([c / m * 1e3 for c, m in zip(ec_cpu, mib)]):.1f}",
+            f"{_med([c / m * 1e3 for c, m in zip(sc_cpu, mib, strict=True)]):.1f}" if name == "sidecar" else "–",
+            f"{_med([c / m * 1e3 for c, m in zip(ec_cpu, mib, strict=True)]):.1f}",
             ", ".join(sorted({k for x in runs for k in x["statuses"]})),
         ])  # fmt: skip
     md += table(
