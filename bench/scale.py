@@ -253,10 +253,14 @@ def run_scale(s: ScaleSettings, tree: Path, log: Log, argv: list[str], out: Path
 def _picks(tree: Path, s: ScaleSettings) -> list[dict[str, Any]]:
     code = (
         "import json,sys; sys.argv=['x']; from bench import pick_cost as p\n"
-        f"sizes=({s.small},{s.endpoints})\n"
+        f"sizes=({s.small},{s.endpoints})\nREPEATS={3 if not s.smoke else 1}\n"
         "out=[]\n"
+        "import statistics as st\n"
         "for lb in p.LBS:\n"
-        "    r=[p.picks_per_s(lb,n) for n in sizes]\n"
+        "    runs={n:[] for n in sizes}\n"
+        "    for _ in range(REPEATS):\n"
+        "        for n in sizes: runs[n].append(p.picks_per_s(lb,n))\n"
+        "    r=[st.median(runs[n]) for n in sizes]\n"
         "    out.append({'lb':lb,'picks_per_s':dict(zip(map(str,sizes),r)),"
         "'bytes_per_endpoint':p.bytes_per_endpoint(lb,sizes[1])})\n"
         "print(json.dumps(out))\n"
@@ -283,13 +287,14 @@ def _markdown(data: dict[str, Any], s: ScaleSettings) -> list[str]:
             f"{big['first_update_s']:.3f}" if big["first_update_s"] is not None else "–",
             f"{big['all_endpoints_s']:.3f}" if big["all_endpoints_s"] is not None else "timeout",
             big["hosts"],
+            f"{big['cpu_s']:.2f}" if big.get("cpu_s") is not None else "–",
             f"{small['all_endpoints_s']:.3f}" if small["all_endpoints_s"] is not None else "timeout",
             f"{small['rss_kib_after'] / 1024:.1f} / {big['rss_kib_after'] / 1024:.1f}",
             f"{per:.1f}",
         ])  # fmt: skip
     md += table(
         ["DNS server", f"load {n:,} records s", "first update s", f"all {n:,} in cluster s",
-         "hosts", f"{k} endpoints s", f"probe RSS MiB ({k} / {n:,})", "KiB per endpoint"],
+         "hosts", "probe CPU s", f"{k} endpoints s", f"probe RSS MiB ({k} / {n:,})", "KiB per endpoint"],
         rows,
     )  # fmt: skip
     md += ["", "Discovery time = `Discovery.start()` to the last endpoint in the `Cluster` (one "
@@ -320,7 +325,11 @@ def _markdown(data: dict[str, Any], s: ScaleSettings) -> list[str]:
                f"{n - k:,}; issue 10 target ≤ 50 KB). Channels are opened lazily when "
                "`sidecar_channels_open` ≤ calls made ≪ endpoints.", ""]  # fmt: skip
     if data.get("picks") and "error" not in data["picks"][0]:
-        md += [f"## Pick cost at {k} vs {n:,} endpoints (pick + start + finish, fake clock)", ""]
+        md += [
+            f"## Pick cost at {k} vs {n:,} endpoints (pick + start + finish, fake clock; "
+            "median of 3 alternating runs)",
+            "",
+        ]
         rows = []
         for r in data["picks"]:
             a, b = r["picks_per_s"][str(k)], r["picks_per_s"][str(n)]
