@@ -86,8 +86,10 @@ def main() -> None:
                 if expected_bytes is None:
                     expected_bytes = per_req
                 if abs(per_req - expected_bytes) > 0.5:
-                    raise RuntimeError(f"{name}: {per_req} DATA bytes/request, direct had {expected_bytes}")
-                cpu_us = sum(a - b for a, b in zip(after, before)) / done * 1e6
+                    raise RuntimeError(
+                        f"{name}: {per_req} DATA bytes/request, direct had {expected_bytes}"
+                    )
+                cpu_us = sum(a - b for a, b in zip(after, before, strict=False)) / done * 1e6
                 results[name].append((rps, cpu_us / max(len(watched), 1)))
         print(f"h2load -c 8 -m 16, {args.seconds:g} s runs, medians of {args.repeats}")
         print("| path | req/s | CPU µs/request per sidecar process |")

@@ -26,8 +26,8 @@ from sidecar.admin import AdminServer
 from sidecar.cluster import Cluster
 from sidecar.config import Config, redacted
 from sidecar.endpoint import Endpoint, parse_hostport
-from sidecar.health.app_checker import AppChecker
 from sidecar.h2relay.wiring import RelayDataPlane
+from sidecar.health.app_checker import AppChecker
 from sidecar.health.service import InboundHealth
 from sidecar.metrics import CHANNELS_OPEN, DRAINING
 from sidecar.proxy.channels import ChannelPool

@@ -72,11 +72,40 @@ def _response(block: Block) -> PreparedResponse:
 
 class Call:
     __slots__ = (
-        "plane", "down", "sid", "req", "started", "deadline", "timer", "request_id",
-        "up", "up_sid", "host", "address", "token", "gate_token", "attempt_started",
-        "retry", "tried", "attempt", "held", "held_bytes", "held_flow", "replayable", "req_ended",
-        "up_pending", "down_pending", "responded", "done", "attempt_open", "upstream_ended",
-        "req_limit", "resp_limit", "code", "waiter", "local_reason",
+        "address",
+        "attempt",
+        "attempt_open",
+        "attempt_started",
+        "code",
+        "deadline",
+        "done",
+        "down",
+        "down_pending",
+        "gate_token",
+        "held",
+        "held_bytes",
+        "held_flow",
+        "host",
+        "local_reason",
+        "plane",
+        "replayable",
+        "req",
+        "req_ended",
+        "req_limit",
+        "request_id",
+        "resp_limit",
+        "responded",
+        "retry",
+        "sid",
+        "started",
+        "timer",
+        "token",
+        "tried",
+        "up",
+        "up_pending",
+        "up_sid",
+        "upstream_ended",
+        "waiter",
     )  # fmt: skip
 
     def __init__(self, plane: Plane, down: Downstream, sid: int, req: Prepared) -> None:
@@ -204,7 +233,9 @@ class Call:
         if self.deadline is not None and now >= self.deadline:
             self.fail("DEADLINE_EXCEEDED", self._deadline_message(), "deadline")
             return
-        host = route.cluster.pick(now, hash_key=self.req.hash_value, exclude=self.tried or _NONE_TRIED)
+        host = route.cluster.pick(
+            now, hash_key=self.req.hash_value, exclude=self.tried or _NONE_TRIED
+        )
         if host is None:
             self.fail(
                 "UNAVAILABLE",
@@ -414,8 +445,10 @@ class Call:
             return
         if self._retry(outcome, "UNAVAILABLE", None):
             return
-        target = "the local app" if self.plane.direction == "inbound" else (
-            f"upstream {self.req.route.name}"
+        target = (
+            "the local app"
+            if self.plane.direction == "inbound"
+            else (f"upstream {self.req.route.name}")
         )
         self.fail("UNAVAILABLE", f"{_EXPLAIN[reason]} {target} at {self.address}: {why}", reason)
 
@@ -510,8 +543,10 @@ class Call:
         if reason == "deadline":
             self.fail("DEADLINE_EXCEEDED", self._deadline_message(), "deadline")
         else:
-            target = "the local app" if self.plane.direction == "inbound" else (
-                f"upstream {self.req.route.name}"
+            target = (
+                "the local app"
+                if self.plane.direction == "inbound"
+                else (f"upstream {self.req.route.name}")
             )
             self.fail(
                 "DEADLINE_EXCEEDED", f"{_EXPLAIN['timeout']} {target} at {self.address}", "timeout"
@@ -575,7 +610,7 @@ class Call:
         self._finish_call()
 
     def refuse(self, refusal: Refusal) -> None:
-        extra = ()
+        extra: tuple[tuple[str, str], ...] = ()
         if refusal.pushback_ms is not None:
             extra = (("grpc-retry-pushback-ms", str(refusal.pushback_ms)),)
         self.fail(refusal.status, refusal.message, refusal.reason, extra)

@@ -43,7 +43,7 @@ class Handler(Protocol):
 class Stream:
     """Per-stream flow-control state."""
 
-    __slots__ = ("send", "recv", "unacked", "remote_closed")
+    __slots__ = ("recv", "remote_closed", "send", "unacked")
 
     def __init__(self, send: int, recv: int) -> None:
         self.send = send  # what the peer lets us send
@@ -55,7 +55,7 @@ class Stream:
 class Settings:
     """What we advertise. Large windows keep a relay from stalling on round trips."""
 
-    __slots__ = ("window", "connection_window", "max_streams", "max_header_list", "max_block")
+    __slots__ = ("connection_window", "max_block", "max_header_list", "max_streams", "window")
 
     def __init__(
         self,
@@ -77,7 +77,7 @@ class H2Connection:
         self.handler = handler
         self.client = client
         self.local = settings or Settings()
-        self.out: list[bytes] = []
+        self.out: list[bytes | memoryview] = []
         self.decoder = Decoder()
         self.streams: dict[int, Stream] = {}
         # the peer's settings, as they apply to what we send
@@ -306,9 +306,8 @@ class H2Connection:
                 self.peer_max_frame = value
             elif key == F.MAX_CONCURRENT_STREAMS:
                 self.peer_max_streams = value
-            elif key == F.ENABLE_PUSH:
-                if value > 1 or (value and self.client):
-                    raise F.ProtocolError(F.PROTOCOL_ERROR, "bad ENABLE_PUSH")
+            elif key == F.ENABLE_PUSH and (value > 1 or (value and self.client)):
+                raise F.ProtocolError(F.PROTOCOL_ERROR, "bad ENABLE_PUSH")
             # HEADER_TABLE_SIZE: our encoder never uses the dynamic table; others: advisory
         self.out.append(F.SETTINGS_ACK)
         if grew:

@@ -113,7 +113,7 @@ class MessageLimit:
     `feed` returns False once a message longer than `limit` is announced, so the relay
     can refuse it before the body has streamed through."""
 
-    __slots__ = ("limit", "_skip", "_prefix")
+    __slots__ = ("_prefix", "_skip", "limit")
 
     def __init__(self, limit: int) -> None:
         self.limit = limit

@@ -44,7 +44,7 @@ class Block:
     """A decoded header block; `prepared` is a slot for what the relay derives from it,
     cached with the block so repeated requests skip that work too."""
 
-    __slots__ = ("headers", "size", "prepared")
+    __slots__ = ("headers", "prepared", "size")
 
     def __init__(self, headers: Headers, size: int) -> None:
         self.headers = headers

@@ -152,8 +152,8 @@ class Plane:
             down.conn.goaway(F.NO_ERROR, "sidecar draining")
             down.flush()
         end = time.monotonic() + grace_s
-        while any(d.calls for d in self.connections) and time.monotonic() < end:
-            await asyncio.sleep(0.05)
+        while any(d.calls for d in self.connections) and time.monotonic() < end:  # noqa: ASYNC110
+            await asyncio.sleep(0.05)  # calls end on frames, not on an event we could await
         for down in list(self.connections):
             if down.transport is not None:
                 down.transport.close()
@@ -242,9 +242,9 @@ class Downstream(_Flusher, asyncio.Protocol):
             for call in list(self.blocked):
                 call.flush_down()
         else:
-            call = self.calls.get(stream_id)
-            if call is not None and call.down_pending:
-                call.flush_down()
+            found = self.calls.get(stream_id)
+            if found is not None and found.down_pending:
+                found.flush_down()
 
     def on_goaway(self, last_stream_id: int, code: int) -> None:
         return None  # the caller stops opening streams; ours finish
@@ -288,7 +288,7 @@ class Upstream(_Flusher, asyncio.Protocol):
                 self.loop.create_connection(lambda: self, self.endpoint.host, self.endpoint.port),
                 self.pool.connect_timeout_s,
             )
-        except (OSError, asyncio.TimeoutError) as exc:
+        except (TimeoutError, OSError) as exc:
             why = str(exc) or type(exc).__name__
             self._fail(why, connect=True)
 
@@ -363,9 +363,9 @@ class Upstream(_Flusher, asyncio.Protocol):
             for call in list(self.blocked):
                 call.flush_up()
         else:
-            call = self.calls.get(stream_id)
-            if call is not None and call.up_pending:
-                call.flush_up()
+            found = self.calls.get(stream_id)
+            if found is not None and found.up_pending:
+                found.flush_up()
 
     def on_goaway(self, last_stream_id: int, code: int) -> None:
         self.pool.forget(self)

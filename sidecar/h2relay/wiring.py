@@ -26,7 +26,7 @@ def health_check(sidecar: Sidecar) -> LocalMethod:
     def check(body: bytes) -> tuple[str, str, bytes | None]:
         try:
             request = health_pb2.HealthCheckRequest.FromString(body)
-        except Exception:  # noqa: BLE001 - any undecodable message is the caller's error
+        except Exception:
             return "INVALID_ARGUMENT", "undecodable HealthCheckRequest", None
         health = sidecar.health
         if request.service not in health.names:
