@@ -128,7 +128,7 @@ class Sidecar:
         _spawn(self.health.update(app_healthy=healthy))
 
     def not_ready_reasons(self) -> list[str]:
-        CHANNELS_OPEN.set(len(self.pool))
+        CHANNELS_OPEN.set(len(self.pool) + (len(self.relay) if self.relay is not None else 0))
         reasons = [
             f"upstream {n} has no endpoints" for n, c in self.clusters.items() if not c.hosts
         ]
