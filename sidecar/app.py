@@ -23,16 +23,20 @@ from typing import Any
 import grpc
 
 from sidecar.admin import AdminServer
+from sidecar.admin.faults import FaultAdmin, with_faults
 from sidecar.cluster import Cluster
 from sidecar.config import Config, redacted
 from sidecar.endpoint import Endpoint, parse_hostport
+from sidecar.faults import FaultTable
 from sidecar.health.app_checker import AppChecker
+from sidecar.health.checker import HealthCheckers
 from sidecar.health.service import InboundHealth
 from sidecar.metrics import CHANNELS_OPEN, DRAINING
 from sidecar.proxy.channels import ChannelPool
 from sidecar.proxy.kinds import MethodKinds, load_modules
 from sidecar.proxy.listener import ProxyHandler, make_server
 from sidecar.proxy.pipeline import Pipeline, Route
+from sidecar.proxy.policies import default_policies
 from sidecar.proxy.router import Router
 from sidecar.proxy.seams import Policies
 
@@ -42,7 +46,7 @@ log = logging.getLogger("sidecar")
 class Sidecar:
     def __init__(self, config: Config, policies: Policies | None = None) -> None:
         self.config = config
-        policies = policies or Policies()
+        policies = policies or default_policies()
         load_modules(config.proto_modules)
         self.kinds = MethodKinds(config.method_kinds)
         idle_s = config.outbound.channel_idle_timeout_s if config.outbound else 300.0
@@ -51,7 +55,7 @@ class Sidecar:
         self.clusters: dict[str, Cluster] = {}
         self.routes: dict[str, Route] = {}
         for name, up in config.upstreams.items():
-            cluster = Cluster(name, sites=config.upstream_sites(name), rng=random.Random())
+            cluster = Cluster.from_config(name, up, config.upstream_sites(name), random.Random())
             if up.endpoints is not None:  # static; otherwise discovery fills it
                 cluster.update(config.site, [_endpoint(a, config.site) for a in up.endpoints], now)
             self.clusters[name] = cluster
@@ -60,11 +64,24 @@ class Sidecar:
                 cluster,
                 up.timeout_ms / 1000,
                 up.hash_key,
-                gate=policies.gate(name, up),
-                retries=policies.retries(name, up),
+                calls=policies.calls(name, up),
+                per_try_timeout_s=None
+                if up.per_try_timeout_ms is None
+                else up.per_try_timeout_ms / 1000,
+                replay_bytes=up.retries.buffer_bytes if up.retries is not None else 0,
             )
         self.router = Router({n: up.grpc_services for n, up in config.upstreams.items()})
-        faults = policies.faults(config)
+        self.health_checkers = HealthCheckers(
+            self.clusters, {n: up.health_check for n, up in config.upstreams.items()}, self.pool
+        )
+        # faults in force per upstream ("app": the inbound listener's calls to the app)
+        self.fault_table = FaultTable(
+            {
+                **{n: up.faults for n, up in config.upstreams.items()},
+                "app": config.inbound.faults if config.inbound is not None else None,
+            }
+        )
+        faults = policies.faults(self.fault_table)
         self.servers: dict[str, grpc.aio.Server] = {}
         self.ports: dict[str, int] = {}
         self.health = InboundHealth(n for n in (config.service, _app_service(config)) if n)
@@ -75,7 +92,7 @@ class Sidecar:
             handler = ProxyHandler(outbound, self.kinds, self._outbound_route)
             self._handlers.append(("outbound", handler, config.outbound.listen))
         if config.inbound is not None:
-            app = Cluster("app", sites=(config.site,))
+            app = Cluster("app", sites=(config.site,), breaker=None)  # one endpoint: no ejecting
             app.update(config.site, [_endpoint(config.inbound.app, config.site)], now)
             self.clusters_app = app
             self.app_route = Route("app", app, None)
@@ -94,9 +111,11 @@ class Sidecar:
             config.admin.listen,
             ready=self.not_ready_reasons,
             clusters=lambda: {n: c.snapshot(time.monotonic()) for n, c in self.clusters.items()},
-            config_dump=lambda: redacted(self.config),
+            config_dump=lambda: with_faults(redacted(self.config), self.fault_table),
             drain=self.drain,
         )
+        targets = [*config.upstreams, *(["app"] if config.inbound is not None else [])]
+        FaultAdmin(self.fault_table, targets).add_to(self.admin)
         self.draining = False
         self._drain_task: asyncio.Task[None] | None = None
 
@@ -113,6 +132,7 @@ class Sidecar:
             self.checker.on_change(self._app_health_changed)
             self.checker.start()
         self.pool.start()
+        self.health_checkers.start()
         self.ports["admin"] = await self.admin.start()
         log.info("sidecar listening %s", " ".join(f"{k}={v}" for k, v in self.ports.items()))
 
@@ -162,6 +182,7 @@ class Sidecar:
         if self._drain_task is not None:
             self._drain_task.cancel()
         await self._stop_listeners()
+        await self.health_checkers.close()
         if self.checker is not None:
             await self.checker.close()
         await self.admin.close()

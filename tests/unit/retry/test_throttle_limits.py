@@ -58,6 +58,16 @@ def test_throttle_bounds_load_on_a_dead_upstream_and_forgets() -> None:
     assert t.probability(100.0) == 0.0
 
 
+def test_throttle_quiet_below_min_requests() -> None:
+    """Fewer requests than min_requests in the window: never a local rejection, even all failing."""
+    t = AdaptiveThrottle(k=2, window_s=10, min_requests=20)
+    rng = random.Random(0)
+    for i in range(20):
+        assert t.allow(i * 0.01, rng)
+        t.record(i * 0.01, Outcome.UNAVAILABLE)
+    assert t.probability(0.2) > 0.9  # 20 requests in the window: the formula applies
+
+
 def test_application_errors_count_as_accepted() -> None:
     """NOT_FOUND-like results (SUCCESS outcome) and cancels are accepts; overload is not."""
     t = AdaptiveThrottle(k=1)
