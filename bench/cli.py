@@ -22,6 +22,7 @@ from typing import Any
 from bench.procs import Unavailable
 from bench.report import add_ratios, backend_check, markdown_table, summarize, to_json
 from bench.runner import BACKENDS, Case, Settings, run_all
+from bench.targets import REPO
 
 OUT = Path(__file__).resolve().parent / "out"
 
@@ -40,8 +41,71 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", type=Path, default=OUT, help="directory for results (bench/out)")
     p.add_argument("--tree", type=Path, help="run `sidecar` and `services.echo` from this "
                    "checkout (e.g. another worktree) instead of this one")  # fmt: skip
-    p.add_argument("--overload", action="store_true", help="the issue 7 overload run (TODO)")
+    p.add_argument(
+        "--scale",
+        action="store_true",
+        help="1,000 SRV endpoints: discovery time, pick cost, memory, lazy channels",
+    )
+    p.add_argument(
+        "--streams",
+        action="store_true",
+        help="10,000 concurrent streams, 1 MiB messages, a long-lived bidi stream",
+    )
+    p.add_argument(
+        "--overload",
+        action="store_true",
+        help="issue 7: 1x/2x/4x the app's capacity, with and without shedding",
+    )
+    p.add_argument(
+        "--all",
+        action="store_true",
+        help="the h2load table, then --scale, --streams and --overload",
+    )
     return p
+
+
+def _sections(args: argparse.Namespace, argv: list[str]) -> int:
+    """Run the sections asked for (--scale, --streams, --overload); worst exit status."""
+    tree = args.tree.resolve() if args.tree else REPO
+
+    def log(msg: str) -> None:
+        print(msg, flush=True)
+
+    status = 0
+    if args.scale or args.all:
+        from bench.scale import ScaleSettings, run_scale
+
+        ss = (
+            ScaleSettings.tiny()
+            if args.smoke
+            else ScaleSettings.quick()
+            if args.quick
+            else ScaleSettings()
+        )
+        status = max(status, run_scale(ss, tree, log, argv, args.out))
+    if args.streams or args.all:
+        from bench.streams import StreamSettings, run_streams
+
+        st = (
+            StreamSettings.tiny()
+            if args.smoke
+            else StreamSettings.quick()
+            if args.quick
+            else StreamSettings()
+        )
+        status = max(status, run_streams(st, tree, log, argv, args.out))
+    if args.overload or args.all:
+        from bench.overload import OverloadSettings, run_overload
+
+        ov = (
+            OverloadSettings.tiny()
+            if args.smoke
+            else OverloadSettings.quick()
+            if args.quick
+            else OverloadSettings()
+        )
+        status = max(status, run_overload(ov, tree, log, argv, args.out))
+    return status
 
 
 def _version(cmd: list[str]) -> str:
@@ -92,9 +156,8 @@ def _shape(s: Settings) -> str:
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     args = build_parser().parse_args(argv)
-    if args.overload:
-        print("bench --overload: not implemented yet (see bench/overload.py)", file=sys.stderr)
-        return 2
+    if args.scale or args.streams or args.overload:
+        return _sections(args, argv)
     settings = Settings(
         smoke=args.smoke, only=tuple(args.only), rate=args.rate,
         backends=tuple(b for b in args.backends.split(",") if b),
@@ -164,4 +227,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     ran = [c for c in cases if c.status == "ok"]
     for c in failed:
         print(f"FAILED {c.name}: {c.reason}", file=sys.stderr)
-    return 1 if failed or not ran else 0
+    status = 1 if failed or not ran else 0
+    if args.all:
+        status = max(status, _sections(args, argv))
+    return status

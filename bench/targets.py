@@ -217,17 +217,26 @@ def sidecar_config(
 
 
 def start_sidecar(
-    workdir: Path, name: str, cfg: dict[str, object], port: int, tree: Path
+    workdir: Path,
+    name: str,
+    cfg: dict[str, object],
+    port: int,
+    tree: Path,
+    *,
+    runner: list[str] | None = None,
 ) -> Managed:
     """`python -m sidecar run -c FILE` from `tree`; Unavailable while `run` is not implemented.
 
     The file is first checked by the same tree's `sidecar check`, so a schema change
-    shows up as the sidecar's own "config refused: key: reason".
+    shows up as the sidecar's own "config refused: key: reason". `runner` replaces
+    `python -m sidecar run` (it gets `-c FILE` appended).
     """
     path = workdir / f"{name}.yaml"
     path.write_text(yaml.safe_dump(cfg, sort_keys=False))
     base = [sys.executable, "-m", "sidecar"]
     env = _python_env(tree)
+    if runner is not None:  # a runner module from bench/ (this checkout), the sidecar from tree
+        env["PYTHONPATH"] += os.pathsep + str(REPO)
     check = subprocess.run(
         [*base, "check", "-c", str(path)],
         capture_output=True, text=True, cwd=tree, env=env, timeout=30, check=False,
@@ -235,7 +244,8 @@ def start_sidecar(
     if check.returncode != 0:
         raise StartFailed(f"{name}: `sidecar check` refused {path.name}: {check.stderr.strip()}")
     try:
-        return start(name, [*base, "run", "-c", str(path)], [port], workdir,
+        cmd = [*(runner or [*base, "run"]), "-c", str(path)]
+        return start(name, cmd, [port], workdir,
                      cwd=tree, env=env, timeout_s=20)  # fmt: skip
     except StartFailed as exc:
         if "not implemented" in str(exc):

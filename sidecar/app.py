@@ -28,6 +28,7 @@ from sidecar.cluster import Cluster
 from sidecar.config import Config, redacted
 from sidecar.endpoint import Endpoint, parse_hostport
 from sidecar.faults import FaultTable
+from sidecar.h2relay.wiring import RelayDataPlane
 from sidecar.health.app_checker import AppChecker
 from sidecar.health.checker import HealthCheckers
 from sidecar.health.service import InboundHealth
@@ -82,6 +83,11 @@ class Sidecar:
             }
         )
         faults = policies.faults(self.fault_table)
+        # one admission for whichever data plane serves the inbound listener
+        admission = policies.admission(config.inbound.admission) if config.inbound else None
+        self.relay: RelayDataPlane | None = None
+        if config.dataplane == "h2relay":
+            self.relay = RelayDataPlane(self, admission, faults)
         self.servers: dict[str, grpc.aio.Server] = {}
         self.ports: dict[str, int] = {}
         self.health = InboundHealth(n for n in (config.service, _app_service(config)) if n)
@@ -99,7 +105,7 @@ class Sidecar:
             inbound = Pipeline(
                 "inbound",
                 self.pool,
-                admission=policies.admission(config.inbound.admission),
+                admission=admission,
                 faults=faults,
             )
             handler = ProxyHandler(
@@ -124,6 +130,9 @@ class Sidecar:
         return None if name is None else self.routes[name]
 
     async def start(self) -> None:
+        if self.relay is not None:
+            self._handlers = []  # the relay listens instead of the grpcio servers
+            self.ports.update(await self.relay.start())
         for name, handler, listen in self._handlers:
             server, port = make_server(handler, listen, self.config.max_message_bytes)
             await server.start()
@@ -140,7 +149,7 @@ class Sidecar:
         _spawn(self.health.update(app_healthy=healthy))
 
     def not_ready_reasons(self) -> list[str]:
-        CHANNELS_OPEN.set(len(self.pool))
+        CHANNELS_OPEN.set(len(self.pool) + (len(self.relay) if self.relay is not None else 0))
         reasons = [
             f"upstream {n} has no endpoints" for n, c in self.clusters.items() if not c.hosts
         ]
@@ -170,6 +179,8 @@ class Sidecar:
 
     async def _stop_listeners(self) -> None:
         grace = self.config.drain_grace_s
+        if self.relay is not None:
+            await self.relay.stop(grace)
         for name in ("inbound", "outbound"):
             server = self.servers.get(name)
             if server is not None:
@@ -187,6 +198,8 @@ class Sidecar:
             await self.checker.close()
         await self.admin.close()
         await self.pool.close()
+        if self.relay is not None:
+            await self.relay.close()
 
 
 def _endpoint(address: str, site: str) -> Endpoint:

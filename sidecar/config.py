@@ -260,6 +260,9 @@ class Config(_Model):
     outbound: Outbound | None = None
     admin: Admin = Admin()
     max_message_bytes: int = Field(default=16 * MiB, ge=1024)
+    # h2relay: the HTTP/2 frame relay (sidecar/h2relay), the default since it passes the
+    # same forwarding contract suite; grpcio: grpc.aio servers and channels (sidecar/proxy)
+    dataplane: Literal["grpcio", "h2relay"] = "h2relay"
     drain_grace_s: float = Field(default=10.0, ge=0)
     # RPC kind per method ("/pkg.Service/Method": unary|server_stream|client_stream|bidi), and
     # generated *_pb2 modules whose service descriptors tell the kinds; other methods are
