@@ -25,18 +25,22 @@ from typing import Any
 import grpc
 
 from sidecar.admin import AdminServer
+from sidecar.admin.faults import FaultAdmin, with_faults
 from sidecar.cluster import Cluster
 from sidecar.config import Config, redacted
 from sidecar.discovery.membership import Membership
 from sidecar.endpoint import Endpoint, parse_hostport
+from sidecar.faults import FaultTable
 from sidecar.h2relay.wiring import RelayDataPlane
 from sidecar.health.app_checker import AppChecker
+from sidecar.health.checker import HealthCheckers
 from sidecar.health.service import InboundHealth
 from sidecar.metrics import CHANNELS_OPEN, DRAINING
 from sidecar.proxy.channels import ChannelPool
 from sidecar.proxy.kinds import MethodKinds, load_modules
 from sidecar.proxy.listener import ProxyHandler, make_server
 from sidecar.proxy.pipeline import Pipeline, Route
+from sidecar.proxy.policies import default_policies
 from sidecar.proxy.router import Router
 from sidecar.proxy.seams import Policies
 
@@ -46,7 +50,7 @@ log = logging.getLogger("sidecar")
 class Sidecar:
     def __init__(self, config: Config, policies: Policies | None = None) -> None:
         self.config = config
-        policies = policies or Policies()
+        policies = policies or default_policies()
         load_modules(config.proto_modules)
         self.kinds = MethodKinds(config.method_kinds)
         idle_s = config.outbound.channel_idle_timeout_s if config.outbound else 300.0
@@ -64,14 +68,28 @@ class Sidecar:
                 cluster,
                 up.timeout_ms / 1000,
                 up.hash_key,
-                gate=policies.gate(name, up),
-                retries=policies.retries(name, up),
+                calls=policies.calls(name, up),
+                per_try_timeout_s=None
+                if up.per_try_timeout_ms is None
+                else up.per_try_timeout_ms / 1000,
+                replay_bytes=up.retries.buffer_bytes if up.retries is not None else 0,
             )
         self.router = Router({n: up.grpc_services for n, up in config.upstreams.items()})
-        faults = policies.faults(config)
+        self.health_checkers = HealthCheckers(
+            self.clusters, {n: up.health_check for n, up in config.upstreams.items()}, self.pool
+        )
+        # faults in force per upstream ("app": the inbound listener's calls to the app)
+        self.fault_table = FaultTable(
+            {
+                **{n: up.faults for n, up in config.upstreams.items()},
+                "app": config.inbound.faults if config.inbound is not None else None,
+            }
+        )
+        faults = policies.faults(self.fault_table)
+        # one admission for whichever data plane serves the inbound listener
+        admission = policies.admission(config.inbound.admission) if config.inbound else None
         self.relay: RelayDataPlane | None = None
         if config.dataplane == "h2relay":
-            admission = policies.admission(config.inbound.admission) if config.inbound else None
             self.relay = RelayDataPlane(self, admission, faults)
         self.servers: dict[str, grpc.aio.Server] = {}
         self.ports: dict[str, int] = {}
@@ -83,14 +101,14 @@ class Sidecar:
             handler = ProxyHandler(outbound, self.kinds, self._outbound_route)
             self._handlers.append(("outbound", handler, config.outbound.listen))
         if config.inbound is not None:
-            app = Cluster("app", sites=(config.site,))
+            app = Cluster("app", sites=(config.site,), breaker=None)  # one endpoint: no ejecting
             app.update(config.site, [_endpoint(config.inbound.app, config.site)], now)
             self.clusters_app = app
             self.app_route = Route("app", app, None)
             inbound = Pipeline(
                 "inbound",
                 self.pool,
-                admission=policies.admission(config.inbound.admission),
+                admission=admission,
                 faults=faults,
             )
             handler = ProxyHandler(
@@ -102,7 +120,7 @@ class Sidecar:
             config.admin.listen,
             ready=self.not_ready_reasons,
             clusters=lambda: self.mesh.clusters_snapshot(time.monotonic()),
-            config_dump=lambda: redacted(self.config),
+            config_dump=lambda: with_faults(redacted(self.config), self.fault_table),
             drain=self.drain,
         )
         # Discovery fills the clusters without static endpoints; registration publishes us.
@@ -110,6 +128,8 @@ class Sidecar:
             config, self.clusters, lambda: bool(self.checker and self.checker.healthy)
         )
         self.mesh.add_admin_routes(self.admin)
+        targets = [*config.upstreams, *(["app"] if config.inbound is not None else [])]
+        FaultAdmin(self.fault_table, targets).add_to(self.admin)
         self.draining = False
         self._drain_task: asyncio.Task[None] | None = None
 
@@ -129,6 +149,7 @@ class Sidecar:
             self.checker.on_change(self._app_health_changed)
             self.checker.start()
         self.pool.start()
+        self.health_checkers.start()
         self.ports["admin"] = await self.admin.start()
         await self.mesh.start()
         log.info("sidecar listening %s", " ".join(f"{k}={v}" for k, v in self.ports.items()))
@@ -185,6 +206,7 @@ class Sidecar:
         await self.mesh.linger()
         await self._stop_listeners()
         await self.mesh.stop()
+        await self.health_checkers.close()
         if self.checker is not None:
             await self.checker.close()
         await self.admin.close()

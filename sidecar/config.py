@@ -74,6 +74,28 @@ class InboundAdmission(_Model):
     pushback_ms: int = Field(default=50, ge=0)
 
 
+class FaultDelay(_Model):
+    percent: float = Field(ge=0, le=100)
+    ms: float = Field(ge=0)
+
+
+class FaultAbort(_Model):
+    percent: float = Field(ge=0, le=100)
+    status: str = "UNAVAILABLE"
+
+    @field_validator("status")
+    @classmethod
+    def _status(cls, value: str) -> str:
+        if value not in STATUS_NAMES or value == "OK":
+            raise ValueError(f"{value!r} is not a gRPC error status name")
+        return value
+
+
+class Faults(_Model):
+    delay: FaultDelay | None = None
+    abort: FaultAbort | None = None
+
+
 class AppHealth(_Model):
     """How the inbound side checks its local app."""
 
@@ -88,6 +110,7 @@ class Inbound(_Model):
     app: HostPort = "127.0.0.1:9181"
     health: AppHealth = AppHealth()
     admission: InboundAdmission = InboundAdmission()
+    faults: Faults | None = None  # injected on calls to the app (upstream name `app`)
 
     _v = field_validator("listen", "app")(_check_hostport)
 
@@ -191,6 +214,7 @@ class Retries(_Model):
 
 
 class HealthCheck(_Model):
+    service: str = ""  # grpc.health.v1 service name asked ("" = the whole server)
     interval_s: float = Field(default=5.0, gt=0)
     timeout_s: float = Field(default=1.0, gt=0)
     unhealthy_threshold: int = Field(default=2, ge=1)
@@ -202,28 +226,7 @@ class Throttling(_Model):
 
     k: float = Field(default=2.0, ge=1)
     window_s: float = Field(default=120.0, gt=0)
-
-
-class FaultDelay(_Model):
-    percent: float = Field(ge=0, le=100)
-    ms: float = Field(ge=0)
-
-
-class FaultAbort(_Model):
-    percent: float = Field(ge=0, le=100)
-    status: str = "UNAVAILABLE"
-
-    @field_validator("status")
-    @classmethod
-    def _status(cls, value: str) -> str:
-        if value not in STATUS_NAMES or value == "OK":
-            raise ValueError(f"{value!r} is not a gRPC error status name")
-        return value
-
-
-class Faults(_Model):
-    delay: FaultDelay | None = None
-    abort: FaultAbort | None = None
+    min_requests: int = Field(default=20, ge=0)  # no local rejection below this many
 
 
 MethodKind = Literal["unary", "server_stream", "client_stream", "bidi"]

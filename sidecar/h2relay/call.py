@@ -10,15 +10,16 @@ where it sits (numbers match the grpcio pipeline):
 2. Deadline: the caller's `grpc-timeout`, else the route's `timeout_ms`; one timer per
    call. Before admission and attempts, since all of them spend from this budget.
 3. Headers: hop-by-hop dropped, `x-request-id` added when absent (request.py).
-4. Admit (seam c, inbound): `Admission.acquire(deadline)` before any upstream stream is
+4. Admit (seam b, inbound): `Admission.acquire(priority, deadline)` before any upstream stream is
    opened, so a dropped call costs no upstream work. AdmitAll skips the coroutine.
-5. Fault (seam d): delay by a timer, abort as a sidecar error.
-6. Attempts: pick (exclude endpoints tried), gate (seam a), `host.start`, open a stream
+5. Fault (seam c): delay by a timer, abort as a sidecar error.
+6. Attempts: begin the call (seam a: limits, once), then per attempt pick (exclude
+   endpoints tried), ask seam a (throttling), `host.start`, open a stream
    on the endpoint's pooled connection, send headers (with the remaining time as
    `grpc-timeout`) and the request DATA as it arrives. Exactly one `host.finish(...)`
    per attempt with the outcome from sidecar/outcome.py, read from the trailers (or the
    trailers-only headers), or the local failure (connect, lost connection, timeout).
-   Retry (seam b) only while nothing went back to the caller and the request bytes are
+   Retry (seam a) only while nothing went back to the caller and the request bytes are
    still held (up to `retry_buffer` bytes): a connection that failed before any
    response byte, a GOAWAY/REFUSED_STREAM that says the peer never processed it, or a
    trailers-only error answer (nothing of it was forwarded yet).
@@ -45,7 +46,7 @@ from sidecar.h2relay.grpcwire import (
 from sidecar.h2relay.hpack_codec import Block, encode_field
 from sidecar.h2relay.request import Prepared, PreparedResponse, prepare_response
 from sidecar.outcome import Outcome, classify
-from sidecar.proxy.seams import NO_TOKEN, AttemptResult, Refusal
+from sidecar.proxy.seams import NO_TOKEN, AttemptResult, CallState, Refusal
 
 if TYPE_CHECKING:
     from sidecar.h2relay.relay import Downstream, Plane, Upstream
@@ -81,7 +82,6 @@ class Call:
         "done",
         "down",
         "down_pending",
-        "gate_token",
         "held",
         "held_bytes",
         "held_flow",
@@ -122,9 +122,8 @@ class Call:
         self.host: Any = None
         self.address = ""
         self.token: Any = NO_TOKEN  # admission (inbound)
-        self.gate_token: Any = NO_TOKEN  # upstream limits, per attempt
         self.attempt_started = 0.0
-        self.retry: Any = None
+        self.retry: CallState | None = None  # the upstream's CallState (seam a) once the call began
         self.tried: set[tuple[str, int]] | None = None
         self.attempt = 0
         self.held: list[bytes] = []  # request DATA kept for a replay / not yet sent
@@ -177,7 +176,7 @@ class Call:
             self.waiter = plane.loop.create_task(self._admit())
 
     async def _admit(self) -> None:
-        admitted = await self.plane.admission.acquire(self.deadline)
+        admitted = await self.plane.admission.acquire(self.req.priority, self.deadline)
         self.waiter = None
         if self.done:
             if not isinstance(admitted, Refusal):
@@ -206,8 +205,17 @@ class Call:
             if fault.delay_s > 0:
                 self.waiter = plane.loop.call_later(fault.delay_s, self._after_delay, fault)
                 return
-        self.retry = route.retries.begin(_monotonic())
-        self.next_attempt()
+        if self._begin():
+            self.next_attempt()
+
+    def _begin(self) -> bool:
+        """The upstream's limits, one token per call held across its retries (seam a)."""
+        state = self.req.route.calls.begin(_monotonic())
+        if isinstance(state, Refusal):
+            self.refuse(state)
+            return False
+        self.retry = state
+        return True
 
     def _after_delay(self, fault: Any) -> None:
         self.waiter = None
@@ -220,8 +228,7 @@ class Call:
                 f"fault injected by the sidecar config for upstream {route.name}",
                 "fault",
             )
-        else:
-            self.retry = self.req.route.retries.begin(_monotonic())
+        elif self._begin():
             self.next_attempt()
         self.down.kick()
 
@@ -244,11 +251,11 @@ class Call:
                 "no_endpoints",
             )
             return
-        gate = route.gate.acquire(now)
-        if isinstance(gate, Refusal):
-            self.refuse(gate)
+        assert self.retry is not None  # began in after_admission
+        refusal = self.retry.attempt(now)  # adaptive throttling, per attempt
+        if refusal is not None:
+            self.refuse(refusal)
             return
-        self.gate_token = gate
         self.attempt += 1
         self.host = host
         self.address = host.endpoint.address
@@ -443,7 +450,7 @@ class Call:
         self._end_attempt(outcome)
         if self.done:
             return
-        if self._retry(outcome, "UNAVAILABLE", None):
+        if self._retry(outcome, "UNAVAILABLE", None, reason):
             return
         target = (
             "the local app"
@@ -452,7 +459,9 @@ class Call:
         )
         self.fail("UNAVAILABLE", f"{_EXPLAIN[reason]} {target} at {self.address}: {why}", reason)
 
-    def _retry(self, outcome: Outcome, status: str, pushback: int | None) -> bool:
+    def _retry(
+        self, outcome: Outcome, status: str, pushback: int | None, sidecar_error: str | None
+    ) -> bool:
         """Start another attempt if the policy allows and nothing reached the caller."""
         if self.retry is None or self.responded or not self.replayable:
             return False
@@ -463,10 +472,11 @@ class Call:
             outcome=outcome,
             committed=self.responded,
             replayable=self.replayable,
-            pushback_ms=pushback,
+            sidecar_error=sidecar_error,
+            pushback=None if pushback is None else str(pushback),
             remaining_s=None if self.deadline is None else self.deadline - now,
         )
-        backoff = self.retry.backoff(result, now)
+        backoff = self.retry.retry(result, now)
         if backoff is None:
             return False
         if self.tried is None:
@@ -495,7 +505,7 @@ class Call:
             # a trailers-only answer: nothing went to the caller, so it may be retried
             self._detach_upstream(reset=not self.req_ended)
             self._end_attempt(outcome)
-            if self._retry(outcome, status, resp.pushback_ms):
+            if self._retry(outcome, status, resp.pushback_ms, resp.peer_error):
                 self.upstream_ended = False
                 return True
             return False
@@ -503,13 +513,14 @@ class Call:
         return False
 
     def _end_attempt(self, outcome: Outcome) -> None:
-        """Report the attempt once: host.finish and the gate token."""
+        """Report the attempt once: host.finish and the call policy (seam a)."""
         if not self.attempt_open:
             return
         self.attempt_open = False
         now = _monotonic()
         self.host.finish(outcome, now - self.attempt_started, now)
-        self.gate_token.release(outcome, now)
+        if self.retry is not None:
+            self.retry.attempt_ended(outcome, now)
         self.plane.attempt_done(self, outcome)
 
     def _detach_upstream(self, reset: bool) -> None:
@@ -670,6 +681,10 @@ class Call:
         if self.timer is not None:
             self.timer.cancel()
             self.timer = None
+        if self.retry is not None:
+            self._end_attempt(Outcome.CANCELLED)  # no-op unless one is still open
+            self.retry.release(classify(self.code), _monotonic())  # exactly once
+            self.retry = None
         if self.token is not NO_TOKEN:
             self.token.release(classify(self.code), _monotonic())
             self.token = NO_TOKEN

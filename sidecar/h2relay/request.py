@@ -44,6 +44,7 @@ class Prepared:
     block: bytes  # encoded toward the upstream, without grpc-timeout / a new request id
     has_request_id: bool
     hash_value: bytes | None
+    priority: str | None = None  # x-sidecar-priority (inbound admission)
     error: str | None = None  # "bad_request" | "not_grpc"
 
 
@@ -53,6 +54,7 @@ def prepare(headers: Headers, resolve: Callable[[str], Any]) -> Prepared:
     content_type = b""
     timeout: bytes | None = None
     has_id = False
+    priority: str | None = None
     pseudo: list[bytes] = []
     regular: list[bytes] = []
     for name, value in headers:
@@ -71,6 +73,8 @@ def prepare(headers: Headers, resolve: Callable[[str], Any]) -> Prepared:
             continue
         elif name == REQUEST_ID:
             has_id = True
+        elif name == b"x-sidecar-priority":
+            priority = value.decode("latin-1")
         if name not in _DROP_REQUEST:
             regular.append(encode_field(name, value))
     path = method.decode("latin-1")
@@ -86,6 +90,7 @@ def prepare(headers: Headers, resolve: Callable[[str], Any]) -> Prepared:
         block=b"".join(pseudo + regular),
         has_request_id=has_id,
         hash_value=hash_value,
+        priority=priority,
     )
     if not method or verb != b"POST":
         prepared.error = "bad_request"
