@@ -56,13 +56,13 @@ chaos: $(PROTO_STAMP)
 	$(PYTEST) -q tests/chaos -m chaos
 
 lint: $(PROTO_STAMP)
-	$(BIN)/ruff check sidecar services tests
-	$(BIN)/ruff format --check sidecar services tests
+	$(BIN)/ruff check sidecar services tests bench
+	$(BIN)/ruff format --check sidecar services tests bench
 	$(BIN)/mypy
 
 fmt: $(STAMP)
-	$(BIN)/ruff check --fix sidecar services tests
-	$(BIN)/ruff format sidecar services tests
+	$(BIN)/ruff check --fix sidecar services tests bench
+	$(BIN)/ruff format sidecar services tests bench
 
 demo: $(PROTO_STAMP)
 	$(BIN)/sidecar demo $(DEMO_ARGS)

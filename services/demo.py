@@ -36,17 +36,21 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
 
+os.environ.setdefault("GRPC_VERBOSITY", "ERROR")  # no fork() notices from grpc's core
+
 import grpc
 import yaml
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from services import demo_plan
 from services.demo_plan import Instance, Phase, Plan
+from services.demo_view import MeshView, render_rows
 from services.knobs import set_knobs
 
 ROOT = Path(__file__).resolve().parents[1]
 TOKEN = "demo-token"
 DEMO_ID_ENV = "SIDECAR_DEMO_ID"
+BURST = "burst-lon3"
 log = logging.getLogger("services.demo")
 
 
@@ -120,10 +124,19 @@ class Supervisor:
                 os.killpg(child.proc.pid, signal.SIGKILL)
             await child.proc.wait()
 
-    async def stop_all(self) -> None:
-        # Perimeter first, data last: the reverse of the start order.
-        for name in reversed(list(self.children)):
-            await self.stop(name)
+    async def stop_all(self, grace_s: float = 2.0) -> None:
+        """Load first, then every service and sidecar at once, the registry last.
+
+        In parallel: at the end of the demo nobody calls anymore, so a sidecar need not
+        linger for its callers (it gets SIGKILL after `grace_s`)."""
+        names = list(self.children)
+        waves = [
+            [n for n in names if n.startswith("loadgen")],
+            [n for n in names if not n.startswith("loadgen") and n != "registry"],
+            [n for n in names if n == "registry"],
+        ]
+        for wave in waves:
+            await asyncio.gather(*(self.stop(n, grace_s=grace_s) for n in wave))
 
     def tail(self, name: str, lines: int = 5) -> str:
         child = self.children.get(name)
@@ -175,7 +188,12 @@ class Demo:
         self.sup = Supervisor(workdir)
         self.plan: Plan = demo_plan.make_plan(free_ports(), args.instances)
         self.phases = demo_plan.story(args.duration)
-        self.lines: dict[str, list[dict[str, Any]]] = {site: [] for site in demo_plan.SITES}
+        # Load results per source: one loadgen per site, plus the overload burst.
+        self.sources = (*demo_plan.SITES, BURST)
+        self.lines: dict[str, list[dict[str, Any]]] = {src: [] for src in self.sources}
+        self.offsets_s: dict[str, float] = {src: 0.0 for src in self.sources}
+        self.view = MeshView(self.plan.instances)
+        self._restoring: asyncio.Future[Any] | None = None
         self.summaries: dict[str, dict[str, Any]] = {}
         self.phase: Phase = self.phases[0]
         self.events: list[str] = []
@@ -205,6 +223,20 @@ class Demo:
     async def _start_app(self, inst: Instance) -> None:
         child = await self.sup.spawn(inst.name, self._app_argv(inst))
         await wait_healthy(f"127.0.0.1:{inst.app_port}", 60.0, child)
+
+    async def _stop_instance(self, inst: Instance) -> None:
+        """SIGTERM the sidecar first (it deregisters, serves while callers let go, closes),
+        then the app: the order that loses no call."""
+        if not self.args.direct:
+            grace = demo_plan.LINGER_S + 4.0
+            await self.sup.stop(f"sidecar-{inst.name}", signal.SIGTERM, grace_s=grace)
+        await self.sup.stop(inst.name)
+
+    async def _restore(self, inst: Instance) -> None:
+        if inst.name not in self.sup.children:
+            await self._start_app(inst)
+        if not self.args.direct and f"sidecar-{inst.name}" not in self.sup.children:
+            await self._start_sidecar(inst)
 
     async def _start_sidecar(self, inst: Instance) -> None:
         path = self.workdir / "sidecars" / f"{inst.name}.yaml"
@@ -269,14 +301,17 @@ class Demo:
                             latency_ms=250.0, jitter_ms=50.0)  # fmt: skip
         elif phase.name == "lon3-playlist-down":
             await asyncio.gather(
-                *(self.sup.stop(i.name) for i in self.plan.by_service("playlist", "lon3"))
+                *(self._stop_instance(i) for i in self.plan.by_service("playlist", "lon3"))
             )
         elif phase.name == "restored":
-            down = [i for i in self.plan.instances if i.name not in self.sup.children]
-            await asyncio.gather(*(self._start_app(i) for i in down))
+            # In the background: starting processes takes seconds; the story keeps time.
+            self._restoring = asyncio.ensure_future(
+                asyncio.gather(*(self._restore(i) for i in self.plan.instances))
+            )
         elif phase.name == "overload":
             burst = self.args.rate * self.args.burst_factor
-            await self._loadgen("loadgen-burst-lon3", "lon3", burst, phase.end_s - phase.start_s)
+            self.offsets_s[BURST] = phase.start_s
+            await self._loadgen(f"loadgen-{BURST}", "lon3", burst, phase.end_s - phase.start_s)
 
     async def run_story(self, t0: float) -> None:
         for phase in self.phases:
@@ -288,26 +323,30 @@ class Demo:
                 self.events.append(f"  step {phase.name} failed: {exc}")
 
     def poll_lines(self, offsets: dict[str, int]) -> None:
-        for site in demo_plan.SITES:
-            path = self.workdir / f"loadgen-{site}.jsonl"
+        for src in self.sources:
+            path = self.workdir / f"loadgen-{src}.jsonl"
             with contextlib.suppress(OSError), open(path) as f:
-                f.seek(offsets.get(site, 0))
-                for line in f:
+                f.seek(offsets.get(src, 0))
+                while True:
+                    line = f.readline()
                     if not line.endswith("\n"):
                         break
+                    offsets[src] = f.tell()
                     record = json.loads(line)
                     if record.get("summary"):
-                        self.summaries[site] = record
-                    else:
-                        self.lines[site].append(record)
-                offsets[site] = f.tell()
+                        self.summaries[src] = record
+                    else:  # seconds on the demo's clock (the burst starts later)
+                        record["second"] += self.offsets_s[src]
+                        self.lines[src].append(record)
 
     # --- the summary ------------------------------------------------------------------
     def phase_rows(self) -> list[dict[str, Any]]:
         rows = []
         for phase in self.phases:
-            for site in demo_plan.SITES:
+            for site in self.sources:
                 secs = [s for s in self.lines[site] if phase.start_s <= s["second"] < phase.end_s]
+                if site == BURST and not secs:
+                    continue
                 count = sum(s["count"] for s in secs)
                 ok = sum(s["ok"] for s in secs)
                 errors: dict[str, int] = {}
@@ -328,6 +367,13 @@ class Demo:
                 )
         return rows
 
+    def walk(self) -> dict[str, dict[str, int]]:
+        """Per site and service: calls its instances' inbound sidecars served (the walk)."""
+        out: dict[str, dict[str, int]] = {site: {} for site in demo_plan.SITES}
+        for t in self.view.totals():
+            out[t["site"]][t["service"]] = out[t["site"]].get(t["service"], 0) + t["requests"]
+        return out
+
 
 def render(demo: Demo, final: bool = False) -> Any:
     from rich.console import Group
@@ -346,7 +392,9 @@ def render(demo: Demo, final: bool = False) -> Any:
             table.add_row(site, str(s["second"]), str(s["count"]), ok, str(s["p50_ms"]),
                           str(s["p99_ms"]), str(s["metadata_missing"]), errs[:60])  # fmt: skip
     events = Text("\n".join(demo.events[-8:]))
-    return Group(table, events)
+    if demo.args.direct:
+        return Group(table, events)
+    return Group(table, render_rows(demo.view), events)
 
 
 def summary_table(rows: list[dict[str, Any]]) -> Any:
@@ -360,6 +408,18 @@ def summary_table(rows: list[dict[str, Any]]) -> Any:
         errs = ", ".join(f"{k}={v}" for k, v in sorted(r["errors"].items()))
         table.add_row(r["phase"], r["site"], str(r["count"]), str(r["ok"]), ratio,
                       str(r["worst_p99_ms"]), str(r["metadata_missing"]), errs[:70])  # fmt: skip
+    return table
+
+
+def instances_table(totals: list[dict[str, Any]]) -> Any:
+    from rich.table import Table
+
+    table = Table(title="per instance, as its inbound sidecar counted (since its last start)")
+    for col in ("instance", "requests", "errors", "drops", "breaker trips (by callers)"):
+        table.add_column(col)
+    for t in totals:
+        table.add_row(t["instance"], str(t["requests"]), str(t["errors"]), str(t["drops"]),
+                      str(t["breaker_trips"]))  # fmt: skip
     return table
 
 
@@ -400,9 +460,13 @@ async def run(args: argparse.Namespace, workdir: Path, out: IO[str]) -> int:
         )
         with live or contextlib.nullcontext():
             last_phase = ""
+            next_view = 0.0
             while not stop.is_set() and any(g.proc.returncode is None for g in gens):
                 await asyncio.sleep(0.5)
                 demo.poll_lines(offsets)
+                if not args.direct and time.monotonic() >= next_view:
+                    next_view = time.monotonic() + args.poll_s
+                    await demo.view.poll()
                 if live:
                     live.update(render(demo))
                 elif demo.phase.name != last_phase:
@@ -412,15 +476,26 @@ async def run(args: argparse.Namespace, workdir: Path, out: IO[str]) -> int:
         story.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await story
+        if demo._restoring is not None and not demo._restoring.done():
+            demo.events.append("  restore still starting processes at the end of the run")
+            demo._restoring.cancel()
+        if demo._restoring is not None:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await demo._restoring
         if stop.is_set():
             code = 130
         demo.poll_lines(offsets)
+        if not args.direct:
+            await demo.view.poll()
         rows = demo.phase_rows()
         console.print(summary_table(rows))
+        if not args.direct:
+            console.print(instances_table(demo.view.totals()))
         for e in demo.events:
             console.print(e)
         result = {"mode": "direct" if args.direct else "sidecars", "phases": rows,
-                  "loadgen": demo.summaries, "events": demo.events}  # fmt: skip
+                  "loadgen": demo.summaries, "events": demo.events,
+                  "instances": demo.view.totals(), "walk": demo.walk()}  # fmt: skip
         if args.summary_out:
             text = json.dumps(result, indent=1)
             await asyncio.to_thread(Path(args.summary_out).write_text, text)
@@ -434,16 +509,17 @@ async def run(args: argparse.Namespace, workdir: Path, out: IO[str]) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="services.demo", description=__doc__.split("\n")[0])
-    parser.add_argument("--duration", type=float, default=60.0, help="seconds of load")
+    parser.add_argument("--duration", type=float, default=75.0, help="seconds of load")
     parser.add_argument("--no-dashboard", action="store_true", help="plain log lines (CI)")
     parser.add_argument("--direct", action="store_true", help="no registry and no sidecars")
-    parser.add_argument("--rate", type=float, default=40.0, help="requests/s per site")
-    parser.add_argument("--burst-factor", type=float, default=5.0, help="overload burst x rate")
+    parser.add_argument("--rate", type=float, default=15.0, help="requests/s per site")
+    parser.add_argument("--burst-factor", type=float, default=4.0, help="overload burst x rate")
     parser.add_argument("--instances", type=int, default=2, help="per data service and site")
     parser.add_argument("--tracks", type=int, default=50_000)
     parser.add_argument("--playlists", type=int, default=5_000)
     parser.add_argument("--workdir", help="keep databases, configs and logs here")
     parser.add_argument("--summary-out", help="write the summary as JSON here")
+    parser.add_argument("--poll-s", type=float, default=2.0, help="sidecar admin poll period")
     parser.add_argument("--demo-id", help=f"value of {DEMO_ID_ENV} in every child (tests)")
     return parser
 

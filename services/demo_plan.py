@@ -29,6 +29,9 @@ PEERS = {
     "accesspoint": ("playlistview", "search"),
     "playlistview": ("playlist", "metadata"),
 }
+REGISTRATION_TTL_S = 3
+EMPTY_GRACE_S = 2.0
+LINGER_S = REGISTRATION_TTL_S + EMPTY_GRACE_S + 0.5
 # Per-upstream timeouts when the caller sets no deadline (the apps always do).
 TIMEOUT_MS = {"playlistview": 900.0, "search": 600.0, "playlist": 400.0, "metadata": 300.0}
 
@@ -93,17 +96,22 @@ def sidecar_config(inst: Instance, registry_port: int) -> dict[str, Any]:
         },
         "admin": {"listen": f"127.0.0.1:{inst.admin_port}"},
         "drain_grace_s": 1.0,
+        # Short TTLs so the story moves at demo speed: callers notice a (de)registration
+        # within REGISTRATION_TTL_S, and believe an emptied site after EMPTY_GRACE_S more.
         "discovery": {
             "nameservers": [dns],
             "sites": list(SITES),
             "ttl_floor_s": 1.0,
-            "empty_grace_s": 5.0,
+            "empty_grace_s": EMPTY_GRACE_S,
         },
         "registration": {
             "nameserver": dns,
             "zone": DOMAIN,
-            "ttl_s": 5,
+            "ttl_s": REGISTRATION_TTL_S,
+            "check_interval_s": 0.5,
             "address": "127.0.0.1",
+            # A stopping instance serves until every caller has let go of it.
+            "linger_s": LINGER_S,
         },
     }
     if inst.outbound_port is not None:

@@ -7,8 +7,16 @@ echo_metadata (request metadata copied back, key prefixed `echo-`, into the resp
 headers and trailers).
 
 Test hooks: calls are counted, and calls cancelled by their caller too; a Unary call
-with request metadata `x-echo-stats` answers `{"calls": n, "cancelled": n}` as JSON in
-the payload instead of echoing.
+with request metadata `x-echo-stats` answers `{"calls": n, "cancelled": n, "expired": n,
+"min_remaining_ms": x}` as JSON in the payload instead of echoing (`expired`: calls that
+arrived with their deadline already spent; `min_remaining_ms`: the least time any call
+had left on arrival, null before the first call with a deadline).
+
+Instance knobs, for tests that need one backend of several to misbehave: a Unary call
+with metadata `x-echo-control: JSON` sets them and answers like `x-echo-stats`:
+`{"fail": CODE}` fails every later Echo call with that status code (0: off; client
+and bidi streams fail after reading the whole request stream, with no response sent), `{"hang": true}` makes every later call
+wait until its caller gives up, `{"health": "NOT_SERVING"}` sets the health status.
 """
 
 from __future__ import annotations
@@ -30,17 +38,55 @@ from meshtest.echo.v1 import echo_pb2, echo_pb2_grpc
 
 log = logging.getLogger("echo")
 MAX_MESSAGE = 64 * 1024 * 1024
-_SKIP = {"user-agent", "x-echo-stats"}
+_SKIP = {"user-agent", "x-echo-stats", "x-echo-control"}
 
 
 class Echo(echo_pb2_grpc.EchoServicer):  # type: ignore[misc]
-    def __init__(self, name: str) -> None:
+    def __init__(self, name: str, health: Any = None) -> None:
         self.name = name
+        self.health = health
         self.calls = 0
         self.cancelled = 0
+        self.expired = 0
+        self.min_remaining_ms: float | None = None
+        self.fail = 0
+        self.hang = False
 
-    def _count(self) -> None:
+    def _count(self, context: Any = None) -> None:
         self.calls += 1
+        remaining = None if context is None else context.time_remaining()
+        if remaining is not None:
+            if remaining <= 0:
+                self.expired += 1
+            ms = remaining * 1000
+            if self.min_remaining_ms is None or ms < self.min_remaining_ms:
+                self.min_remaining_ms = ms
+
+    def stats(self) -> dict[str, Any]:
+        return {
+            "calls": self.calls,
+            "cancelled": self.cancelled,
+            "expired": self.expired,
+            "min_remaining_ms": self.min_remaining_ms,
+            "fail": self.fail,
+            "hang": self.hang,
+        }
+
+    async def _control(self, raw: str) -> None:
+        knobs = json.loads(raw)
+        self.fail = int(knobs.get("fail", self.fail))
+        self.hang = bool(knobs.get("hang", self.hang))
+        if "health" in knobs and self.health is not None:
+            status = health_pb2.HealthCheckResponse.ServingStatus.Value(knobs["health"])
+            for service in ("", "meshtest.echo.v1.Echo"):
+                await self.health.set(service, status)
+
+    async def _misbehave(self, context: Any) -> None:
+        """The instance knobs: hang until cancelled, or fail."""
+        if self.hang:
+            await asyncio.Event().wait()
+        if self.fail:
+            await context.abort(grpc.StatusCode(_code(self.fail)), f"{self.name} set to fail")
 
     async def _headers(self, req: echo_pb2.EchoRequest, context: Any) -> None:
         if req.echo_metadata:
@@ -65,11 +111,15 @@ class Echo(echo_pb2_grpc.EchoServicer):  # type: ignore[misc]
         )
 
     async def Unary(self, req: echo_pb2.EchoRequest, context: Any) -> Any:
-        if any(k == "x-echo-stats" for k, _ in context.invocation_metadata()):
-            stats = {"calls": self.calls, "cancelled": self.cancelled}
-            return echo_pb2.EchoResponse(payload=json.dumps(stats).encode(), served_by=self.name)
-        self._count()
+        metadata = dict(context.invocation_metadata())
+        if "x-echo-control" in metadata:
+            await self._control(str(metadata["x-echo-control"]))
+        if "x-echo-stats" in metadata or "x-echo-control" in metadata:
+            stats = json.dumps(self.stats()).encode()
+            return echo_pb2.EchoResponse(payload=stats, served_by=self.name)
+        self._count(context)
         with _counting_cancel(self):
+            await self._misbehave(context)
             await self._headers(req, context)
             await _sleep(req.delay_ms)
             if req.status_code:
@@ -78,8 +128,9 @@ class Echo(echo_pb2_grpc.EchoServicer):  # type: ignore[misc]
             return self._reply(req)
 
     async def ServerStream(self, req: echo_pb2.EchoRequest, context: Any) -> None:
-        self._count()
+        self._count(context)
         with _counting_cancel(self):
+            await self._misbehave(context)
             await self._headers(req, context)
             if req.status_code and not req.fail_after:
                 await _sleep(req.delay_ms)
@@ -92,8 +143,10 @@ class Echo(echo_pb2_grpc.EchoServicer):  # type: ignore[misc]
             self._finish(req, context)
 
     async def ClientStream(self, requests: AsyncIterator[Any], context: Any) -> Any:
-        self._count()
+        self._count(context)
         with _counting_cancel(self):
+            if self.hang:
+                await self._misbehave(context)
             first = None
             last = None
             received = 0
@@ -103,6 +156,7 @@ class Echo(echo_pb2_grpc.EchoServicer):  # type: ignore[misc]
                 received += 1
                 if first.status_code and first.fail_after and received >= first.fail_after:
                     await self._fail(first, context)
+            await self._misbehave(context)  # after the whole stream: see the docstring
             knobs = first or echo_pb2.EchoRequest()
             await self._headers(knobs, context)
             await _sleep(knobs.delay_ms)
@@ -114,8 +168,12 @@ class Echo(echo_pb2_grpc.EchoServicer):  # type: ignore[misc]
             return reply
 
     async def Bidi(self, requests: AsyncIterator[Any], context: Any) -> None:
-        self._count()
+        self._count(context)
         with _counting_cancel(self):
+            if self.fail:
+                async for _ in requests:
+                    pass
+            await self._misbehave(context)
             seq = 0
             first = None
             async for req in requests:
@@ -168,8 +226,8 @@ async def serve(port: int, name: str, host: str = "127.0.0.1") -> None:
             ("grpc.so_reuseport", 0),
         ]
     )
-    echo_pb2_grpc.add_EchoServicer_to_server(Echo(name), server)
     health = health_aio.HealthServicer()
+    echo_pb2_grpc.add_EchoServicer_to_server(Echo(name, health), server)
     health_pb2_grpc.add_HealthServicer_to_server(health, server)
     bound = server.add_insecure_port(f"{host}:{port}")
     for service in ("", "meshtest.echo.v1.Echo"):

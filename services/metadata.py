@@ -8,7 +8,6 @@ the site's write lock for long and other instances keep writing between batches.
 from __future__ import annotations
 
 import argparse
-import asyncio
 import sqlite3
 from collections.abc import AsyncIterator, Sequence
 
@@ -127,18 +126,14 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 async def start(args: argparse.Namespace) -> runtime.Running:
-    db = Database(args.db, workers=args.workers)
-    key = f"metadata seed={args.seed} tracks={args.tracks}"
-    await db.initialise(SCHEMA, key, lambda conn: seed_rows(conn, args.tracks, args.seed))
-    running = await runtime.start_server(
-        args, lambda s: pb_grpc.add_MetadataServicer_to_server(MetadataService(db), s), [SERVICE]
+    return await runtime.start_data_service(
+        args,
+        SCHEMA,
+        f"metadata seed={args.seed} tracks={args.tracks}",
+        lambda conn: seed_rows(conn, args.tracks, args.seed),
+        lambda server, db: pb_grpc.add_MetadataServicer_to_server(MetadataService(db), server),
+        [SERVICE],
     )
-
-    async def close() -> None:
-        await asyncio.to_thread(db.close)
-
-    running.cleanups.append(close)
-    return running
 
 
 def main(argv: Sequence[str] | None = None) -> int:

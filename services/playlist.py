@@ -9,7 +9,6 @@ so two instances sharing the site's file never lose an update.
 from __future__ import annotations
 
 import argparse
-import asyncio
 import sqlite3
 import uuid
 from collections.abc import Sequence
@@ -168,20 +167,14 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 async def start(args: argparse.Namespace) -> runtime.Running:
-    db = Database(args.db, workers=args.workers)
-    key = f"playlist seed={args.seed} playlists={args.playlists} tracks={args.tracks}"
-    await db.initialise(
-        SCHEMA, key, lambda conn: seed_rows(conn, args.playlists, args.tracks, args.seed)
+    return await runtime.start_data_service(
+        args,
+        SCHEMA,
+        f"playlist seed={args.seed} playlists={args.playlists} tracks={args.tracks}",
+        lambda conn: seed_rows(conn, args.playlists, args.tracks, args.seed),
+        lambda server, db: pb_grpc.add_PlaylistServicer_to_server(PlaylistService(db), server),
+        [SERVICE],
     )
-    running = await runtime.start_server(
-        args, lambda s: pb_grpc.add_PlaylistServicer_to_server(PlaylistService(db), s), [SERVICE]
-    )
-
-    async def close() -> None:
-        await asyncio.to_thread(db.close)
-
-    running.cleanups.append(close)
-    return running
 
 
 def main(argv: Sequence[str] | None = None) -> int:

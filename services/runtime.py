@@ -17,11 +17,13 @@ import signal
 import sys
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_health.v1._async import HealthServicer
 
+from services.db import Database
 from services.knobs import KnobInterceptor, Knobs, admin_handler
 
 MiB = 1024 * 1024
@@ -130,6 +132,26 @@ async def start_server(
     logging.getLogger(f"services.{args.name}").info(
         "serving %s on %s:%d", ",".join(services), args.host, port
     )
+    return running
+
+
+async def start_data_service(
+    args: argparse.Namespace,
+    schema: str,
+    seed_key: str,
+    seed_rows: Callable[[Any], None],
+    register: Callable[[grpc.aio.Server, Database], None],
+    services: Sequence[str],
+) -> Running:
+    """A data service: open (and seed once) its SQLite file, serve, close the file on stop."""
+    db = Database(args.db, workers=args.workers)
+    await db.initialise(schema, seed_key, seed_rows)
+    running = await start_server(args, lambda server: register(server, db), services)
+
+    async def close() -> None:
+        await asyncio.to_thread(db.close)
+
+    running.cleanups.append(close)
     return running
 
 

@@ -9,7 +9,6 @@ short query off the loop, then streamed.
 from __future__ import annotations
 
 import argparse
-import asyncio
 import re
 import sqlite3
 from collections.abc import AsyncIterator, Sequence
@@ -82,18 +81,14 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 async def start(args: argparse.Namespace) -> runtime.Running:
-    db = Database(args.db, workers=args.workers)
-    key = f"search seed={args.seed} tracks={args.tracks}"
-    await db.initialise(SCHEMA, key, lambda conn: seed_rows(conn, args.tracks, args.seed))
-    running = await runtime.start_server(
-        args, lambda s: pb_grpc.add_SearchServicer_to_server(SearchService(db), s), [SERVICE]
+    return await runtime.start_data_service(
+        args,
+        SCHEMA,
+        f"search seed={args.seed} tracks={args.tracks}",
+        lambda conn: seed_rows(conn, args.tracks, args.seed),
+        lambda server, db: pb_grpc.add_SearchServicer_to_server(SearchService(db), server),
+        [SERVICE],
     )
-
-    async def close() -> None:
-        await asyncio.to_thread(db.close)
-
-    running.cleanups.append(close)
-    return running
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -1,11 +1,13 @@
 """The composition root: builds a running sidecar from a Config, and takes it down.
 
 Does I/O (listeners, admin, signals). Nothing here decides anything: policies live in
-their packages and plug in through `Policies` (sidecar/proxy/seams.py). Discovery,
-registration and xDS join here later: each feeds `cluster.update(...)` or the routes.
+their packages and plug in through `Policies` (sidecar/proxy/seams.py). Discovery and
+registration live in `Membership` (sidecar/discovery/membership.py): discovery feeds
+`cluster.update(...)`; registration publishes this instance while its app is healthy.
 
-Shutdown order, and why: health turns NOT_SERVING first so peers stop choosing us;
-the inbound listener stops accepting and finishes its in-flight calls within
+Shutdown order, and why: health turns NOT_SERVING and our SRV record is removed first
+so peers stop choosing us; we keep serving for `registration.linger_s` while their DNS
+caches let go; then the inbound listener stops accepting and finishes its in-flight calls within
 `drain_grace_s`; only then the outbound one, because the app may still call out while
 finishing those inbound calls.
 """
@@ -23,16 +25,22 @@ from typing import Any
 import grpc
 
 from sidecar.admin import AdminServer
+from sidecar.admin.faults import FaultAdmin, with_faults
 from sidecar.cluster import Cluster
 from sidecar.config import Config, redacted
+from sidecar.discovery.membership import Membership
 from sidecar.endpoint import Endpoint, parse_hostport
+from sidecar.faults import FaultTable
+from sidecar.h2relay.wiring import RelayDataPlane
 from sidecar.health.app_checker import AppChecker
+from sidecar.health.checker import HealthCheckers
 from sidecar.health.service import InboundHealth
 from sidecar.metrics import CHANNELS_OPEN, DRAINING
 from sidecar.proxy.channels import ChannelPool
 from sidecar.proxy.kinds import MethodKinds, load_modules
 from sidecar.proxy.listener import ProxyHandler, make_server
 from sidecar.proxy.pipeline import Pipeline, Route
+from sidecar.proxy.policies import default_policies
 from sidecar.proxy.router import Router
 from sidecar.proxy.seams import Policies
 
@@ -42,7 +50,7 @@ log = logging.getLogger("sidecar")
 class Sidecar:
     def __init__(self, config: Config, policies: Policies | None = None) -> None:
         self.config = config
-        policies = policies or Policies()
+        policies = policies or default_policies()
         load_modules(config.proto_modules)
         self.kinds = MethodKinds(config.method_kinds)
         idle_s = config.outbound.channel_idle_timeout_s if config.outbound else 300.0
@@ -51,7 +59,7 @@ class Sidecar:
         self.clusters: dict[str, Cluster] = {}
         self.routes: dict[str, Route] = {}
         for name, up in config.upstreams.items():
-            cluster = Cluster(name, sites=config.upstream_sites(name), rng=random.Random())
+            cluster = Cluster.from_config(name, up, config.upstream_sites(name), random.Random())
             if up.endpoints is not None:  # static; otherwise discovery fills it
                 cluster.update(config.site, [_endpoint(a, config.site) for a in up.endpoints], now)
             self.clusters[name] = cluster
@@ -60,11 +68,29 @@ class Sidecar:
                 cluster,
                 up.timeout_ms / 1000,
                 up.hash_key,
-                gate=policies.gate(name, up),
-                retries=policies.retries(name, up),
+                calls=policies.calls(name, up),
+                per_try_timeout_s=None
+                if up.per_try_timeout_ms is None
+                else up.per_try_timeout_ms / 1000,
+                replay_bytes=up.retries.buffer_bytes if up.retries is not None else 0,
             )
         self.router = Router({n: up.grpc_services for n, up in config.upstreams.items()})
-        faults = policies.faults(config)
+        self.health_checkers = HealthCheckers(
+            self.clusters, {n: up.health_check for n, up in config.upstreams.items()}, self.pool
+        )
+        # faults in force per upstream ("app": the inbound listener's calls to the app)
+        self.fault_table = FaultTable(
+            {
+                **{n: up.faults for n, up in config.upstreams.items()},
+                "app": config.inbound.faults if config.inbound is not None else None,
+            }
+        )
+        faults = policies.faults(self.fault_table)
+        # one admission for whichever data plane serves the inbound listener
+        admission = policies.admission(config.inbound.admission) if config.inbound else None
+        self.relay: RelayDataPlane | None = None
+        if config.dataplane == "h2relay":
+            self.relay = RelayDataPlane(self, admission, faults)
         self.servers: dict[str, grpc.aio.Server] = {}
         self.ports: dict[str, int] = {}
         self.health = InboundHealth(n for n in (config.service, _app_service(config)) if n)
@@ -75,14 +101,14 @@ class Sidecar:
             handler = ProxyHandler(outbound, self.kinds, self._outbound_route)
             self._handlers.append(("outbound", handler, config.outbound.listen))
         if config.inbound is not None:
-            app = Cluster("app", sites=(config.site,))
+            app = Cluster("app", sites=(config.site,), breaker=None)  # one endpoint: no ejecting
             app.update(config.site, [_endpoint(config.inbound.app, config.site)], now)
             self.clusters_app = app
             self.app_route = Route("app", app, None)
             inbound = Pipeline(
                 "inbound",
                 self.pool,
-                admission=policies.admission(config.inbound.admission),
+                admission=admission,
                 faults=faults,
             )
             handler = ProxyHandler(
@@ -93,10 +119,17 @@ class Sidecar:
         self.admin = AdminServer(
             config.admin.listen,
             ready=self.not_ready_reasons,
-            clusters=lambda: {n: c.snapshot(time.monotonic()) for n, c in self.clusters.items()},
-            config_dump=lambda: redacted(self.config),
+            clusters=lambda: self.mesh.clusters_snapshot(time.monotonic()),
+            config_dump=lambda: with_faults(redacted(self.config), self.fault_table),
             drain=self.drain,
         )
+        # Discovery fills the clusters without static endpoints; registration publishes us.
+        self.mesh = Membership(
+            config, self.clusters, lambda: bool(self.checker and self.checker.healthy)
+        )
+        self.mesh.add_admin_routes(self.admin)
+        targets = [*config.upstreams, *(["app"] if config.inbound is not None else [])]
+        FaultAdmin(self.fault_table, targets).add_to(self.admin)
         self.draining = False
         self._drain_task: asyncio.Task[None] | None = None
 
@@ -105,6 +138,9 @@ class Sidecar:
         return None if name is None else self.routes[name]
 
     async def start(self) -> None:
+        if self.relay is not None:
+            self._handlers = []  # the relay listens instead of the grpcio servers
+            self.ports.update(await self.relay.start())
         for name, handler, listen in self._handlers:
             server, port = make_server(handler, listen, self.config.max_message_bytes)
             await server.start()
@@ -113,14 +149,16 @@ class Sidecar:
             self.checker.on_change(self._app_health_changed)
             self.checker.start()
         self.pool.start()
+        self.health_checkers.start()
         self.ports["admin"] = await self.admin.start()
+        await self.mesh.start()
         log.info("sidecar listening %s", " ".join(f"{k}={v}" for k, v in self.ports.items()))
 
     def _app_health_changed(self, healthy: bool) -> None:
         _spawn(self.health.update(app_healthy=healthy))
 
     def not_ready_reasons(self) -> list[str]:
-        CHANNELS_OPEN.set(len(self.pool))
+        CHANNELS_OPEN.set(len(self.pool) + (len(self.relay) if self.relay is not None else 0))
         reasons = [
             f"upstream {n} has no endpoints" for n, c in self.clusters.items() if not c.hosts
         ]
@@ -137,6 +175,7 @@ class Sidecar:
         await self._start_draining()
 
         async def later() -> None:
+            await self.mesh.linger()
             await asyncio.sleep(self.config.drain_grace_s)
             await self._stop_listeners()
 
@@ -147,9 +186,12 @@ class Sidecar:
         DRAINING.set(1)
         await self.health.update(draining=True)
         log.info("draining")
+        await self.mesh.leave()  # deregister before the listeners stop (see membership.py)
 
     async def _stop_listeners(self) -> None:
         grace = self.config.drain_grace_s
+        if self.relay is not None:
+            await self.relay.stop(grace)
         for name in ("inbound", "outbound"):
             server = self.servers.get(name)
             if server is not None:
@@ -161,11 +203,16 @@ class Sidecar:
             await self._start_draining()
         if self._drain_task is not None:
             self._drain_task.cancel()
+        await self.mesh.linger()
         await self._stop_listeners()
+        await self.mesh.stop()
+        await self.health_checkers.close()
         if self.checker is not None:
             await self.checker.close()
         await self.admin.close()
         await self.pool.close()
+        if self.relay is not None:
+            await self.relay.close()
 
 
 def _endpoint(address: str, site: str) -> Endpoint:

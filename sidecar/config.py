@@ -74,6 +74,28 @@ class InboundAdmission(_Model):
     pushback_ms: int = Field(default=50, ge=0)
 
 
+class FaultDelay(_Model):
+    percent: float = Field(ge=0, le=100)
+    ms: float = Field(ge=0)
+
+
+class FaultAbort(_Model):
+    percent: float = Field(ge=0, le=100)
+    status: str = "UNAVAILABLE"
+
+    @field_validator("status")
+    @classmethod
+    def _status(cls, value: str) -> str:
+        if value not in STATUS_NAMES or value == "OK":
+            raise ValueError(f"{value!r} is not a gRPC error status name")
+        return value
+
+
+class Faults(_Model):
+    delay: FaultDelay | None = None
+    abort: FaultAbort | None = None
+
+
 class AppHealth(_Model):
     """How the inbound side checks its local app."""
 
@@ -88,6 +110,7 @@ class Inbound(_Model):
     app: HostPort = "127.0.0.1:9181"
     health: AppHealth = AppHealth()
     admission: InboundAdmission = InboundAdmission()
+    faults: Faults | None = None  # injected on calls to the app (upstream name `app`)
 
     _v = field_validator("listen", "app")(_check_hostport)
 
@@ -152,6 +175,9 @@ class Registration(_Model):
     renew_s: float | None = Field(default=None, gt=0)  # default: ttl_s / 3
     timeout_s: float = Field(default=2.0, gt=0)  # per UPDATE exchange
     check_interval_s: float = Field(default=1.0, gt=0)  # how often app health is read
+    # After deregistering on drain/SIGTERM, keep serving this long before the listeners
+    # close, so callers' DNS caches let go of us first. Default: ttl_s.
+    linger_s: float | None = Field(default=None, ge=0)
 
     _v = field_validator("nameserver")(_check_hostport)
 
@@ -188,6 +214,7 @@ class Retries(_Model):
 
 
 class HealthCheck(_Model):
+    service: str = ""  # grpc.health.v1 service name asked ("" = the whole server)
     interval_s: float = Field(default=5.0, gt=0)
     timeout_s: float = Field(default=1.0, gt=0)
     unhealthy_threshold: int = Field(default=2, ge=1)
@@ -199,28 +226,7 @@ class Throttling(_Model):
 
     k: float = Field(default=2.0, ge=1)
     window_s: float = Field(default=120.0, gt=0)
-
-
-class FaultDelay(_Model):
-    percent: float = Field(ge=0, le=100)
-    ms: float = Field(ge=0)
-
-
-class FaultAbort(_Model):
-    percent: float = Field(ge=0, le=100)
-    status: str = "UNAVAILABLE"
-
-    @field_validator("status")
-    @classmethod
-    def _status(cls, value: str) -> str:
-        if value not in STATUS_NAMES or value == "OK":
-            raise ValueError(f"{value!r} is not a gRPC error status name")
-        return value
-
-
-class Faults(_Model):
-    delay: FaultDelay | None = None
-    abort: FaultAbort | None = None
+    min_requests: int = Field(default=20, ge=0)  # no local rejection below this many
 
 
 MethodKind = Literal["unary", "server_stream", "client_stream", "bidi"]
@@ -257,6 +263,9 @@ class Config(_Model):
     outbound: Outbound | None = None
     admin: Admin = Admin()
     max_message_bytes: int = Field(default=16 * MiB, ge=1024)
+    # h2relay: the HTTP/2 frame relay (sidecar/h2relay), the default since it passes the
+    # same forwarding contract suite; grpcio: grpc.aio servers and channels (sidecar/proxy)
+    dataplane: Literal["grpcio", "h2relay"] = "h2relay"
     drain_grace_s: float = Field(default=10.0, ge=0)
     # RPC kind per method ("/pkg.Service/Method": unary|server_stream|client_stream|bidi), and
     # generated *_pb2 modules whose service descriptors tell the kinds; other methods are

@@ -10,6 +10,7 @@ GET  /metrics      Prometheus text, default registry
 GET  /clusters     JSON: every upstream's endpoints and their state
 GET  /config_dump  JSON: the effective config, secrets redacted
 POST /drain        start draining (health NOT_SERVING; listeners stop after the grace)
+GET/POST/DELETE /faults   runtime fault injection (sidecar/admin/faults.py)
 """
 
 from __future__ import annotations

@@ -77,12 +77,18 @@ class Registrar:
     async def register(self, *, op: str = "register") -> None:
         """Add (or renew) our SRV record and the target's address record."""
         await self._send(op, register_message(self.instance, self._key))
+        if not self.registered:
+            log.info(
+                "registration: published %s %s", self.instance.srv_name, self.instance.srv_rdata
+            )
         self.registered = True
         metrics.REGISTERED.set(1)
 
     async def deregister(self) -> None:
         """Remove our SRV record and the target's address record."""
         await self._send("deregister", deregister_message(self.instance, self._key))
+        if self.registered:
+            log.info("registration: removed %s %s", self.instance.srv_name, self.instance.srv_rdata)
         self.registered = False
         metrics.REGISTERED.set(0)
 

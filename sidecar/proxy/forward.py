@@ -8,7 +8,7 @@ reaches a streaming upstream call only if we cancel it ourselves.
 Unary-response kinds (unary, client-streaming) send nothing to the caller here: the
 pipeline delivers the answer, so such an attempt stays uncommitted and retryable.
 Streaming responses are relayed as they arrive, and the attempt is committed from the
-first header sent.
+first non-empty header or the first message sent.
 """
 
 from __future__ import annotations
@@ -84,7 +84,10 @@ async def _relay(call: Any, context: grpc.aio.ServicerContext[Any, Any], answer:
     """Stream the upstream's headers and messages to the caller as they arrive."""
     headers = forwardable(await call.initial_metadata())
     answer.headers = headers
-    if headers or not call.done():
+    # Empty headers say nothing, and are held back until the first message (which
+    # sends them): a trailers-only failure may report its empty headers just before the
+    # call is done, and committing on them would forbid a safe retry.
+    if headers:
         await context.send_initial_metadata(headers)
         answer.committed = True
     while True:

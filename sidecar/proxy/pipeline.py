@@ -16,25 +16,32 @@ The steps, and why each sits where it sits:
    own time is subtracted (and the whole call, retries included, stays bounded).
 3. Headers. Hop-by-hop keys dropped, `x-request-id` added when missing. Before any
    early refusal, so even a refused call's logs carry its request id.
-4. Admit (seam c, inbound). Concurrency limit and queue in front of the app. After the
-   deadline, because the queue drops work whose caller has given up; before any
-   upstream work, because a dropped call must cost almost nothing.
-5. Fault (seam d). Injected delay or abort per upstream. After admission, so faults
+4. Admit (seam b, inbound). Concurrency limit and queue in front of the app, by the
+   caller's `x-sidecar-priority`. After the deadline, because the queue drops work whose
+   caller has given up; before any upstream work, because a dropped call must cost
+   almost nothing (and must never reach the app).
+5. Fault (seam c). Injected delay or abort per upstream. After admission, so faults
    behave like a slow or failing upstream to the caller; before the attempts, so an
    injected abort consumes no upstream limit or endpoint.
-6. Attempts, each:
-   a. pick an endpoint, excluding ones already tried. First, so a call with nowhere to
-      go says `no_endpoints` rather than `overloaded`;
-   b. limit (seam a): upstream limits and adaptive throttling, per attempt because
-      retries load the upstream too; after the pick, so a refusal leaves no host started;
-   c. forward raw bytes over the endpoint's pooled channel (sidecar/proxy/forward.py);
+6. Begin (seam a): the upstream's limits, one token per call held across its retries
+   (attempts of one call never overlap). Before the first pick, so an overloaded
+   upstream costs no balancer work.
+7. Attempts, each:
+   a. pick an endpoint, excluding ones already tried (another site once the local one
+      is used up). First, so a call with nowhere to go says `no_endpoints`;
+   b. ask (seam a) whether to send it: adaptive throttling, per attempt because retries
+      load the upstream too; after the pick, so a refusal leaves no host started;
+   c. forward raw bytes over the endpoint's pooled channel (sidecar/proxy/forward.py),
+      bounded by the per-try timeout and the call's deadline; a request stream is read
+      through a replay buffer (`retries.buffer_bytes`) so a retry can resend it;
    d. classify the result once (sidecar/outcome.py), telling local failures (connect,
-      timeout) from the peer's answer;
-   e. report: `host.finish(...)` exactly once and the limit token released, in a
+      per-try timeout, deadline spent waiting) from the peer's answer;
+   e. report: `host.finish(...)` (breaker, EWMA) and the policy told, exactly once, in a
       `finally`, so a cancelled call is reported too;
-   f. retry (seam b) on another endpoint, only while nothing went back to the caller and
-      the request is still in hand, after the policy's backoff, never past the deadline.
-7. Deliver. Headers, response, status, details and trailers (with
+   f. retry (seam a) on another endpoint, only while nothing went back to the caller and
+      the request is still in hand, after the policy's backoff (or the peer's
+      pushback), never past the deadline, within the retry budget.
+8. Deliver. Headers, response, status, details and trailers (with
    `grpc-status-details-bin` untouched) to the caller; metrics recorded first.
 """
 
@@ -61,23 +68,23 @@ from sidecar.proxy.headers import (
     value_of,
     with_request_id,
 )
+from sidecar.proxy.replay import RequestStream
 from sidecar.proxy.seams import (
     Admission,
     AdmitAll,
     AttemptResult,
+    CallPolicy,
+    CallState,
     FaultInjector,
     NoFaults,
-    NoRetries,
-    OpenGate,
+    OneAttempt,
     Refusal,
-    RetryPolicy,
-    UpstreamGate,
 )
+from sidecar.shedding import PRIORITY_KEY
 
 log = logging.getLogger(__name__)
 
-# Kinds whose request we still hold after an attempt, so another attempt can resend it.
-_REPLAYABLE = frozenset({"unary", "server_stream"})
+_STREAMS_IN = frozenset({"client_stream", "bidi"})
 
 
 @dataclass
@@ -88,8 +95,9 @@ class Route:
     cluster: Cluster
     default_timeout_s: float | None  # when the caller sent no deadline
     hash_key: str | None = None  # request metadata key for hash-based picks
-    gate: UpstreamGate = field(default_factory=OpenGate)
-    retries: RetryPolicy = field(default_factory=NoRetries)
+    calls: CallPolicy = field(default_factory=OneAttempt)
+    per_try_timeout_s: float | None = None
+    replay_bytes: int = 0  # request streams are buffered for a retry up to this size
 
 
 def _local(code: grpc.StatusCode, reason: str, message: str, extra: Pairs = ()) -> Answer:
@@ -144,7 +152,7 @@ class Pipeline:
             metrics.DURATION.labels(self.direction, upstream, label_method).observe(
                 time.monotonic() - started
             )
-        # 7. Deliver.
+        # 8. Deliver.
         return await _deliver(answer, context)
 
     async def _steps(
@@ -172,7 +180,10 @@ class Pipeline:
         # 3. Headers.
         metadata, _request_id = with_request_id(forwardable(context.invocation_metadata()))
         # 4. Admit.
-        admitted = await self.admission.acquire(deadline)
+        priority = value_of(metadata, PRIORITY_KEY)
+        admitted = await self.admission.acquire(
+            priority if isinstance(priority, str) else None, deadline
+        )
         if isinstance(admitted, Refusal):
             return _refused(admitted)
         outcome = Outcome.CANCELLED
@@ -186,12 +197,25 @@ class Pipeline:
                     return _local(
                         grpc.StatusCode[fault.abort_status],
                         "fault",
-                        f"fault injected by the sidecar config for upstream {route.name}",
+                        f"fault injected by the sidecar for upstream {route.name} "
+                        f"(its faults config, or POST /faults on the admin port)",
                     )
-            # 6. Attempts.
-            answer, outcome = await self._attempts(
-                route, method, kind, request, context, metadata, deadline
-            )
+            # 6. Begin.
+            call = route.calls.begin(time.monotonic())
+            if isinstance(call, Refusal):
+                return _refused(call)
+            stream = None
+            if kind in _STREAMS_IN and route.replay_bytes > 0:
+                stream = RequestStream(request, route.replay_bytes)
+            try:
+                # 7. Attempts.
+                answer, outcome = await self._attempts(
+                    route, call, method, kind, stream or request, context, metadata, deadline
+                )
+            finally:
+                call.release(outcome, time.monotonic())
+                if stream is not None:
+                    stream.close()
             return answer
         finally:
             admitted.release(outcome, time.monotonic())
@@ -199,6 +223,7 @@ class Pipeline:
     async def _attempts(
         self,
         route: Route,
+        call: CallState,
         method: str,
         kind: str,
         request: Any,
@@ -208,7 +233,7 @@ class Pipeline:
     ) -> tuple[Answer, Outcome]:
         hash_value = value_of(metadata, route.hash_key) if route.hash_key else None
         hash_key = hash_value.encode() if isinstance(hash_value, str) else hash_value
-        retry = route.retries.begin(time.monotonic())
+        stream = request if isinstance(request, RequestStream) else None
         tried: set[tuple[str, int]] = set()
         last: tuple[Answer, Outcome] | None = None
         attempt = 0
@@ -225,7 +250,7 @@ class Pipeline:
                     ),
                     Outcome.CANCELLED,
                 )
-            # 6a. Pick.
+            # 7a. Pick.
             host = route.cluster.pick(now, hash_key=hash_key, exclude=tried)
             if host is None:
                 return last or (
@@ -237,44 +262,55 @@ class Pipeline:
                     ),
                     Outcome.CANCELLED,
                 )
-            # 6b. Limit.
-            token = route.gate.acquire(now)
-            if isinstance(token, Refusal):
-                return last or (_refused(token), Outcome.CANCELLED)
+            # 7b. Ask.
+            refusal = call.attempt(now)
+            if refusal is not None:
+                return last or (_refused(refusal), Outcome.CANCELLED)
             address = host.endpoint.address
+            ends = deadline
+            if route.per_try_timeout_s is not None:
+                try_ends = now + route.per_try_timeout_s
+                ends = try_ends if ends is None else min(ends, try_ends)
             host.start(now)
             outcome = Outcome.CANCELLED
+            answered = False
             try:
-                # 6c. Forward.
-                timeout = None if deadline is None else max(0.001, deadline - time.monotonic())
+                # 7c. Forward.
+                timeout = None if ends is None else max(0.001, ends - time.monotonic())
+                body = stream.replay() if stream is not None else request
                 with self.pool.lease(address, now) as pooled:
-                    answer = await forward(
-                        kind, pooled, method, request, context, metadata, timeout
-                    )
-                # 6d. Classify.
-                outcome = self._classify(answer, route, address, deadline)
+                    answer = await forward(kind, pooled, method, body, context, metadata, timeout)
+                answered = True
+                # 7d. Classify.
+                outcome = self._classify(answer, route, address, ends)
             finally:
-                # 6e. Report.
+                # 7e. Report.
                 end = time.monotonic()
+                if not answered and ends is not None and end >= ends - 0.001:
+                    # cancelled as the time ran out (grpcio cancels a handler at its
+                    # caller's deadline): the endpoint did not answer in time
+                    outcome = Outcome.TIMEOUT
                 host.finish(outcome, end - now, end)
-                token.release(outcome, end)
+                call.attempt_ended(outcome, end)
                 metrics.ATTEMPTS.labels(self.direction, route.name, address, outcome.value).inc()
             last = (answer, outcome)
             if answer.code is grpc.StatusCode.OK:
                 return last
-            # 6f. Retry.
-            pushback = value_of(answer.trailers, "grpc-retry-pushback-ms")
+            # 7f. Retry.
             result = AttemptResult(
                 attempt=attempt,
                 status=answer.code.name,
                 outcome=outcome,
                 committed=answer.committed,
-                replayable=kind in _REPLAYABLE,
-                pushback_ms=_int_or_none(pushback),
+                replayable=stream.replayable if stream is not None else kind not in _STREAMS_IN,
+                sidecar_error=_str_or_none(value_of(answer.trailers, SIDECAR_ERROR_KEY)),
+                pushback=value_of(answer.trailers, "grpc-retry-pushback-ms"),
                 remaining_s=None if deadline is None else deadline - end,
             )
-            backoff = retry.backoff(result, end)
-            if backoff is None or result.committed or not result.replayable:
+            if result.committed or not result.replayable:
+                return last
+            backoff = call.retry(result, end)
+            if backoff is None:
                 return last
             tried.add(host.endpoint.key)
             if backoff > 0:
@@ -326,11 +362,10 @@ def _bounded(delay_s: float, deadline: float | None) -> float:
     return max(0.0, min(delay_s, deadline - time.monotonic()))
 
 
-def _int_or_none(value: Any) -> int | None:
-    try:
-        return int(value)
-    except (TypeError, ValueError):
-        return None
+def _str_or_none(value: Any) -> str | None:
+    if isinstance(value, bytes):
+        return value.decode("ascii", "replace")
+    return None if value is None else str(value)
 
 
 async def _deliver(answer: Answer, context: grpc.aio.ServicerContext[Any, Any]) -> bytes | None:

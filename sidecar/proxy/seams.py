@@ -1,9 +1,10 @@
-"""The places where policies plug into the call pipeline, and their no-op defaults.
+"""The places where policies plug into the call pipeline, and their pass-through defaults.
 
 Pure (no I/O) except `Admission.acquire`, which may wait in a queue. Each seam is a
 small Protocol; the pipeline (sidecar/proxy/pipeline.py) calls it at one numbered
-step. The defaults here admit everything, never retry and inject nothing, so the data
-plane works alone; the real policies replace them in sidecar/app.py.
+step. The real policies are adapted to these seams in sidecar/proxy/policies.py
+(`default_policies()`, what sidecar/app.py uses); the pass-through defaults here serve
+the inbound route to the local app and let the data plane run alone in tests.
 
 Tokens follow Netflix concurrency-limits' split: the policy decides, the pipeline
 enforces, and every token is released exactly once, in a `finally`.
@@ -13,9 +14,10 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Any, Protocol
 
-from sidecar.config import Config, InboundAdmission, Upstream
+from sidecar.config import InboundAdmission, Upstream
+from sidecar.faults import FaultAction, FaultTable
 from sidecar.outcome import Outcome
 
 
@@ -34,94 +36,101 @@ class Token(Protocol):
         """Called exactly once when the admitted work ends (CANCELLED if the caller left)."""
 
 
-# (a) Upstream limits + adaptive throttling (outbound, once per attempt, before the pick).
-class UpstreamGate(Protocol):
-    def acquire(self, now: float) -> Token | Refusal: ...
-
-
-# (b) Retries: one RetryState per call; asked after every attempt.
+# (a) The upstream call policy: limits, adaptive throttling and retries of one upstream.
+# One seam, because all three share the call's lifetime: the limit token is held across
+# the call's attempts, throttling is asked before each attempt and told its outcome,
+# and the retry decision reads the same attempt.
 @dataclass(frozen=True, slots=True)
 class AttemptResult:
     attempt: int  # 1 for the first attempt
     status: str  # gRPC status name
     outcome: Outcome
     committed: bool  # something already went back to the caller: a retry is unsafe
-    replayable: bool  # the request is still in hand (unary and server-streaming requests)
-    pushback_ms: int | None  # the peer's grpc-retry-pushback-ms, if any (negative: do not retry)
+    replayable: bool  # the request is still in hand (unary, or a stream still buffered)
+    # x-sidecar-error of the answer: the peer sidecar's, or this sidecar's own (e.g.
+    # connect_failed); "overloaded"/"connect_failed" mean no app saw the request
+    sidecar_error: str | None
+    pushback: Any  # the peer's grpc-retry-pushback-ms value as received, or None
     remaining_s: float | None  # time left before the call's deadline
 
 
-class RetryState(Protocol):
-    def backoff(self, result: AttemptResult, now: float) -> float | None:
+class CallState(Protocol):
+    """One call's share of its upstream's policies; released exactly once."""
+
+    def attempt(self, now: float) -> Refusal | None:
+        """Before each attempt (after the pick): None to send it, or a refusal."""
+
+    def attempt_ended(self, outcome: Outcome, now: float) -> None:
+        """An attempt that was sent ended with `outcome`."""
+
+    def retry(self, result: AttemptResult, now: float) -> float | None:
         """Seconds to wait before another attempt on a different endpoint, or None to stop."""
 
+    def release(self, outcome: Outcome, now: float) -> None:
+        """The call ended (exactly once, with its last attempt's outcome)."""
 
-class RetryPolicy(Protocol):
-    def begin(self, now: float) -> RetryState: ...
+
+class CallPolicy(Protocol):
+    def begin(self, now: float) -> CallState | Refusal:
+        """A call to this upstream starts: its state, or a fail-fast refusal."""
 
 
-# (c) Inbound admission: concurrency limit, bounded queue, queue-delay and deadline dropping.
+# (b) Inbound admission: concurrency limit, bounded queue, queue-delay and deadline dropping.
 class Admission(Protocol):
-    async def acquire(self, deadline: float | None) -> Token | Refusal:
-        """Wait (bounded) for a slot. `deadline`: the time.monotonic() at which the caller
-        gives up, or None."""
+    async def acquire(self, priority: str | None, deadline: float | None) -> Token | Refusal:
+        """Wait (bounded) for a slot. `priority`: the caller's `x-sidecar-priority`
+        (None: default); `deadline`: the time.monotonic() at which the caller gives up,
+        or None."""
         ...
 
 
-# (d) Fault injection (delay and/or abort a percentage of calls per upstream).
-@dataclass(frozen=True, slots=True)
-class Fault:
-    delay_s: float = 0.0
-    abort_status: str | None = None  # a gRPC status name; None: no abort
-
-
+# (c) Fault injection (delay and/or abort a percentage of calls per upstream).
 class FaultInjector(Protocol):
-    def decide(self, direction: str, upstream: str, method: str, now: float) -> Fault | None: ...
+    def decide(
+        self, direction: str, upstream: str, method: str, now: float
+    ) -> FaultAction | None: ...
 
 
-# ---- no-op defaults ---------------------------------------------------------------
+# ---- pass-through defaults -----------------------------------------------------------
 
 
-class _NoToken:
+class _PassThrough:
     __slots__ = ()
+
+    def attempt(self, now: float) -> Refusal | None:
+        return None
+
+    def attempt_ended(self, outcome: Outcome, now: float) -> None:
+        return None
+
+    def retry(self, result: AttemptResult, now: float) -> float | None:
+        return None
 
     def release(self, outcome: Outcome, now: float) -> None:
         return None
 
 
-NO_TOKEN: Token = _NoToken()
+NO_TOKEN: Token = _PassThrough()
 
 
-class OpenGate:
-    """Admits every attempt (no upstream limits, no throttling)."""
+class OneAttempt:
+    """No limits, no throttling, one attempt per call."""
 
-    def acquire(self, now: float) -> Token | Refusal:
-        return NO_TOKEN
+    _state = _PassThrough()
 
-
-class _NeverRetry:
-    def backoff(self, result: AttemptResult, now: float) -> float | None:
-        return None
-
-
-class NoRetries:
-    """One attempt per call."""
-
-    _state = _NeverRetry()
-
-    def begin(self, now: float) -> RetryState:
+    def begin(self, now: float) -> CallState | Refusal:
         return self._state
 
 
 class AdmitAll:
     """Inbound admission without limits."""
 
-    async def acquire(self, deadline: float | None) -> Token | Refusal:
+    async def acquire(self, priority: str | None, deadline: float | None) -> Token | Refusal:
         return NO_TOKEN
 
 
 class NoFaults:
-    def decide(self, direction: str, upstream: str, method: str, now: float) -> Fault | None:
+    def decide(self, direction: str, upstream: str, method: str, now: float) -> FaultAction | None:
         return None
 
 
@@ -132,10 +141,10 @@ class NoFaults:
 class Policies:
     """Factories the composition root (sidecar/app.py) calls once per upstream / listener.
 
-    Each gets its config section (all of which already exist in sidecar/config.py), so a
-    policy module plugs in by replacing one factory."""
+    Each gets its config section, so a policy plugs in by replacing one factory; the
+    real ones are `sidecar.proxy.policies.default_policies()`."""
 
-    gate: Callable[[str, Upstream], UpstreamGate] = lambda name, cfg: OpenGate()
-    retries: Callable[[str, Upstream], RetryPolicy] = lambda name, cfg: NoRetries()
+    calls: Callable[[str, Upstream], CallPolicy] = lambda name, cfg: OneAttempt()
     admission: Callable[[InboundAdmission], Admission] = lambda cfg: AdmitAll()
-    faults: Callable[[Config], FaultInjector] = lambda cfg: NoFaults()
+    # the table holds the faults in force (config, then POST/DELETE /faults)
+    faults: Callable[[FaultTable], FaultInjector] = lambda table: NoFaults()

@@ -9,6 +9,14 @@ rejects more than 1/K of them, new attempts are rejected locally with probabilit
 
 so an overloaded upstream sees at most about K times the load it can accept, and
 retries cannot hammer it. K = 2 is the book's default; lower is more aggressive.
+
+Attempts still in flight have no verdict yet and are left out of `requests` until
+they end: counted as not accepted, they would make a burst of concurrent calls to a
+healthy upstream look like a failing one (16 calls in flight, none back yet: p ~ 1).
+
+Below `min_requests` requests in the window nothing is rejected: the formula is
+meant for busy clients, and on a quiet one a single failure (requests 1, accepts 0)
+would already reject the next call with probability 1/2.
 """
 
 from __future__ import annotations
@@ -34,22 +42,33 @@ def reject_probability(requests: float, accepts: float, k: float) -> float:
 class AdaptiveThrottle:
     """One per upstream. `allow` before every attempt; `record` after it ends."""
 
-    def __init__(self, k: float = 2.0, window_s: float = 120.0, buckets: int = 60) -> None:
+    def __init__(
+        self, k: float = 2.0, window_s: float = 120.0, buckets: int = 60, min_requests: int = 0
+    ) -> None:
         self.k = k
+        self.min_requests = min_requests
         self._requests = SlidingCounter(window_s, buckets)
         self._accepts = SlidingCounter(window_s, buckets)
+        self.in_flight = 0  # allowed attempts not yet recorded
 
     def probability(self, now: float) -> float:
         """Current local rejection probability."""
-        return reject_probability(self._requests.total(now), self._accepts.total(now), self.k)
+        requests = max(0.0, self._requests.total(now) - self.in_flight)
+        if requests < self.min_requests:
+            return 0.0
+        return reject_probability(requests, self._accepts.total(now), self.k)
 
     def allow(self, now: float, rng: random.Random) -> bool:
         """Count an attempt and say whether to send it (False: reject it locally)."""
         p = self.probability(now)
         self._requests.add(now)
-        return not (p > 0.0 and rng.random() < p)
+        if p > 0.0 and rng.random() < p:
+            return False
+        self.in_flight += 1
+        return True
 
     def record(self, now: float, outcome: Outcome) -> None:
         """An attempt that was sent has ended with `outcome`."""
+        self.in_flight = max(0, self.in_flight - 1)
         if outcome not in _REJECTED:
             self._accepts.add(now)

@@ -38,7 +38,11 @@ class UpstreamPolicy:
         self.limits = UpstreamLimits(name, config.limits.max_requests, config.limits.max_pending)
         self.retry = RetryPolicy(name, config.retries, self.rng) if config.retries else None
         t = config.throttling
-        self.throttle = AdaptiveThrottle(t.k, t.window_s) if t is not None else None
+        self.throttle = (
+            AdaptiveThrottle(t.k, t.window_s, min_requests=t.min_requests)
+            if t is not None
+            else None
+        )
 
     def deadline(self, now: float, caller_timeout_s: float | None) -> float:
         """The call's absolute deadline; `caller_timeout_s` None when the caller sent none."""

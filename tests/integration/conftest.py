@@ -36,41 +36,70 @@ class Mesh:
 
 
 @pytest.fixture(scope="session")
-def mesh(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Mesh]:
-    tmp: Path = tmp_path_factory.mktemp("mesh")
-    with echo_process(tmp) as (echo, echo_port):
-        inbound_port = free_port()
-        inbound_cfg = {
-            "service": "echo",
-            "inbound": {
-                "listen": f"127.0.0.1:{inbound_port}",
-                "app": f"127.0.0.1:{echo_port}",
-                "health": {"interval_s": 0.2},
+def echo_backend(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Proc, int]]:
+    with echo_process(tmp_path_factory.mktemp("echo")) as (echo, echo_port):
+        yield echo, echo_port
+
+
+def _mesh(tmp: Path, echo: Proc, echo_port: int, dataplane: str) -> Iterator[Mesh]:
+    inbound_port = free_port()
+    inbound_cfg = {
+        "service": "echo",
+        "dataplane": dataplane,
+        "inbound": {
+            "listen": f"127.0.0.1:{inbound_port}",
+            "app": f"127.0.0.1:{echo_port}",
+            "health": {"interval_s": 0.2},
+        },
+        "max_message_bytes": 12 * MIB,
+        "proto_modules": ["meshtest.echo.v1.echo_pb2"],
+    }
+    dead_port = free_port()
+    outbound_cfg = {
+        "dataplane": dataplane,
+        "outbound": {"listen": f"127.0.0.1:{free_port()}"},
+        "max_message_bytes": 12 * MIB,
+        "proto_modules": ["meshtest.echo.v1.echo_pb2"],
+        "upstreams": {
+            "echo": {
+                "grpc_services": [ECHO],
+                "endpoints": [f"127.0.0.1:{inbound_port}"],
+                "timeout_ms": 5000,
             },
-            "max_message_bytes": 12 * MIB,
-            "proto_modules": ["meshtest.echo.v1.echo_pb2"],
-        }
-        dead_port = free_port()
-        outbound_cfg = {
-            "outbound": {"listen": f"127.0.0.1:{free_port()}"},
-            "max_message_bytes": 12 * MIB,
-            "proto_modules": ["meshtest.echo.v1.echo_pb2"],
-            "upstreams": {
-                "echo": {
-                    "grpc_services": [ECHO],
-                    "endpoints": [f"127.0.0.1:{inbound_port}"],
-                    "timeout_ms": 5000,
-                },
-                "dead": {
-                    "grpc_services": ["test.dead.v1.Dead"],
-                    "endpoints": [f"127.0.0.1:{dead_port}"],
-                },
-                "empty": {"grpc_services": ["test.empty.v1.Empty"], "endpoints": []},
+            "dead": {
+                "grpc_services": ["test.dead.v1.Dead"],
+                "endpoints": [f"127.0.0.1:{dead_port}"],
             },
-        }
-        with (
-            sidecar_process(tmp, "inbound", inbound_cfg) as inbound,
-            # not /ready: upstream "empty" has no endpoints, on purpose
-            sidecar_process(tmp, "outbound", outbound_cfg, wait="/live") as outbound,
-        ):
-            yield Mesh(echo, echo_port, outbound, inbound, dead_port)
+            "empty": {"grpc_services": ["test.empty.v1.Empty"], "endpoints": []},
+        },
+    }
+    with (
+        sidecar_process(tmp, f"inbound-{dataplane}", inbound_cfg) as inbound,
+        # not /ready: upstream "empty" has no endpoints, on purpose
+        sidecar_process(tmp, f"outbound-{dataplane}", outbound_cfg, wait="/live") as outbound,
+    ):
+        yield Mesh(echo, echo_port, outbound, inbound, dead_port)
+
+
+@pytest.fixture(scope="session")
+def mesh(
+    tmp_path_factory: pytest.TempPathFactory, echo_backend: tuple[Proc, int]
+) -> Iterator[Mesh]:
+    """The sidecar pair on the grpcio data plane (the default)."""
+    yield from _mesh(tmp_path_factory.mktemp("mesh"), *echo_backend, "grpcio")
+
+
+@pytest.fixture(scope="session")
+def relay_mesh(
+    tmp_path_factory: pytest.TempPathFactory, echo_backend: tuple[Proc, int]
+) -> Iterator[Mesh]:
+    """The same pair on the h2relay data plane (`dataplane: h2relay`)."""
+    yield from _mesh(tmp_path_factory.mktemp("relay"), *echo_backend, "h2relay")
+
+
+@pytest.fixture(params=["grpcio", "h2relay"])
+def any_mesh(request: pytest.FixtureRequest) -> Mesh:
+    """Each data plane's sidecar pair in turn."""
+    name = "mesh" if request.param == "grpcio" else "relay_mesh"
+    mesh: Mesh = request.getfixturevalue(name)
+    return mesh

@@ -64,8 +64,8 @@ def wait_until(check: Any, timeout: float = 15.0, what: str = "condition") -> An
         time.sleep(0.05)
 
 
-def http(method: str, url: str) -> tuple[int, bytes]:
-    req = urllib.request.Request(url, method=method)
+def http(method: str, url: str, body: bytes | None = None) -> tuple[int, bytes]:
+    req = urllib.request.Request(url, data=body, method=method)
     try:
         with urllib.request.urlopen(req, timeout=5) as resp:
             return resp.status, resp.read()
@@ -139,3 +139,17 @@ def cpu_seconds(pid: int) -> float:
     fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
     ticks = os.sysconf("SC_CLK_TCK")
     return (int(fields[11]) + int(fields[12])) / ticks
+
+
+async def echo_admin(addr: str, **knobs: Any) -> dict[str, Any]:
+    """An echo backend's stats, after setting its instance knobs (services/echo.py)."""
+    import grpc
+
+    from meshtest.echo.v1 import echo_pb2, echo_pb2_grpc
+
+    key = "x-echo-control" if knobs else "x-echo-stats"
+    async with grpc.aio.insecure_channel(addr) as channel:
+        reply = await echo_pb2_grpc.EchoStub(channel).Unary(
+            echo_pb2.EchoRequest(), metadata=((key, json.dumps(knobs)),), timeout=5
+        )
+    return dict(json.loads(reply.payload))

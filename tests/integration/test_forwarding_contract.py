@@ -24,9 +24,11 @@ OPTIONS = [
 ]
 
 
-@pytest.fixture(params=["direct", "sidecar"])
+@pytest.fixture(params=["direct", "grpcio", "h2relay"])
 async def stub(request: pytest.FixtureRequest, mesh: Mesh) -> AsyncIterator[Any]:
-    """An Echo stub straight to the backend, or through the sidecar pair."""
+    """An Echo stub straight to the backend, or through a sidecar pair on either data plane."""
+    if request.param == "h2relay":
+        mesh = request.getfixturevalue("relay_mesh")
     target = mesh.echo_addr if request.param == "direct" else mesh.outbound_addr
     async with grpc.aio.insecure_channel(target, options=OPTIONS) as channel:
         stub = echo_pb2_grpc.EchoStub(channel)
@@ -112,7 +114,7 @@ async def test_request_id_created(stub: Any) -> None:
     call = stub.Unary(req(echo_metadata=True), timeout=5)
     await call
     trailers = dict(await call.trailing_metadata())
-    if stub.via == "sidecar":
+    if stub.via != "direct":
         assert len(trailers["echo-x-request-id"]) >= 16
     else:
         assert "echo-x-request-id" not in trailers

@@ -1,7 +1,6 @@
 """The demo orchestrator as a real process tree, without sidecars (`--direct`).
 
-The sidecar-mode run needs `sidecar run` and `sidecar registry`; until they land the
-demo refuses to start in that mode with a clear message (checked below too).
+The sidecar-mode run is tested in test_demo_sidecars.py.
 """
 
 from __future__ import annotations
@@ -60,7 +59,7 @@ async def test_demo_direct_runs_the_story_and_exits_zero(tmp_path: Path) -> None
     assert {r["site"] for r in steady} == {"lon3", "sto3"}
     assert all(r["count"] > 0 and r["success_ratio"] >= 0.9 for r in steady)
     assert all(r["count"] > 0 for r in result["phases"] if r["phase"] != "cooldown")
-    assert set(result["loadgen"]) == {"lon3", "sto3"}
+    assert {"lon3", "sto3"} <= set(result["loadgen"])  # plus the overload burst
     assert b"summary per phase and site" in out
     assert survivors(demo_id) == []
 
@@ -82,16 +81,4 @@ async def test_demo_sigterm_leaves_no_orphans(tmp_path: Path) -> None:
         if not survivors(demo_id):
             break
         await asyncio.sleep(0.1)
-    assert survivors(demo_id) == []
-
-
-async def test_demo_with_sidecars_explains_what_is_missing(tmp_path: Path) -> None:
-    """Without a working `sidecar registry` the sidecar mode exits 2 naming it, no orphans."""
-    demo_id = uuid.uuid4().hex
-    proc = await start_demo(tmp_path, demo_id, "--duration", "5")
-    out, _ = await asyncio.wait_for(proc.communicate(), 60)
-    if proc.returncode == 0:
-        pytest.skip("sidecar run/registry exist now: covered by the sidecar-mode demo test")
-    assert proc.returncode == 2
-    assert b"demo failed to start" in out
     assert survivors(demo_id) == []

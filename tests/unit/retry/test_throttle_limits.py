@@ -53,9 +53,34 @@ def test_throttle_bounds_load_on_a_dead_upstream_and_forgets() -> None:
     """With everything rejected, sent attempts fall far below offered; after the window, p=0."""
     t = AdaptiveThrottle(k=2, window_s=10, buckets=10)
     rng = random.Random(42)
-    sent = sum(1 for i in range(5000) if t.allow(i * 0.001, rng))
+    sent = 0
+    for i in range(5000):
+        if t.allow(i * 0.001, rng):
+            sent += 1
+            t.record(i * 0.001, Outcome.UNAVAILABLE)
     assert sent < 500
     assert t.probability(100.0) == 0.0
+
+
+def test_throttle_ignores_attempts_in_flight() -> None:
+    """A burst of concurrent attempts, none back yet, is never throttled; their failures are."""
+    t = AdaptiveThrottle(k=2, window_s=10)
+    rng = random.Random(0)
+    assert all(t.allow(0.0, rng) for _ in range(100))
+    assert t.probability(0.0) == 0.0
+    for _ in range(100):
+        t.record(0.01, Outcome.UNAVAILABLE)
+    assert t.probability(0.01) == pytest.approx(100 / 101)
+
+
+def test_throttle_quiet_below_min_requests() -> None:
+    """Fewer requests than min_requests in the window: never a local rejection, even all failing."""
+    t = AdaptiveThrottle(k=2, window_s=10, min_requests=20)
+    rng = random.Random(0)
+    for i in range(20):
+        assert t.allow(i * 0.01, rng)
+        t.record(i * 0.01, Outcome.UNAVAILABLE)
+    assert t.probability(0.2) > 0.9  # 20 requests in the window: the formula applies
 
 
 def test_application_errors_count_as_accepted() -> None:

@@ -1,0 +1,8 @@
+"""A second data plane: an HTTP/2 frame relay on asyncio (`dataplane: h2relay`).
+
+Files, in the order a call meets them: relay.py (sockets, pool, listener), connection.py
+(sans-IO HTTP/2), hpack_codec.py (HPACK with block caching), request.py (what a header
+block says: route, deadline, forwarded headers), call.py (the call's steps, same as
+sidecar/proxy/pipeline.py), grpcwire.py (grpc-timeout, statuses, message limits),
+wiring.py (the composition root's hook). Policies plug in through sidecar/proxy/seams.py.
+"""

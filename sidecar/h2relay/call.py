@@ -1,0 +1,691 @@
+"""One proxied call through the relay: the same story as sidecar/proxy/pipeline.py,
+told in frames instead of grpcio calls.
+
+Does I/O only by queueing frames on the two sans-IO connections (the protocols in
+sidecar/h2relay/relay.py write them out) and by timers. The steps, and why each sits
+where it sits (numbers match the grpcio pipeline):
+
+1. Route by the `:path` service (cached per distinct header block, request.py). No
+   route: trailers-only UNIMPLEMENTED, `x-sidecar-error: no_route`.
+2. Deadline: the caller's `grpc-timeout`, else the route's `timeout_ms`; one timer per
+   call. Before admission and attempts, since all of them spend from this budget.
+3. Headers: hop-by-hop dropped, `x-request-id` added when absent (request.py).
+4. Admit (seam b, inbound): `Admission.acquire(priority, deadline)` before any upstream stream is
+   opened, so a dropped call costs no upstream work. AdmitAll skips the coroutine.
+5. Fault (seam c): delay by a timer, abort as a sidecar error.
+6. Attempts: begin the call (seam a: limits, once), then per attempt pick (exclude
+   endpoints tried), ask seam a (throttling), `host.start`, open a stream
+   on the endpoint's pooled connection, send headers (with the remaining time as
+   `grpc-timeout`) and the request DATA as it arrives. Exactly one `host.finish(...)`
+   per attempt with the outcome from sidecar/outcome.py, read from the trailers (or the
+   trailers-only headers), or the local failure (connect, lost connection, timeout).
+   Retry (seam a) only while nothing went back to the caller and the request bytes are
+   still held (up to `retry_buffer` bytes): a connection that failed before any
+   response byte, a GOAWAY/REFUSED_STREAM that says the peer never processed it, or a
+   trailers-only error answer (nothing of it was forwarded yet).
+7. Deliver: headers, DATA and trailers are forwarded as they come; the caller's
+   RST_STREAM becomes an upstream RST_STREAM(CANCEL) and the reverse.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+from typing import TYPE_CHECKING, Any
+
+from sidecar.h2relay import frames as F
+from sidecar.h2relay.grpcwire import (
+    STATUS_BY_WIRE,
+    STATUS_FOR_RST,
+    MessageLimit,
+    encode_timeout,
+    status_trailers,
+    trailers_only,
+)
+from sidecar.h2relay.hpack_codec import Block, encode_field
+from sidecar.h2relay.request import Prepared, PreparedResponse, prepare_response
+from sidecar.outcome import Outcome, classify
+from sidecar.proxy.seams import NO_TOKEN, AttemptResult, CallState, Refusal
+
+if TYPE_CHECKING:
+    from sidecar.h2relay.relay import Downstream, Plane, Upstream
+
+_monotonic = time.monotonic
+_NONE_TRIED: frozenset[tuple[str, int]] = frozenset()
+_TIMEOUT_NAME = b"grpc-timeout"
+_REQUEST_ID = b"x-request-id"
+
+_EXPLAIN = {
+    "connect_failed": "sidecar could not connect to",
+    "connection_lost": "sidecar lost its connection to",
+    "timeout": "deadline expired while the sidecar waited on",
+    "message_too_large": "message over max_message_bytes from",
+}
+
+
+def _response(block: Block) -> PreparedResponse:
+    found = block.prepared
+    if found is None:
+        found = block.prepared = prepare_response(block.headers, STATUS_BY_WIRE)
+    return found  # type: ignore[return-value]
+
+
+class Call:
+    __slots__ = (
+        "address",
+        "attempt",
+        "attempt_open",
+        "attempt_started",
+        "code",
+        "deadline",
+        "done",
+        "down",
+        "down_pending",
+        "held",
+        "held_bytes",
+        "held_flow",
+        "host",
+        "local_reason",
+        "plane",
+        "replayable",
+        "req",
+        "req_ended",
+        "req_limit",
+        "request_id",
+        "resp_limit",
+        "responded",
+        "retry",
+        "sid",
+        "started",
+        "timer",
+        "token",
+        "tried",
+        "up",
+        "up_pending",
+        "up_sid",
+        "upstream_ended",
+        "waiter",
+    )  # fmt: skip
+
+    def __init__(self, plane: Plane, down: Downstream, sid: int, req: Prepared) -> None:
+        self.plane = plane
+        self.down = down
+        self.sid = sid
+        self.req = req
+        self.started = _monotonic()
+        self.deadline: float | None = None
+        self.timer: asyncio.TimerHandle | None = None
+        self.request_id = b""
+        self.up: Upstream | None = None
+        self.up_sid = 0
+        self.host: Any = None
+        self.address = ""
+        self.token: Any = NO_TOKEN  # admission (inbound)
+        self.attempt_started = 0.0
+        self.retry: CallState | None = None  # the upstream's CallState (seam a) once the call began
+        self.tried: set[tuple[str, int]] | None = None
+        self.attempt = 0
+        self.held: list[bytes] = []  # request DATA kept for a replay / not yet sent
+        self.held_bytes = 0
+        self.held_flow = 0  # window not yet credited for held bytes
+        self.replayable = True
+        self.req_ended = False  # the caller sent END_STREAM
+        self.up_pending: list[list[Any]] = []  # [data, end_stream, flow] waiting for window
+        self.down_pending: list[list[Any]] = []  # [data or block, end_stream, flow, is_headers]
+        self.responded = False  # response headers went to the caller
+        self.done = False  # final status sent (or stream reset) toward the caller
+        self.attempt_open = False  # host.start called, finish not yet
+        self.upstream_ended = False
+        self.req_limit = MessageLimit(plane.max_message_bytes)
+        self.resp_limit: MessageLimit | None = None
+        self.code = "CANCELLED"
+        self.waiter: Any = None  # admission task or fault timer
+        self.local_reason: str | None = None
+
+    # ---- 1-5: before the first attempt ------------------------------------------
+
+    def start(self) -> None:
+        req = self.req
+        plane = self.plane
+        route = req.route
+        plane.calls_started(self)
+        if req.error is not None:
+            self.fail("INTERNAL", f"malformed gRPC request ({req.error})", "bad_request")
+            return
+        if route is None:
+            local = plane.local_methods.get(req.method)
+            if local is not None:
+                self.waiter = local  # answered by the sidecar once the request is whole
+                return
+            self.fail(
+                "UNIMPLEMENTED",
+                f"sidecar has no route for method {req.method}: no upstream lists its "
+                f"service in grpc_services (check the sidecar config)",
+                "no_route",
+            )
+            return
+        remaining = req.timeout_s if req.timeout_s is not None else route.default_timeout_s
+        if remaining is not None:
+            self.deadline = self.started + remaining
+            self.timer = plane.loop.call_later(remaining, self.on_deadline)
+        self.request_id = b"" if req.has_request_id else uuid.uuid4().hex.encode()
+        if plane.admit_all:
+            self.after_admission()
+        else:
+            self.waiter = plane.loop.create_task(self._admit())
+
+    async def _admit(self) -> None:
+        admitted = await self.plane.admission.acquire(self.req.priority, self.deadline)
+        self.waiter = None
+        if self.done:
+            if not isinstance(admitted, Refusal):
+                admitted.release(Outcome.CANCELLED, _monotonic())
+            return
+        if isinstance(admitted, Refusal):
+            self.refuse(admitted)
+            self.down.kick()
+            return
+        self.token = admitted
+        self.after_admission()
+        self.down.kick()
+
+    def after_admission(self) -> None:
+        plane = self.plane
+        route = self.req.route
+        fault = plane.faults.decide(plane.direction, route.name, self.req.method, _monotonic())
+        if fault is not None:
+            if fault.abort_status is not None and fault.delay_s <= 0:
+                self.fail(
+                    fault.abort_status,
+                    f"fault injected by the sidecar config for upstream {route.name}",
+                    "fault",
+                )
+                return
+            if fault.delay_s > 0:
+                self.waiter = plane.loop.call_later(fault.delay_s, self._after_delay, fault)
+                return
+        if self._begin():
+            self.next_attempt()
+
+    def _begin(self) -> bool:
+        """The upstream's limits, one token per call held across its retries (seam a)."""
+        state = self.req.route.calls.begin(_monotonic())
+        if isinstance(state, Refusal):
+            self.refuse(state)
+            return False
+        self.retry = state
+        return True
+
+    def _after_delay(self, fault: Any) -> None:
+        self.waiter = None
+        if self.done:
+            return
+        if fault.abort_status is not None:
+            route = self.req.route
+            self.fail(
+                fault.abort_status,
+                f"fault injected by the sidecar config for upstream {route.name}",
+                "fault",
+            )
+        elif self._begin():
+            self.next_attempt()
+        self.down.kick()
+
+    # ---- 6: attempts ---------------------------------------------------------------
+
+    def next_attempt(self) -> None:
+        route = self.req.route
+        now = _monotonic()
+        if self.deadline is not None and now >= self.deadline:
+            self.fail("DEADLINE_EXCEEDED", self._deadline_message(), "deadline")
+            return
+        host = route.cluster.pick(
+            now, hash_key=self.req.hash_value, exclude=self.tried or _NONE_TRIED
+        )
+        if host is None:
+            self.fail(
+                "UNAVAILABLE",
+                f"upstream {route.name} has no endpoint to call (check its endpoints or "
+                f"discovery, and /clusters on the admin port)",
+                "no_endpoints",
+            )
+            return
+        assert self.retry is not None  # began in after_admission
+        refusal = self.retry.attempt(now)  # adaptive throttling, per attempt
+        if refusal is not None:
+            self.refuse(refusal)
+            return
+        self.attempt += 1
+        self.host = host
+        self.address = host.endpoint.address
+        host.start(now)
+        self.attempt_started = now
+        self.attempt_open = True
+        up = self.plane.pool.get(host.endpoint)
+        if up.ready:
+            self.open_upstream(up)
+        else:
+            up.waiting.append(self)
+            self.up = up
+
+    def open_upstream(self, up: Upstream) -> None:
+        """Open our stream on `up` and send the headers and any request bytes held."""
+        self.up = up
+        conn = up.conn
+        sid = self.up_sid = conn.open_stream()
+        up.calls[sid] = self
+        block = self.req.block
+        if self.deadline is not None:
+            remaining = self.deadline - _monotonic()
+            block += encode_field(_TIMEOUT_NAME, encode_timeout(max(remaining, 0.001)))
+        if self.request_id:
+            block += encode_field(_REQUEST_ID, self.request_id)
+        conn.send_headers(sid, block, self.req_ended and not self.held)
+        held = self.held
+        if held:
+            last = len(held) - 1
+            for i, chunk in enumerate(held):
+                flow = self.held_flow if i == last else 0
+                self._send_up(chunk, self.req_ended and i == last, flow)
+            if not self.replayable:
+                self.held = []
+        elif self.held_flow:
+            self.down.conn.consumed(self.sid, self.held_flow)
+        self.held_flow = 0
+        up.kick()
+
+    def _send_up(self, data: bytes, end_stream: bool, flow: int) -> None:
+        up = self.up
+        assert up is not None
+        if self.up_pending:
+            self.up_pending.append([data, end_stream, flow])
+            return
+        sent = up.conn.send_data(self.up_sid, data, end_stream)
+        if sent < len(data):
+            self.up_pending.append([data[sent:], end_stream, flow])
+            up.blocked.add(self)
+        elif flow:
+            self.down.conn.consumed(self.sid, flow)
+
+    def flush_up(self) -> None:
+        """The upstream stream's window grew: send what waits."""
+        up = self.up
+        if up is None:
+            return
+        pending = self.up_pending
+        while pending:
+            data, end_stream, flow = pending[0]
+            sent = up.conn.send_data(self.up_sid, data, end_stream)
+            if sent < len(data):
+                pending[0][0] = data[sent:]
+                return
+            pending.pop(0)
+            if flow:
+                self.down.conn.consumed(self.sid, flow)
+        up.blocked.discard(self)
+        self.down.kick()
+
+    # ---- events from the caller (Downstream) ------------------------------------
+
+    def on_data(self, data: bytes, end_stream: bool, flow: int) -> None:
+        if self.done:
+            self.down.conn.consumed(self.sid, flow)
+            return
+        if end_stream:
+            self.req_ended = True
+        if data and not self.req_limit.feed(data):
+            self.down.conn.consumed(self.sid, flow)
+            self.fail(
+                "RESOURCE_EXHAUSTED",
+                f"request message over max_message_bytes ({self.plane.max_message_bytes})",
+                "message_too_large",
+            )
+            return
+        up = self.up
+        if up is not None and self.up_sid:
+            if self.replayable:  # keep a copy for a replay, up to the retry buffer
+                if self.held_bytes + len(data) <= self.plane.retry_buffer:
+                    self.held.append(data)
+                    self.held_bytes += len(data)
+                else:
+                    self.replayable = False
+                    self.held = []
+            self._send_up(data, end_stream, flow)
+            up.kick()
+            return
+        # no upstream stream yet (admission, connecting, between attempts): hold it, and
+        # credit the window only once it is sent, so a caller cannot outrun us
+        self.held.append(data)
+        self.held_bytes += len(data)
+        self.held_flow += flow
+        if self.held_bytes > self.plane.retry_buffer:
+            self.replayable = False
+        if end_stream and self.req.route is None and self.waiter is not None:
+            self._answer_locally()
+
+    def on_reset(self, code: int) -> None:
+        """The caller reset its stream: cancel upstream, report CANCELLED."""
+        self.done = True
+        self.code = "CANCELLED"
+        self._cancel_upstream(Outcome.CANCELLED)
+        self._finish_call()
+
+    # ---- events from the upstream (Upstream) ------------------------------------
+
+    def on_up_headers(self, block: Block, end_stream: bool) -> None:
+        resp = _response(block)
+        if end_stream:
+            self.upstream_ended = True
+            if self._upstream_done(resp):
+                return  # a trailers-only error being retried on another endpoint
+            if self.done:
+                return
+            self.responded = True
+            self.code = resp.status or "UNKNOWN"
+            self._to_down(resp.block, True, 0, True)
+            self._close_down()
+            return
+        if self.done:
+            return
+        self.responded = True
+        self.held = []
+        self.replayable = False
+        self.resp_limit = MessageLimit(self.plane.max_message_bytes)
+        self._to_down(resp.block, False, 0, True)
+
+    def on_up_data(self, data: bytes, end_stream: bool, flow: int) -> None:
+        up = self.up
+        if self.done or up is None:
+            if up is not None:
+                up.conn.consumed(self.up_sid, flow)
+            return
+        limit = self.resp_limit
+        if data and limit is not None and not limit.feed(data):
+            up.conn.consumed(self.up_sid, flow)
+            self._end_attempt(Outcome.SUCCESS)
+            self.fail(
+                "RESOURCE_EXHAUSTED",
+                f"response message over max_message_bytes ({self.plane.max_message_bytes})",
+                "message_too_large",
+            )
+            return
+        self._to_down(data, end_stream, flow, False)
+
+    def on_up_reset(self, code: int) -> None:
+        """The upstream reset our stream."""
+        status = STATUS_FOR_RST.get(code, "INTERNAL")
+        if code == F.REFUSED_STREAM and not self.responded:
+            self._attempt_failed("connection_lost", Outcome.UNAVAILABLE, "refused the stream")
+            return
+        self._detach_upstream(reset=False)
+        self._end_attempt(classify(status))
+        if self.done:
+            return
+        if self.responded or code == F.CANCEL:
+            self.down.conn.reset(self.sid, code)  # relay the RST as it came
+            self.done = True
+            self.code = status
+            self._finish_call()
+        else:
+            self.fail(status, f"upstream reset the stream (HTTP/2 error {code})", None)
+
+    def on_up_lost(self, why: str, connect: bool) -> None:
+        """The pooled connection failed (or never connected) under this call."""
+        if self.done:
+            self._end_attempt(Outcome.CANCELLED)
+            return
+        reason = "connect_failed" if connect else "connection_lost"
+        outcome = Outcome.CONNECT_FAILED if connect else Outcome.UNAVAILABLE
+        self._attempt_failed(reason, outcome, why)
+        self.down.kick()
+
+    def on_up_refused(self) -> None:
+        """GOAWAY said the peer never processed our stream: always safe to replay."""
+        self._attempt_failed("connection_lost", Outcome.UNAVAILABLE, "peer went away")
+        self.down.kick()
+
+    def _attempt_failed(self, reason: str, outcome: Outcome, why: str) -> None:
+        self._detach_upstream(reset=False)
+        self._end_attempt(outcome)
+        if self.done:
+            return
+        if self._retry(outcome, "UNAVAILABLE", None, reason):
+            return
+        target = (
+            "the local app"
+            if self.plane.direction == "inbound"
+            else (f"upstream {self.req.route.name}")
+        )
+        self.fail("UNAVAILABLE", f"{_EXPLAIN[reason]} {target} at {self.address}: {why}", reason)
+
+    def _retry(
+        self, outcome: Outcome, status: str, pushback: int | None, sidecar_error: str | None
+    ) -> bool:
+        """Start another attempt if the policy allows and nothing reached the caller."""
+        if self.retry is None or self.responded or not self.replayable:
+            return False
+        now = _monotonic()
+        result = AttemptResult(
+            attempt=self.attempt,
+            status=status,
+            outcome=outcome,
+            committed=self.responded,
+            replayable=self.replayable,
+            sidecar_error=sidecar_error,
+            pushback=None if pushback is None else str(pushback),
+            remaining_s=None if self.deadline is None else self.deadline - now,
+        )
+        backoff = self.retry.retry(result, now)
+        if backoff is None:
+            return False
+        if self.tried is None:
+            self.tried = set()
+        self.tried.add(self.host.endpoint.key)
+        self.up = None
+        self.up_sid = 0
+        self.up_pending = []
+        if backoff > 0:
+            self.waiter = self.plane.loop.call_later(backoff, self._retry_now)
+        else:
+            self.next_attempt()
+        return True
+
+    def _retry_now(self) -> None:
+        self.waiter = None
+        if not self.done:
+            self.next_attempt()
+            self.down.kick()
+
+    def _upstream_done(self, resp: PreparedResponse) -> bool:
+        """The upstream's final status arrived: report the attempt; True if retried."""
+        status = resp.status or "UNKNOWN"
+        outcome = classify(status, resp.peer_error)
+        if status != "OK" and not self.responded and self.replayable and self.retry is not None:
+            # a trailers-only answer: nothing went to the caller, so it may be retried
+            self._detach_upstream(reset=not self.req_ended)
+            self._end_attempt(outcome)
+            if self._retry(outcome, status, resp.pushback_ms, resp.peer_error):
+                self.upstream_ended = False
+                return True
+            return False
+        self._end_attempt(outcome)
+        return False
+
+    def _end_attempt(self, outcome: Outcome) -> None:
+        """Report the attempt once: host.finish and the call policy (seam a)."""
+        if not self.attempt_open:
+            return
+        self.attempt_open = False
+        now = _monotonic()
+        self.host.finish(outcome, now - self.attempt_started, now)
+        if self.retry is not None:
+            self.retry.attempt_ended(outcome, now)
+        self.plane.attempt_done(self, outcome)
+
+    def _detach_upstream(self, reset: bool) -> None:
+        up = self.up
+        if up is not None and self.up_sid:
+            up.calls.pop(self.up_sid, None)
+            up.blocked.discard(self)
+            if reset:
+                up.conn.reset(self.up_sid, F.CANCEL)
+            else:
+                up.conn.close_stream(self.up_sid)
+            up.kick()
+        elif up is not None and self in up.waiting:
+            up.waiting.remove(self)
+
+    def _cancel_upstream(self, outcome: Outcome) -> None:
+        cancel = getattr(self.waiter, "cancel", None)  # admission task or timer
+        if cancel is not None:
+            cancel()
+            self.waiter = None
+        self._detach_upstream(reset=not self.upstream_ended)
+        self.up = None
+        self._end_attempt(outcome)
+
+    def on_deadline(self) -> None:
+        self.timer = None
+        if self.done:
+            return
+        reason = "timeout" if self.attempt_open else "deadline"
+        self._cancel_upstream(Outcome.TIMEOUT)
+        if reason == "deadline":
+            self.fail("DEADLINE_EXCEEDED", self._deadline_message(), "deadline")
+        else:
+            target = (
+                "the local app"
+                if self.plane.direction == "inbound"
+                else (f"upstream {self.req.route.name}")
+            )
+            self.fail(
+                "DEADLINE_EXCEEDED", f"{_EXPLAIN['timeout']} {target} at {self.address}", "timeout"
+            )
+        self.down.kick()
+
+    def _deadline_message(self) -> str:
+        name = self.req.route.name if self.req.route is not None else "-"
+        return (
+            f"deadline spent before the sidecar could call {name} "
+            f"(raise the caller's deadline or the upstream's timeout_ms)"
+        )
+
+    # ---- 7: toward the caller -----------------------------------------------------
+
+    def _to_down(self, data: bytes, end_stream: bool, flow: int, is_headers: bool) -> None:
+        down = self.down
+        if self.down_pending:
+            self.down_pending.append([data, end_stream, flow, is_headers])
+            return
+        if is_headers:
+            down.conn.send_headers(self.sid, data, end_stream)
+        else:
+            sent = down.conn.send_data(self.sid, data, end_stream)
+            if sent < len(data):
+                self.down_pending.append([data[sent:], end_stream, flow, False])
+                down.blocked.add(self)
+                down.kick()
+                return
+            if flow and self.up is not None:
+                self.up.conn.consumed(self.up_sid, flow)
+        down.kick()
+
+    def flush_down(self) -> None:
+        down = self.down
+        pending = self.down_pending
+        while pending:
+            data, end_stream, flow, is_headers = pending[0]
+            if is_headers:
+                down.conn.send_headers(self.sid, data, end_stream)
+            else:
+                sent = down.conn.send_data(self.sid, data, end_stream)
+                if sent < len(data):
+                    pending[0][0] = data[sent:]
+                    return
+                if flow and self.up is not None:
+                    self.up.conn.consumed(self.up_sid, flow)
+                    self.up.kick()
+            pending.pop(0)
+        down.blocked.discard(self)
+        if self.upstream_ended and not self.done:
+            self._close_down()
+
+    def _close_down(self) -> None:
+        """The final frame went (or is queued behind data) to the caller."""
+        if self.down_pending:
+            return  # flush_down calls back when the trailers are out
+        self.done = True
+        self._detach_upstream(reset=not (self.req_ended and not self.up_pending))
+        self.up = None
+        self._finish_call()
+
+    def refuse(self, refusal: Refusal) -> None:
+        extra: tuple[tuple[str, str], ...] = ()
+        if refusal.pushback_ms is not None:
+            extra = (("grpc-retry-pushback-ms", str(refusal.pushback_ms)),)
+        self.fail(refusal.status, refusal.message, refusal.reason, extra)
+
+    def fail(
+        self, status: str, message: str, reason: str | None, extra: tuple[Any, ...] = ()
+    ) -> None:
+        """End the call toward the caller with a sidecar-made status."""
+        if self.done:
+            return
+        self._cancel_upstream(Outcome.CANCELLED)
+        self.down_pending = []
+        self.down.blocked.discard(self)
+        if self.responded:
+            block = status_trailers(status, message, reason)
+        else:
+            block = trailers_only(status, message, reason, extra)
+        self.responded = True
+        self.down.conn.send_headers(self.sid, block, True)
+        self.code = status
+        self.local_reason = reason
+        self.done = True
+        self._finish_call()
+        self.down.kick()
+
+    def _answer_locally(self) -> None:
+        handler = self.waiter
+        self.waiter = None
+        body = b"".join(self.held)
+        self.down.conn.consumed(self.sid, self.held_flow)
+        self.held_flow = 0
+        status, message, reply = handler(body[5:] if len(body) >= 5 else b"")
+        if status != "OK" or reply is None:
+            self.fail(status, message, None)
+            return
+        conn = self.down.conn
+        conn.send_headers(
+            self.sid,
+            encode_field(b":status", b"200") + encode_field(b"content-type", b"application/grpc"),
+            False,
+        )
+        conn.send_data(self.sid, b"\0" + len(reply).to_bytes(4, "big") + reply, False)
+        conn.send_headers(self.sid, encode_field(b"grpc-status", b"0"), True)
+        self.responded = self.done = True
+        self.code = "OK"
+        self._finish_call()
+
+    def _finish_call(self) -> None:
+        """Forget the caller's stream; report the call (metrics, admission token)."""
+        down = self.down
+        if down.calls.pop(self.sid, None) is None:
+            return
+        if self.req_ended:
+            down.conn.close_stream(self.sid)
+        else:
+            down.conn.reset(self.sid, F.NO_ERROR if self.responded else F.CANCEL)
+        if self.timer is not None:
+            self.timer.cancel()
+            self.timer = None
+        if self.retry is not None:
+            self._end_attempt(Outcome.CANCELLED)  # no-op unless one is still open
+            self.retry.release(classify(self.code), _monotonic())  # exactly once
+            self.retry = None
+        if self.token is not NO_TOKEN:
+            self.token.release(classify(self.code), _monotonic())
+            self.token = NO_TOKEN
+        self.plane.call_done(self)

@@ -1,0 +1,230 @@
+"""HPACK (RFC 7541) for the relay: a decoder that caches whole blocks, an encoder with no state.
+
+Pure (no I/O). Every header block a peer sends must be decoded, in order, or the
+connection's dynamic table drifts out of sync (RFC 7541 §2.2). Decoding is what made a
+frame-parsing relay cost ~130 µs per request (FACTS.md), so:
+
+- Decoding caches results by the raw block bytes. A cached result stays right while the
+  dynamic table is unchanged: any insertion, eviction or size update bumps
+  `generation` and empties the cache. Blocks made only of indexed fields and literals
+  *without* indexing do not touch the table, and after warm-up a client's repeated
+  requests are exactly such blocks, so the common request costs one dict lookup.
+- Huffman-coded strings (RFC 7541 §5.2) are decoded by the `hpack` package's table
+  and cached by their coded bytes, since the same values repeat across requests.
+- Encoding never uses the dynamic table (allowed by §2.3.2: an encoder may choose
+  literals), so the encoder has no state to keep in sync: static-table indices where
+  the whole field or its name is in the static table, literals without indexing
+  otherwise, each field's encoding memoised (bounded).
+"""
+
+from __future__ import annotations
+
+from collections import deque
+
+from hpack.exceptions import HPACKDecodingError
+from hpack.huffman_table import decode_huffman
+from hpack.table import HeaderTable
+
+Header = tuple[bytes, bytes]
+Headers = tuple[Header, ...]
+
+STATIC: tuple[Header, ...] = HeaderTable.STATIC_TABLE
+_STATIC_LEN = len(STATIC)
+_FULL_INDEX = {field: i + 1 for i, field in reversed(list(enumerate(STATIC)))}
+_NAME_INDEX = {name: i + 1 for i, (name, _) in reversed(list(enumerate(STATIC)))}
+_ENTRY_OVERHEAD = 32  # RFC 7541 §4.1
+_CACHE_LIMIT = 1024
+
+
+class HpackError(Exception):
+    """The block cannot be decoded: a COMPRESSION_ERROR (RFC 9113 §4.3)."""
+
+
+class Block:
+    """A decoded header block; `prepared` is a slot for what the relay derives from it,
+    cached with the block so repeated requests skip that work too."""
+
+    __slots__ = ("headers", "prepared", "size")
+
+    def __init__(self, headers: Headers, size: int) -> None:
+        self.headers = headers
+        self.size = size  # RFC 9113 §6.5.2 header list size: name + value + 32 per field
+        self.prepared: object = None
+
+
+def _integer(data: bytes, pos: int, prefix: int) -> tuple[int, int]:
+    """RFC 7541 §5.1 prefixed integer starting at data[pos]; (value, next pos)."""
+    mask = (1 << prefix) - 1
+    value = data[pos] & mask
+    pos += 1
+    if value < mask:
+        return value, pos
+    shift = 0
+    while True:
+        byte = data[pos]
+        pos += 1
+        value += (byte & 0x7F) << shift
+        shift += 7
+        if not byte & 0x80:
+            return value, pos
+        if shift > 28:
+            raise HpackError("integer overflow")
+
+
+class Decoder:
+    def __init__(self, max_table_size: int = 4096) -> None:
+        self.limit = max_table_size  # what we advertised (SETTINGS_HEADER_TABLE_SIZE)
+        self.max_size = max_table_size  # what the peer chose, <= limit
+        self.size = 0
+        self.entries: deque[Header] = deque()  # newest first (index 62)
+        self.generation = 0
+        self._blocks: dict[bytes, Block] = {}
+        self._strings: dict[bytes, bytes] = {}
+
+    def decode(self, block: bytes) -> Block:
+        found = self._blocks.get(block)
+        if found is not None:
+            return found
+        generation = self.generation
+        try:
+            result = self._decode(block)
+        except IndexError:
+            raise HpackError("header block truncated") from None
+        if self.generation == generation:
+            if len(self._blocks) >= _CACHE_LIMIT:
+                self._blocks.clear()
+            self._blocks[block] = result
+        return result
+
+    def _decode(self, data: bytes) -> Block:
+        out: list[Header] = []
+        size = 0
+        pos = 0
+        end = len(data)
+        seen_field = False
+        while pos < end:
+            first = data[pos]
+            if first & 0x80:  # indexed field (§6.1)
+                index, pos = _integer(data, pos, 7)
+                field = self._lookup(index)
+            elif first & 0x40:  # literal with incremental indexing (§6.2.1)
+                index, pos = _integer(data, pos, 6)
+                name, pos = self._name(data, pos, index)
+                value, pos = self._string(data, pos)
+                field = (name, value)
+                self._add(field)
+            elif first & 0x20:  # dynamic table size update (§6.3), only before any field
+                if seen_field:
+                    raise HpackError("table size update after a header field")
+                new_size, pos = _integer(data, pos, 5)
+                if new_size > self.limit:
+                    raise HpackError("table size update above SETTINGS_HEADER_TABLE_SIZE")
+                self.max_size = new_size
+                self._evict(0)
+                self._changed()
+                continue
+            else:  # literal without indexing / never indexed (§6.2.2, §6.2.3)
+                index, pos = _integer(data, pos, 4)
+                name, pos = self._name(data, pos, index)
+                value, pos = self._string(data, pos)
+                field = (name, value)
+            seen_field = True
+            out.append(field)
+            size += len(field[0]) + len(field[1]) + _ENTRY_OVERHEAD
+        return Block(tuple(out), size)
+
+    def _lookup(self, index: int) -> Header:
+        if 0 < index <= _STATIC_LEN:
+            return STATIC[index - 1]
+        dyn = index - _STATIC_LEN - 1
+        if index == 0 or dyn >= len(self.entries):
+            raise HpackError(f"header index {index} out of range")
+        return self.entries[dyn]
+
+    def _name(self, data: bytes, pos: int, index: int) -> tuple[bytes, int]:
+        if index:
+            return self._lookup(index)[0], pos
+        return self._string(data, pos)
+
+    def _string(self, data: bytes, pos: int) -> tuple[bytes, int]:
+        huffman = data[pos] & 0x80
+        length, pos = _integer(data, pos, 7)
+        stop = pos + length
+        if stop > len(data):
+            raise HpackError("string runs past the header block")
+        raw = data[pos:stop]
+        if not huffman:
+            return raw, stop
+        found = self._strings.get(raw)
+        if found is None:
+            try:
+                found = decode_huffman(raw)
+            except HPACKDecodingError as exc:
+                raise HpackError(f"bad Huffman string: {exc}") from None
+            if len(self._strings) >= _CACHE_LIMIT:
+                self._strings.clear()
+            self._strings[raw] = found
+        return found, stop
+
+    def _add(self, field: Header) -> None:
+        entry = len(field[0]) + len(field[1]) + _ENTRY_OVERHEAD
+        if entry > self.max_size:  # §4.4: a too-large entry empties the table
+            self.entries.clear()
+            self.size = 0
+        else:
+            self._evict(entry)
+            self.entries.appendleft(field)
+            self.size += entry
+        self._changed()
+
+    def _evict(self, room: int) -> None:
+        while self.entries and self.size + room > self.max_size:
+            name, value = self.entries.pop()
+            self.size -= len(name) + len(value) + _ENTRY_OVERHEAD
+
+    def _changed(self) -> None:
+        self.generation += 1
+        self._blocks.clear()
+
+
+def _int_bytes(value: int, prefix: int, flags: int) -> bytes:
+    mask = (1 << prefix) - 1
+    if value < mask:
+        return bytes((flags | value,))
+    out = bytearray((flags | mask,))
+    value -= mask
+    while value >= 0x80:
+        out.append((value & 0x7F) | 0x80)
+        value >>= 7
+    out.append(value)
+    return bytes(out)
+
+
+def _str_bytes(value: bytes) -> bytes:
+    return _int_bytes(len(value), 7, 0) + value
+
+
+_fields: dict[Header, bytes] = {}
+
+
+def encode_field(name: bytes, value: bytes) -> bytes:
+    """One field, statelessly (static index, or a literal without indexing)."""
+    found = _fields.get((name, value))
+    if found is not None:
+        return found
+    index = _FULL_INDEX.get((name, value))
+    if index is not None:
+        out = bytes((0x80 | index,))
+    else:
+        name_index = _NAME_INDEX.get(name)
+        if name_index is not None:
+            out = _int_bytes(name_index, 4, 0) + _str_bytes(value)
+        else:
+            out = b"\x00" + _str_bytes(name) + _str_bytes(value)
+    if len(_fields) < 4 * _CACHE_LIMIT and len(value) < 256:
+        _fields[(name, value)] = out
+    return out
+
+
+def encode(headers: list[Header] | Headers) -> bytes:
+    return b"".join([encode_field(n, v) for n, v in headers])

@@ -1,0 +1,444 @@
+"""The relay's I/O: asyncio protocols for callers (Downstream) and pooled endpoint
+connections (Upstream), the per-endpoint pool, and the listener (`Plane`).
+
+Does I/O (sockets, timers). Protocols, not streams: `data_received` feeds the sans-IO
+connection (sidecar/h2relay/connection.py), whose handler calls move frames to the call
+(sidecar/h2relay/call.py); what each connection queued is written once per loop turn
+(`kick` schedules one flush), so a burst of requests costs one `write` per connection
+rather than one per frame.
+
+Pool: one HTTP/2 connection per endpoint, more only when the peer's
+MAX_CONCURRENT_STREAMS is reached or it sent GOAWAY; closed after
+`channel_idle_timeout_s` without calls. Connect failures and lost connections go to
+every call on them (the call decides: replay elsewhere, or a sidecar error).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable
+from typing import Any
+
+from sidecar import metrics
+from sidecar.endpoint import Endpoint
+from sidecar.h2relay import frames as F
+from sidecar.h2relay.call import Call
+from sidecar.h2relay.connection import H2Connection, Settings
+from sidecar.h2relay.hpack_codec import Block
+from sidecar.h2relay.request import Prepared, prepare
+from sidecar.outcome import Outcome
+from sidecar.proxy.seams import Admission, AdmitAll, FaultInjector, NoFaults
+
+log = logging.getLogger(__name__)
+
+# a local method: request message bytes -> (status name, message, response bytes | None)
+LocalMethod = Callable[[bytes], tuple[str, str, bytes | None]]
+
+
+class _Flusher:
+    """Write what the connection queued, once per loop turn."""
+
+    transport: asyncio.Transport | None
+    conn: H2Connection
+    loop: asyncio.AbstractEventLoop
+    _scheduled = False
+    blocked: set[Call]
+
+    def kick(self) -> None:
+        if not self._scheduled:
+            self._scheduled = True
+            self.loop.call_soon(self.flush)
+
+    def flush(self) -> None:
+        self._scheduled = False
+        out = self.conn.out
+        if out and self.transport is not None:
+            self.transport.write(b"".join(out))
+        out.clear()
+
+
+class Plane:
+    """One listener's relay: the policies and what all its connections share."""
+
+    def __init__(
+        self,
+        direction: str,
+        resolve: Callable[[str], Any],
+        pool: Pool,
+        *,
+        max_message_bytes: int,
+        admission: Admission | None = None,
+        faults: FaultInjector | None = None,
+        retry_buffer: int = 1 << 20,
+        local_methods: dict[str, LocalMethod] | None = None,
+        settings: Settings | None = None,
+    ) -> None:
+        self.direction = direction
+        self.resolve = resolve
+        self.pool = pool
+        self.loop = asyncio.get_running_loop()
+        self.max_message_bytes = max_message_bytes
+        self.admission: Admission = admission or AdmitAll()
+        self.admit_all = isinstance(self.admission, AdmitAll)
+        self.faults: FaultInjector = faults or NoFaults()
+        self.retry_buffer = retry_buffer
+        self.local_methods = local_methods or {}
+        self.settings = settings or Settings()
+        self.connections: set[Downstream] = set()
+        self.draining = False
+        self._server: asyncio.Server | None = None
+        # metric children, cached: label lookups cost more than the increments
+        self._children: dict[tuple[str, ...], Any] = {}
+        self._in_flight: dict[str, Any] = {}
+
+    # ---- metrics (cheap: children cached per label set) ----------------------------
+
+    def _child(self, key: tuple[str, ...], make: Callable[[], Any]) -> Any:
+        found = self._children.get(key)
+        if found is None:
+            found = self._children[key] = make()
+        return found
+
+    def calls_started(self, call: Call) -> None:
+        upstream = call.req.route.name if call.req.route is not None else "-"
+        gauge = self._in_flight.get(upstream)
+        if gauge is None:
+            gauge = self._in_flight[upstream] = metrics.IN_FLIGHT.labels(self.direction, upstream)
+        gauge.inc()
+
+    def call_done(self, call: Call) -> None:
+        route = call.req.route
+        upstream = route.name if route is not None else "-"
+        method = call.req.method if route is not None else "-"
+        d = self.direction
+        self._in_flight[upstream].dec()
+        self._child(
+            ("r", upstream, method, call.code),
+            lambda: metrics.REQUESTS.labels(d, upstream, method, call.code),
+        ).inc()
+        self._child(
+            ("d", upstream, method), lambda: metrics.DURATION.labels(d, upstream, method)
+        ).observe(time.monotonic() - call.started)
+        if call.local_reason is not None:
+            reason = call.local_reason
+            self._child(
+                ("l", upstream, reason), lambda: metrics.LOCAL_ERRORS.labels(d, upstream, reason)
+            ).inc()
+
+    def attempt_done(self, call: Call, outcome: Outcome) -> None:
+        upstream = call.req.route.name
+        address = call.address
+        self._child(
+            ("a", upstream, address, outcome.value),
+            lambda: metrics.ATTEMPTS.labels(self.direction, upstream, address, outcome.value),
+        ).inc()
+
+    # ---- listening ------------------------------------------------------------------
+
+    async def listen(self, host: str, port: int) -> int:
+        self._server = await self.loop.create_server(
+            lambda: Downstream(self), host, port, reuse_address=True
+        )
+        return int(self._server.sockets[0].getsockname()[1])
+
+    async def stop(self, grace_s: float) -> None:
+        """Stop accepting, GOAWAY every caller, let calls finish within `grace_s`."""
+        self.draining = True
+        if self._server is not None:
+            self._server.close()
+        for down in list(self.connections):
+            down.conn.goaway(F.NO_ERROR, "sidecar draining")
+            down.flush()
+        end = time.monotonic() + grace_s
+        while any(d.calls for d in self.connections) and time.monotonic() < end:  # noqa: ASYNC110
+            await asyncio.sleep(0.05)  # calls end on frames, not on an event we could await
+        for down in list(self.connections):
+            if down.transport is not None:
+                down.transport.close()
+
+
+class Downstream(_Flusher, asyncio.Protocol):
+    """A caller's connection to this listener (server role)."""
+
+    def __init__(self, plane: Plane) -> None:
+        self.plane = plane
+        self.loop = plane.loop
+        self.conn = H2Connection(self, client=False, settings=plane.settings)
+        self.calls: dict[int, Call] = {}
+        self.blocked = set()
+        self.transport = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]  # uvloop's is no subclass
+        self.plane.connections.add(self)
+        self.flush()
+
+    def data_received(self, data: bytes) -> None:
+        try:
+            self.conn.receive(data)
+        except F.ProtocolError as exc:
+            self.conn.goaway(exc.code, str(exc))
+            self.flush()
+            if self.transport is not None:
+                self.transport.close()
+            return
+        except Exception:
+            # a bug of ours: lose this connection, not the process
+            log.exception("relay failed on a caller's connection")
+            self.conn.goaway(F.INTERNAL_ERROR, "sidecar internal error")
+            self.flush()
+            if self.transport is not None:
+                self.transport.close()
+            return
+        self.flush()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.transport = None
+        self.plane.connections.discard(self)
+        for call in list(self.calls.values()):
+            call.on_reset(F.CANCEL)
+
+    # H2Connection handler
+    def on_headers(self, stream_id: int, block: Block, end_stream: bool) -> None:
+        call = self.calls.get(stream_id)
+        if call is not None:  # trailers from a caller: gRPC sends none; end the request
+            if end_stream:
+                call.on_data(b"", True, 0)
+            return
+        prepared = block.prepared
+        if prepared is None:
+            prepared = block.prepared = prepare(block.headers, self.plane.resolve)
+        assert isinstance(prepared, Prepared)
+        call = Call(self.plane, self, stream_id, prepared)
+        self.calls[stream_id] = call
+        if end_stream:
+            call.req_ended = True
+        call.start()
+
+    def on_oversized(self, stream_id: int) -> None:
+        self.conn.send_headers(
+            stream_id,
+            _trailers("RESOURCE_EXHAUSTED", "request headers over the size limit", "headers"),
+            True,
+        )
+        self.conn.reset(stream_id, F.NO_ERROR)
+
+    def on_data(self, stream_id: int, data: bytes, end_stream: bool, flow: int) -> None:
+        call = self.calls.get(stream_id)
+        if call is None:
+            self.conn.consumed(stream_id, flow)
+            return
+        call.on_data(data, end_stream, flow)
+
+    def on_reset(self, stream_id: int, code: int) -> None:
+        call = self.calls.get(stream_id)
+        if call is not None:
+            call.on_reset(code)
+
+    def on_window(self, stream_id: int) -> None:
+        if stream_id == 0:
+            for call in list(self.blocked):
+                call.flush_down()
+        else:
+            found = self.calls.get(stream_id)
+            if found is not None and found.down_pending:
+                found.flush_down()
+
+    def on_goaway(self, last_stream_id: int, code: int) -> None:
+        return None  # the caller stops opening streams; ours finish
+
+
+def _trailers(status: str, message: str, reason: str) -> bytes:
+    from sidecar.h2relay.grpcwire import trailers_only
+
+    return trailers_only(status, message, reason)
+
+
+class Upstream(_Flusher, asyncio.Protocol):
+    """One pooled connection to an endpoint (client role)."""
+
+    def __init__(self, pool: Pool, endpoint: Endpoint) -> None:
+        self.pool = pool
+        self.endpoint = endpoint
+        self.loop = pool.loop
+        self.conn = H2Connection(self, client=True, settings=pool.settings)
+        self.calls: dict[int, Call] = {}
+        self.waiting: list[Call] = []
+        self.blocked = set()
+        self.transport = None
+        self.ready = False
+        self.closed = False
+        self.last_used = time.monotonic()
+
+    @property
+    def usable(self) -> bool:
+        conn = self.conn
+        return (
+            not self.closed
+            and conn.goaway_received is None
+            and len(conn.streams) + len(self.waiting) < conn.peer_max_streams
+            and conn.next_stream < 2**31 - 1024
+        )
+
+    async def connect(self) -> None:
+        try:
+            await asyncio.wait_for(
+                self.loop.create_connection(lambda: self, self.endpoint.host, self.endpoint.port),
+                self.pool.connect_timeout_s,
+            )
+        except (TimeoutError, OSError) as exc:
+            why = str(exc) or type(exc).__name__
+            self._fail(why, connect=True)
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]  # uvloop's is no subclass
+        self.ready = True
+        waiting, self.waiting = self.waiting, []
+        for call in waiting:
+            call.open_upstream(self)
+            call.down.kick()
+        self.flush()
+
+    def data_received(self, data: bytes) -> None:
+        try:
+            self.conn.receive(data)
+        except F.ProtocolError as exc:
+            self.conn.goaway(exc.code, str(exc))
+            self.flush()
+            self._fail(f"HTTP/2 protocol error from the peer: {exc}", connect=False)
+            return
+        except Exception:
+            log.exception("relay failed on an upstream connection")
+            self.conn.goaway(F.INTERNAL_ERROR, "sidecar internal error")
+            self.flush()
+            self._fail("sidecar internal error", connect=False)
+            return
+        self.flush()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.transport = None
+        self._fail(str(exc) if exc else "connection closed by the peer", connect=False)
+
+    def _fail(self, why: str, connect: bool) -> None:
+        if not self.closed:
+            self.closed = True
+            self.pool.forget(self)
+        if self.transport is not None:
+            self.transport.close()
+            self.transport = None
+        calls = list(self.waiting) + list(self.calls.values())
+        self.waiting = []
+        self.calls = {}
+        for call in calls:
+            call.on_up_lost(why, connect)
+
+    # H2Connection handler
+    def on_headers(self, stream_id: int, block: Block, end_stream: bool) -> None:
+        call = self.calls.get(stream_id)
+        if call is not None:
+            call.on_up_headers(block, end_stream)
+
+    def on_oversized(self, stream_id: int) -> None:
+        call = self.calls.get(stream_id)
+        self.conn.reset(stream_id, F.CANCEL)
+        if call is not None:
+            call.on_up_reset(F.ENHANCE_YOUR_CALM)
+
+    def on_data(self, stream_id: int, data: bytes, end_stream: bool, flow: int) -> None:
+        call = self.calls.get(stream_id)
+        if call is None:
+            self.conn.consumed(stream_id, flow)
+            return
+        call.on_up_data(data, end_stream, flow)
+
+    def on_reset(self, stream_id: int, code: int) -> None:
+        call = self.calls.get(stream_id)
+        if call is not None:
+            call.on_up_reset(code)
+
+    def on_window(self, stream_id: int) -> None:
+        if stream_id == 0:
+            for call in list(self.blocked):
+                call.flush_up()
+        else:
+            found = self.calls.get(stream_id)
+            if found is not None and found.up_pending:
+                found.flush_up()
+
+    def on_goaway(self, last_stream_id: int, code: int) -> None:
+        self.pool.forget(self)
+        for sid in [s for s in self.calls if s > last_stream_id]:
+            self.calls[sid].on_up_refused()
+        if not self.calls and self.transport is not None:
+            self.transport.close()
+
+    def kick(self) -> None:
+        self.last_used = time.monotonic()
+        super().kick()
+
+
+class Pool:
+    """Pooled HTTP/2 connections per endpoint address."""
+
+    def __init__(
+        self, settings: Settings | None = None, idle_s: float = 300.0, connect_timeout_s: float = 5
+    ) -> None:
+        self.loop = asyncio.get_running_loop()
+        self.settings = settings or Settings()
+        self.idle_s = idle_s
+        self.connect_timeout_s = connect_timeout_s
+        self.conns: dict[str, list[Upstream]] = {}
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._sweeper: asyncio.TimerHandle | None = None
+
+    def get(self, endpoint: Endpoint) -> Upstream:
+        address = endpoint.address
+        conns = self.conns.get(address)
+        if conns:
+            for up in conns:
+                if up.usable:
+                    return up
+        else:
+            conns = self.conns[address] = []
+        up = Upstream(self, endpoint)
+        conns.append(up)
+        task = self.loop.create_task(up.connect())
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        return up
+
+    def forget(self, up: Upstream) -> None:
+        conns = self.conns.get(up.endpoint.address)
+        if conns is not None and up in conns:
+            conns.remove(up)
+            if not conns:
+                del self.conns[up.endpoint.address]
+
+    def start(self) -> None:
+        self._sweeper = self.loop.call_later(max(1.0, self.idle_s / 4), self._sweep)
+
+    def _sweep(self) -> None:
+        now = time.monotonic()
+        for conns in list(self.conns.values()):
+            for up in list(conns):
+                if up.ready and not up.calls and now - up.last_used >= self.idle_s:
+                    self.forget(up)
+                    up.closed = True
+                    if up.transport is not None:
+                        up.transport.close()
+        self.start()
+
+    def __len__(self) -> int:
+        return sum(len(c) for c in self.conns.values())
+
+    async def close(self) -> None:
+        if self._sweeper is not None:
+            self._sweeper.cancel()
+        for conns in list(self.conns.values()):
+            for up in list(conns):
+                up.closed = True
+                if up.transport is not None:
+                    up.transport.close()
+        self.conns.clear()

@@ -1,0 +1,130 @@
+"""What the relay derives from a request's header block, once per distinct block.
+
+Pure (no I/O). The result is cached on the decoded block (hpack_codec.Block.prepared),
+so a client repeating the same request headers pays for this once: routing by the
+`:path` service, the caller's `grpc-timeout`, the hop-by-hop filter, and the encoded
+block toward the upstream minus the two fields that change per call (`grpc-timeout`,
+re-derived from the remaining deadline, and a fresh `x-request-id` when none came).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from sidecar.h2relay.grpcwire import parse_timeout
+from sidecar.h2relay.hpack_codec import Headers, encode_field
+
+# Connection-specific fields (RFC 9113 §8.2.2) and this hop's own timer.
+_DROP_REQUEST = frozenset(
+    {
+        b"connection",
+        b"keep-alive",
+        b"proxy-connection",
+        b"transfer-encoding",
+        b"upgrade",
+        b"host",
+        b"grpc-timeout",
+    }
+)
+_DROP_RESPONSE = frozenset(
+    {b"connection", b"keep-alive", b"proxy-connection", b"transfer-encoding", b"upgrade"}
+)
+REQUEST_ID = b"x-request-id"
+
+
+@dataclass(slots=True)
+class Prepared:
+    """A request block, read. `error` set: refuse the call (no route, not gRPC...)."""
+
+    method: str
+    route: Any  # sidecar.proxy.pipeline.Route | None
+    timeout_s: float | None
+    block: bytes  # encoded toward the upstream, without grpc-timeout / a new request id
+    has_request_id: bool
+    hash_value: bytes | None
+    priority: str | None = None  # x-sidecar-priority (inbound admission)
+    error: str | None = None  # "bad_request" | "not_grpc"
+
+
+def prepare(headers: Headers, resolve: Callable[[str], Any]) -> Prepared:
+    method = b""
+    verb = b""
+    content_type = b""
+    timeout: bytes | None = None
+    has_id = False
+    priority: str | None = None
+    pseudo: list[bytes] = []
+    regular: list[bytes] = []
+    for name, value in headers:
+        if name[:1] == b":":
+            if name == b":path":
+                method = value
+            elif name == b":method":
+                verb = value
+            pseudo.append(encode_field(name, value))
+            continue
+        if name == b"grpc-timeout":
+            timeout = value
+        elif name == b"content-type":
+            content_type = value
+        elif name == b"te" and value != b"trailers":
+            continue
+        elif name == REQUEST_ID:
+            has_id = True
+        elif name == b"x-sidecar-priority":
+            priority = value.decode("latin-1")
+        if name not in _DROP_REQUEST:
+            regular.append(encode_field(name, value))
+    path = method.decode("latin-1")
+    route = resolve(path) if method else None
+    hash_value = None
+    if route is not None and route.hash_key:
+        key = route.hash_key.encode()
+        hash_value = next((v for n, v in headers if n == key), None)
+    prepared = Prepared(
+        method=path,
+        route=route,
+        timeout_s=None if timeout is None else parse_timeout(timeout),
+        block=b"".join(pseudo + regular),
+        has_request_id=has_id,
+        hash_value=hash_value,
+        priority=priority,
+    )
+    if not method or verb != b"POST":
+        prepared.error = "bad_request"
+    elif not content_type.startswith(b"application/grpc"):
+        prepared.error = "not_grpc"
+    return prepared
+
+
+@dataclass(slots=True)
+class PreparedResponse:
+    """A response header block or trailer block from an upstream, read."""
+
+    block: bytes  # re-encoded toward the caller
+    status: str | None  # grpc-status name, when present
+    peer_error: str | None  # the peer sidecar's x-sidecar-error, when present
+    pushback_ms: int | None
+
+
+def prepare_response(headers: Headers, status_names: dict[bytes, str]) -> PreparedResponse:
+    out: list[bytes] = []
+    status = None
+    peer_error = None
+    pushback = None
+    for name, value in headers:
+        if name in _DROP_RESPONSE:
+            continue
+        if name == b"grpc-status":
+            status = status_names.get(value, "UNKNOWN")
+        elif name == b"x-sidecar-error":
+            peer_error = value.decode("latin-1")
+        elif name == b"grpc-retry-pushback-ms":
+            try:
+                pushback = int(value)
+            except ValueError:
+                pushback = None
+        out.append(encode_field(name, value))
+    return PreparedResponse(b"".join(out), status, peer_error, pushback)

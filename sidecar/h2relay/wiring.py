@@ -1,0 +1,101 @@
+"""Plugs the relay into the composition root: `dataplane: h2relay` in the config.
+
+Does I/O (binds the listeners). Uses what sidecar/app.py already built, so both data
+planes share one set of policies: the same `Route`s (cluster, gate, retries per
+upstream), the same router, the same admission and fault objects from `Policies`, the
+same inbound health state (answered by the relay itself for grpc.health.v1 Check).
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from grpc_health.v1 import health_pb2
+
+from sidecar.endpoint import parse_hostport
+from sidecar.h2relay.connection import Settings
+from sidecar.h2relay.relay import LocalMethod, Plane, Pool
+
+if TYPE_CHECKING:
+    from sidecar.app import Sidecar
+
+
+def health_check(sidecar: Sidecar) -> LocalMethod:
+    """grpc.health.v1.Health/Check from the sidecar's own view (app healthy, not draining)."""
+
+    def check(body: bytes) -> tuple[str, str, bytes | None]:
+        try:
+            request = health_pb2.HealthCheckRequest.FromString(body)
+        except Exception:
+            return "INVALID_ARGUMENT", "undecodable HealthCheckRequest", None
+        health = sidecar.health
+        if request.service not in health.names:
+            return "NOT_FOUND", f"unknown service {request.service!r}", None
+        status = (
+            health_pb2.HealthCheckResponse.SERVING
+            if health.serving
+            else health_pb2.HealthCheckResponse.NOT_SERVING
+        )
+        return "OK", "", health_pb2.HealthCheckResponse(status=status).SerializeToString()
+
+    return check
+
+
+class RelayDataPlane:
+    """The h2relay listeners of one sidecar."""
+
+    def __init__(self, sidecar: Sidecar, admission: Any, faults: Any) -> None:
+        self.sidecar = sidecar
+        self.admission = admission
+        self.faults = faults
+        self.planes: dict[str, Plane] = {}
+        self.pool: Pool | None = None
+
+    async def start(self) -> dict[str, int]:
+        sc = self.sidecar
+        config = sc.config
+        idle_s = config.outbound.channel_idle_timeout_s if config.outbound else 300.0
+        settings = Settings()
+        self.pool = Pool(settings, idle_s)
+        self.pool.start()
+        ports: dict[str, int] = {}
+        retry_buffer = max(
+            (up.retries.buffer_bytes for up in config.upstreams.values() if up.retries),
+            default=1 << 20,
+        )
+        common: dict[str, Any] = {
+            "max_message_bytes": config.max_message_bytes,
+            "faults": self.faults,
+            "settings": settings,
+            "retry_buffer": retry_buffer,
+        }
+        if config.outbound is not None:
+            plane = Plane("outbound", sc._outbound_route, self.pool, **common)
+            ports["outbound"] = await plane.listen(*parse_hostport(config.outbound.listen))
+            self.planes["outbound"] = plane
+        if config.inbound is not None:
+            app_route = sc.app_route
+            plane = Plane(
+                "inbound",
+                lambda method: None if method.startswith("/grpc.health.v1.") else app_route,
+                self.pool,
+                admission=self.admission,
+                local_methods={"/grpc.health.v1.Health/Check": health_check(sc)},
+                **common,
+            )
+            ports["inbound"] = await plane.listen(*parse_hostport(config.inbound.listen))
+            self.planes["inbound"] = plane
+        return ports
+
+    async def stop(self, grace_s: float) -> None:
+        for name in ("inbound", "outbound"):
+            plane = self.planes.get(name)
+            if plane is not None:
+                await plane.stop(grace_s)
+
+    async def close(self) -> None:
+        if self.pool is not None:
+            await self.pool.close()
+
+    def __len__(self) -> int:
+        return 0 if self.pool is None else len(self.pool)
