@@ -6,9 +6,12 @@ Pure (no I/O; `now` is passed in). A sample above the estimate replaces it at on
 Between samples the estimate read by the balancer decays towards zero, as Linkerd
 and Finagle do, so an endpoint that was slow once is eventually tried again.
 
-A failure is counted as a slow answer: its sample is at least FAILURE_PENALTY_S
-and at least twice the current estimate, so an endpoint that fails fast looks
-expensive instead of attractive.
+A failure is counted as a slow answer: its sample is at least FAILURE_PENALTY_S,
+so an endpoint that fails fast looks expensive instead of attractive. A drop by
+the peer's admission is a lighter penalty (OVERLOAD_PENALTY_S, about a pushback
+interval): the peer is busy, not broken. Penalties do not compound (an earlier
+version doubled the estimate per failure, and a few dozen drops pinned an endpoint
+at the 60 s cap, out of rotation for minutes after the overload had passed).
 """
 
 from __future__ import annotations
@@ -17,7 +20,7 @@ import math
 
 DECAY_TAU_S = 10.0  # Finagle's and Linkerd's default decay window
 FAILURE_PENALTY_S = 1.0
-MAX_PENALTY_S = 60.0
+OVERLOAD_PENALTY_S = 0.1
 
 
 class PeakEwma:
@@ -28,9 +31,13 @@ class PeakEwma:
         self.stamp = 0.0
         self.tau = tau
 
-    def observe(self, rtt: float, now: float, *, failed: bool = False) -> None:
-        if failed:
-            rtt = min(MAX_PENALTY_S, max(rtt, FAILURE_PENALTY_S, 2.0 * self.estimate))
+    def observe(
+        self, rtt: float, now: float, *, failed: bool = False, overloaded: bool = False
+    ) -> None:
+        if overloaded:
+            rtt = max(rtt, OVERLOAD_PENALTY_S)
+        elif failed:
+            rtt = max(rtt, FAILURE_PENALTY_S)
         if rtt > self.estimate:
             self.estimate = rtt
         else:

@@ -163,8 +163,8 @@ class EndpointBreaker:
 
     def record(self, outcome: Outcome, now: float) -> None:
         """Count one finished attempt against this endpoint."""
-        if outcome is Outcome.CANCELLED:
-            return
+        if outcome is Outcome.CANCELLED or (outcome.is_failure and not outcome.trips_breaker):
+            return  # neither sick nor healthy: a caller gone, or a busy peer shedding
         self._now = now
         if not outcome.is_failure:
             self._call(_succeed)

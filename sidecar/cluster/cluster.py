@@ -92,7 +92,7 @@ class Host:
         failed = outcome.is_failure
         if failed:
             self.failures += 1
-        self.ewma.observe(latency_s, now, failed=failed)
+        self.ewma.observe(latency_s, now, failed=failed, overloaded=outcome is Outcome.OVERLOADED)
         if self.breaker is not None:
             self.breaker.record(outcome, now)
 

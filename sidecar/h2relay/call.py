@@ -45,7 +45,7 @@ from sidecar.h2relay.grpcwire import (
 )
 from sidecar.h2relay.hpack_codec import Block, encode_field
 from sidecar.h2relay.request import Prepared, PreparedResponse, prepare_response
-from sidecar.outcome import Outcome, classify
+from sidecar.outcome import Outcome, caller_gone, classify
 from sidecar.proxy.seams import NO_TOKEN, AttemptResult, CallState, Refusal
 
 if TYPE_CHECKING:
@@ -365,10 +365,10 @@ class Call:
             self._answer_locally()
 
     def on_reset(self, code: int) -> None:
-        """The caller reset its stream: cancel upstream, report CANCELLED."""
+        """The caller reset its stream: cancel upstream; at the deadline that is a timeout."""
         self.done = True
         self.code = "CANCELLED"
-        self._cancel_upstream(Outcome.CANCELLED)
+        self._cancel_upstream(caller_gone(self.started, self.deadline, _monotonic()))
         self._finish_call()
 
     # ---- events from the upstream (Upstream) ------------------------------------

@@ -57,7 +57,7 @@ import grpc
 
 from sidecar import metrics
 from sidecar.cluster import Cluster
-from sidecar.outcome import SIDECAR_ERROR_KEY, Outcome, classify
+from sidecar.outcome import SIDECAR_ERROR_KEY, Outcome, caller_gone, classify
 from sidecar.proxy.channels import ChannelPool
 from sidecar.proxy.forward import Answer, forward
 from sidecar.proxy.headers import (
@@ -286,10 +286,10 @@ class Pipeline:
             finally:
                 # 7e. Report.
                 end = time.monotonic()
-                if not answered and ends is not None and end >= ends - 0.001:
-                    # cancelled as the time ran out (grpcio cancels a handler at its
-                    # caller's deadline): the endpoint did not answer in time
-                    outcome = Outcome.TIMEOUT
+                if not answered:
+                    # cancelled: as the time ran out (grpcio cancels a handler at its
+                    # caller's deadline) that means the endpoint did not answer in time
+                    outcome = caller_gone(now, ends, end)
                 host.finish(outcome, end - now, end)
                 call.attempt_ended(outcome, end)
                 metrics.ATTEMPTS.labels(self.direction, route.name, address, outcome.value).inc()

@@ -141,5 +141,18 @@ def test_group_is_independent_of_the_cluster() -> None:
     g.size = 2
     b = g.new("x:1")
     b.record(Outcome.TIMEOUT, 100.0)
-    b.record(Outcome.OVERLOADED, 100.0)
+    b.record(Outcome.CONNECT_FAILED, 100.0)
     assert b.state is BreakerState.OPEN and not b.probe_due(100.9) and b.probe_due(101.0)
+
+
+def test_peer_shedding_does_not_trip_the_breaker() -> None:
+    """Drops by a busy peer's admission neither open nor reset the breaker."""
+    g = BreakerGroup("busy", Breaker(fail_max=2, reset_timeout_s=1))
+    g.size = 2
+    b = g.new("x:1")
+    b.record(Outcome.UNAVAILABLE, 100.0)
+    for _ in range(10):
+        b.record(Outcome.OVERLOADED, 100.0)
+    assert b.state is BreakerState.CLOSED
+    b.record(Outcome.UNAVAILABLE, 100.0)  # the drops did not reset the count
+    assert b.state is BreakerState.OPEN

@@ -3,7 +3,7 @@
 import pytest
 
 from sidecar.endpoint import Endpoint, parse_hostport
-from sidecar.outcome import Outcome, classify
+from sidecar.outcome import Outcome, caller_gone, classify
 
 
 @pytest.mark.parametrize(
@@ -49,3 +49,26 @@ def test_only_sickness_counts_as_failure(
 def test_cancel_is_not_a_failure() -> None:
     assert not Outcome.CANCELLED.is_failure
     assert Outcome.TIMEOUT.is_failure
+
+
+@pytest.mark.parametrize(
+    ("now", "deadline", "outcome"),
+    [
+        (10.0, None, Outcome.CANCELLED),  # no deadline: the caller lost interest
+        (10.5, 12.0, Outcome.CANCELLED),  # well before the deadline
+        (11.97, 12.0, Outcome.TIMEOUT),  # within the grpc-timeout rounding of it
+        (12.3, 12.0, Outcome.TIMEOUT),  # after it
+    ],
+)
+def test_a_caller_gone_at_its_deadline_is_a_timeout(
+    now: float, deadline: float | None, outcome: Outcome
+) -> None:
+    """A cancel that arrives as the deadline runs out counts against the endpoint."""
+    assert caller_gone(10.0, deadline, now) is outcome
+
+
+def test_overload_is_a_failure_that_does_not_trip_breakers() -> None:
+    """Shedding feeds latency scores and budgets, not ejection."""
+    assert Outcome.OVERLOADED.is_failure
+    assert not Outcome.OVERLOADED.trips_breaker
+    assert Outcome.UNAVAILABLE.trips_breaker
