@@ -103,13 +103,15 @@ class Call:
         if self._task.cancelled():
             return _CANCELLED
         if not self._task.done():
+            # Awaiting the task directly: a cancelled awaiting coroutine cancels the RPC
+            # too, as with grpc.aio.
             try:
-                return await asyncio.shield(self._task)
+                return await self._task
             except asyncio.CancelledError:
-                if self._task.cancelled():  # call.cancel(), not our caller's own cancel
-                    return _CANCELLED
-                self._task.cancel()  # the awaiting coroutine was cancelled: so is the RPC
-                raise
+                me = asyncio.current_task()
+                if me is not None and me.cancelling():  # our caller's own cancel
+                    raise
+                return _CANCELLED  # call.cancel()
         return self._task.result()
 
     def _error(self, answer: Answer) -> grpc.aio.AioRpcError:
