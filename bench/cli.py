@@ -57,21 +57,38 @@ def build_parser() -> argparse.ArgumentParser:
         help="issue 7: 1x/2x/4x the app's capacity, with and without shedding",
     )
     p.add_argument(
+        "--zerohop",
+        action="store_true",
+        help="issue 11: in-process client and proxyless xDS vs direct, sidecar pair, HAProxy",
+    )
+    p.add_argument(
         "--all",
         action="store_true",
-        help="the h2load table, then --scale, --streams and --overload",
+        help="the h2load table, then --zerohop, --scale, --streams and --overload",
     )
     return p
 
 
 def _sections(args: argparse.Namespace, argv: list[str]) -> int:
-    """Run the sections asked for (--scale, --streams, --overload); worst exit status."""
+    """Run the sections asked for (--zerohop, --scale, --streams, --overload); worst exit
+    status."""
     tree = args.tree.resolve() if args.tree else REPO
 
     def log(msg: str) -> None:
         print(msg, flush=True)
 
     status = 0
+    if args.zerohop or args.all:
+        from bench.zerohop import ZeroHopSettings, run_zerohop
+
+        zh = (
+            ZeroHopSettings.tiny()
+            if args.smoke
+            else ZeroHopSettings.quick()
+            if args.quick
+            else ZeroHopSettings()
+        )
+        status = max(status, run_zerohop(zh, tree, log, argv, args.out))
     if args.scale or args.all:
         from bench.scale import ScaleSettings, run_scale
 
@@ -156,7 +173,7 @@ def _shape(s: Settings) -> str:
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     args = build_parser().parse_args(argv)
-    if args.scale or args.streams or args.overload:
+    if args.scale or args.streams or args.overload or args.zerohop:
         return _sections(args, argv)
     settings = Settings(
         smoke=args.smoke, only=tuple(args.only), rate=args.rate,

@@ -30,7 +30,7 @@ from music.accesspoint.v1 import accesspoint_pb2_grpc as pb_grpc
 from music.playlistview.v1 import playlistview_pb2, playlistview_pb2_grpc
 from music.search.v1 import search_pb2, search_pb2_grpc
 from services import runtime
-from services.peers import PRIORITY_KEY, Peers, cause, relay
+from services.peers import PRIORITY_KEY, Peers, add_client_flags, cause, from_args, relay
 
 SERVICE = "music.accesspoint.v1.AccessPoint"
 CRITICAL, SHEDDABLE = "critical", "sheddable"
@@ -206,6 +206,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--outbound", help="the sidecar's outbound listener host:port")
     parser.add_argument("--playlistview", help="playlistview address (overrides --outbound)")
     parser.add_argument("--search", help="search address (overrides --outbound)")
+    add_client_flags(parser)
     parser.add_argument(
         "--deadline-ms", type=float, default=2000.0, help="inner deadline when the caller sets none"
     )
@@ -215,9 +216,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 async def start(args: argparse.Namespace) -> runtime.Running:
     tokens = load_tokens(args.tokens)
-    peers = Peers(args.outbound, {"playlistview": args.playlistview, "search": args.search})
-    for peer in ("playlistview", "search"):
-        peers.address(peer)
+    peers = from_args(args, {"playlistview": args.playlistview, "search": args.search})
+    await peers.start(("playlistview", "search"))
     service = AccessPointService(
         peers, tokens, args.deadline_ms / 1000.0, args.watch_interval_ms / 1000.0
     )

@@ -208,6 +208,10 @@ class Demo:
             db.parent.mkdir(exist_ok=True)
             argv += ["--db", str(db), "--tracks", str(a.tracks), "--playlists", str(a.playlists)]
             return argv
+        if not a.direct and inst.inprocess:
+            path = self._write_sidecar_config(inst)
+            return [*argv, "--client", "inprocess", "--sidecar-config", str(path),
+                    *self._extra(inst)]  # fmt: skip
         if not a.direct:
             return [*argv, "--outbound", f"127.0.0.1:{inst.outbound_port}", *self._extra(inst)]
         for peer in demo_plan.PEERS[inst.service]:
@@ -238,10 +242,14 @@ class Demo:
         if not self.args.direct and f"sidecar-{inst.name}" not in self.sup.children:
             await self._start_sidecar(inst)
 
-    async def _start_sidecar(self, inst: Instance) -> None:
+    def _write_sidecar_config(self, inst: Instance) -> Path:
         path = self.workdir / "sidecars" / f"{inst.name}.yaml"
         path.parent.mkdir(exist_ok=True)
         path.write_text(yaml.safe_dump(inst.sidecar, sort_keys=False))
+        return path
+
+    async def _start_sidecar(self, inst: Instance) -> None:
+        path = self._write_sidecar_config(inst)
         child = await self.sup.spawn(
             f"sidecar-{inst.name}", [sys.executable, "-m", "sidecar", "run", "-c", str(path)]
         )
@@ -491,9 +499,14 @@ async def run(args: argparse.Namespace, workdir: Path, out: IO[str]) -> int:
         console.print(summary_table(rows))
         if not args.direct:
             console.print(instances_table(demo.view.totals()))
+        inprocess = [] if args.direct else [i.name for i in demo.plan.instances if i.inprocess]
+        if inprocess:
+            console.print(f"calling peers in-process (sidecar.client): {', '.join(inprocess)}; "
+                          "every other app through its sidecar's outbound listener")  # fmt: skip
         for e in demo.events:
             console.print(e)
         result = {"mode": "direct" if args.direct else "sidecars", "phases": rows,
+                  "inprocess": inprocess,
                   "loadgen": demo.summaries, "events": demo.events,
                   "instances": demo.view.totals(), "walk": demo.walk()}  # fmt: skip
         if args.summary_out:

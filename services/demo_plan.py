@@ -32,6 +32,9 @@ PEERS = {
 REGISTRATION_TTL_S = 3
 EMPTY_GRACE_S = 2.0
 LINGER_S = REGISTRATION_TTL_S + EMPTY_GRACE_S + 0.5
+# Apps that call their peers with the in-process client (sidecar.client) instead of their
+# sidecar's outbound listener, reading the same sidecar config: both ways run side by side.
+INPROCESS = frozenset({("playlistview", "sto3")})
 # Per-upstream timeouts when the caller sets no deadline (the apps always do).
 TIMEOUT_MS = {"playlistview": 900.0, "search": 600.0, "playlist": 400.0, "metadata": 300.0}
 
@@ -54,6 +57,11 @@ class Instance:
     @property
     def is_data(self) -> bool:
         return self.service in DATA
+
+    @property
+    def inprocess(self) -> bool:
+        """Calls its peers in-process (sidecar.client), not through its outbound listener."""
+        return (self.service, self.site) in INPROCESS
 
 
 @dataclass

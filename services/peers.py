@@ -2,7 +2,10 @@
 
 Does I/O (gRPC channels). An app talks to every peer through its sidecar's outbound
 listener, which routes by gRPC service, so one channel serves all peers; a per-peer
-override (tests without a sidecar) gets its own channel.
+override (tests without a sidecar) gets its own channel. With `--client inprocess
+--sidecar-config FILE` the app calls its peers with no hop at all: one
+`sidecar.client` channel per peer runs discovery, balancing, breakers and retries
+in this process, from the upstreams of that sidecar config.
 
 Errors from a peer are relayed with their status code, and the peer side's reason as
 `x-cause: <peer>:<reason>`, never as `x-sidecar-error`: that trailer would claim our
@@ -10,6 +13,10 @@ own sidecar made the decision and would make the next sidecar up blame this inst
 """
 
 from __future__ import annotations
+
+import argparse
+from collections.abc import Iterable
+from typing import Any
 
 import grpc
 
@@ -34,10 +41,29 @@ CHANNEL_OPTIONS = [
 class Peers:
     """Channels by peer name: the override if given, else the shared outbound address."""
 
-    def __init__(self, outbound: str | None, overrides: dict[str, str | None]) -> None:
+    def __init__(
+        self,
+        outbound: str | None,
+        overrides: dict[str, str | None],
+        *,
+        sidecar_config: str | None = None,
+    ) -> None:
         self.outbound = outbound
         self.overrides = {k: v for k, v in overrides.items() if v}
+        self.sidecar_config = sidecar_config  # set: peers are called in-process
         self._channels: dict[str, grpc.aio.Channel] = {}
+        self._inprocess: dict[str, Any] = {}
+
+    async def start(self, peers: Iterable[str]) -> None:
+        """Check every peer has a way to be called; open in-process channels (discovery
+        has answered once they are open)."""
+        for peer in peers:
+            if self.sidecar_config is not None and peer not in self.overrides:
+                import sidecar.client
+
+                self._inprocess[peer] = await sidecar.client.connect(peer, self.sidecar_config)
+            else:
+                self.address(peer)  # fail at start, not on the first call
 
     def address(self, peer: str) -> str:
         address = self.overrides.get(peer) or self.outbound
@@ -46,6 +72,9 @@ class Peers:
         return address
 
     def channel(self, peer: str) -> grpc.aio.Channel:
+        found = self._inprocess.get(peer)
+        if found is not None:
+            return found
         address = self.address(peer)
         channel = self._channels.get(address)
         if channel is None:
@@ -54,9 +83,31 @@ class Peers:
         return channel
 
     async def close(self) -> None:
-        for channel in self._channels.values():
+        for channel in [*self._channels.values(), *self._inprocess.values()]:
             await channel.close()
         self._channels.clear()
+        self._inprocess.clear()
+
+
+def add_client_flags(parser: argparse.ArgumentParser) -> None:
+    """`--client sidecar|inprocess` and `--sidecar-config FILE`."""
+    parser.add_argument(
+        "--client",
+        choices=("sidecar", "inprocess"),
+        default="sidecar",
+        help="call peers through the sidecar's outbound listener (default), or in-process "
+        "with sidecar.client (needs --sidecar-config)",
+    )
+    parser.add_argument(
+        "--sidecar-config", help="sidecar YAML whose upstreams the in-process client uses"
+    )
+
+
+def from_args(args: argparse.Namespace, overrides: dict[str, str | None]) -> Peers:
+    if args.client == "inprocess" and not args.sidecar_config:
+        raise SystemExit("--client inprocess needs --sidecar-config FILE")
+    config = args.sidecar_config if args.client == "inprocess" else None
+    return Peers(args.outbound, overrides, sidecar_config=config)
 
 
 def propagated(context: grpc.aio.ServicerContext) -> list[tuple[str, str]]:

@@ -23,7 +23,7 @@ from music.playlist.v1 import playlist_pb2, playlist_pb2_grpc
 from music.playlistview.v1 import playlistview_pb2 as pb
 from music.playlistview.v1 import playlistview_pb2_grpc as pb_grpc
 from services import runtime
-from services.peers import Peers, propagated, relay
+from services.peers import Peers, add_client_flags, from_args, propagated, relay
 
 SERVICE = "music.playlistview.v1.PlaylistView"
 BATCH = 100  # ids per metadata call
@@ -118,6 +118,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--outbound", help="the sidecar's outbound listener host:port")
     parser.add_argument("--playlist", help="playlist address (overrides --outbound)")
     parser.add_argument("--metadata", help="metadata address (overrides --outbound)")
+    add_client_flags(parser)
     parser.add_argument(
         "--default-deadline-ms", type=float, default=1000.0, help="when the caller sets none"
     )
@@ -125,9 +126,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 async def start(args: argparse.Namespace) -> runtime.Running:
-    peers = Peers(args.outbound, {"playlist": args.playlist, "metadata": args.metadata})
-    for peer in ("playlist", "metadata"):
-        peers.address(peer)  # fail at start, not on the first call
+    peers = from_args(args, {"playlist": args.playlist, "metadata": args.metadata})
+    await peers.start(("playlist", "metadata"))  # fail at start, not on the first call
     service = PlaylistViewService(peers, args.default_deadline_ms / 1000.0)
     running = await runtime.start_server(
         args, lambda s: pb_grpc.add_PlaylistViewServicer_to_server(service, s), [SERVICE]

@@ -43,6 +43,7 @@ from sidecar.proxy.pipeline import Pipeline, Route
 from sidecar.proxy.policies import default_policies
 from sidecar.proxy.router import Router
 from sidecar.proxy.seams import Policies
+from sidecar.xds.feed import xds_feed
 
 log = logging.getLogger("sidecar")
 
@@ -63,17 +64,7 @@ class Sidecar:
             if up.endpoints is not None:  # static; otherwise discovery fills it
                 cluster.update(config.site, [_endpoint(a, config.site) for a in up.endpoints], now)
             self.clusters[name] = cluster
-            self.routes[name] = Route(
-                name,
-                cluster,
-                up.timeout_ms / 1000,
-                up.hash_key,
-                calls=policies.calls(name, up),
-                per_try_timeout_s=None
-                if up.per_try_timeout_ms is None
-                else up.per_try_timeout_ms / 1000,
-                replay_bytes=up.retries.buffer_bytes if up.retries is not None else 0,
-            )
+            self.routes[name] = Route.from_config(name, up, cluster, policies.calls(name, up))
         self.router = Router({n: up.grpc_services for n, up in config.upstreams.items()})
         self.health_checkers = HealthCheckers(
             self.clusters, {n: up.health_check for n, up in config.upstreams.items()}, self.pool
@@ -132,6 +123,7 @@ class Sidecar:
         FaultAdmin(self.fault_table, targets).add_to(self.admin)
         self.draining = False
         self._drain_task: asyncio.Task[None] | None = None
+        self.xds = xds_feed(config, self.clusters)  # None unless `xds:` is configured
 
     def _outbound_route(self, method: str) -> Route | None:
         name = self.router.route(method)
@@ -152,6 +144,8 @@ class Sidecar:
         self.health_checkers.start()
         self.ports["admin"] = await self.admin.start()
         await self.mesh.start()
+        if self.xds is not None:
+            self.ports["xds"] = await self.xds.start()
         log.info("sidecar listening %s", " ".join(f"{k}={v}" for k, v in self.ports.items()))
 
     def _app_health_changed(self, healthy: bool) -> None:
@@ -206,6 +200,8 @@ class Sidecar:
         await self.mesh.linger()
         await self._stop_listeners()
         await self.mesh.stop()
+        if self.xds is not None:
+            await self.xds.stop()
         await self.health_checkers.close()
         if self.checker is not None:
             await self.checker.close()

@@ -111,7 +111,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     xds = verbs.add_parser("xds", help="serve upstreams over xDS (ADS) to gRPC clients and Envoy")
     xds.add_argument("-c", "--config", required=True, help="YAML config file")
-    xds.add_argument("--listen", default="127.0.0.1:18000", help="ADS host:port")
+    xds.add_argument(
+        "--listen", default=None, help="ADS host:port (default: xds.listen, else 127.0.0.1:18000)"
+    )
     xds.set_defaults(func=_xds)
 
     demo = verbs.add_parser(

@@ -130,6 +130,15 @@ class Admin(_Model):
     _v = field_validator("listen")(_check_hostport)
 
 
+class Xds(_Model):
+    """Serve this sidecar's upstreams over xDS (ADS) to proxyless gRPC clients and Envoy."""
+
+    listen: HostPort = "127.0.0.1:18000"
+    refresh_s: float = Field(default=1.0, gt=0)  # health/breaker changes reach EDS this fast
+
+    _v = field_validator("listen")(_check_hostport)
+
+
 class Discovery(_Model):
     nameservers: list[HostPort] = []  # empty: the system resolver configuration
     srv_template: str = "_{service}._grpc.{site}.{domain}"
@@ -274,6 +283,7 @@ class Config(_Model):
     proto_modules: list[str] = []
     discovery: Discovery = Discovery()
     registration: Registration | None = None
+    xds: Xds | None = None  # off unless configured
     upstreams: dict[str, Upstream] = {}
 
     @model_validator(mode="after")

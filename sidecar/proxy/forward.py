@@ -16,12 +16,29 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 import grpc
 
 from sidecar.proxy.channels import PooledChannel
 from sidecar.proxy.headers import Pairs, forwardable
+
+
+class Caller(Protocol):
+    """Who made the call, as the pipeline sees it: a grpcio server context on the
+    sidecar's listeners, or the in-process client's call (sidecar/client/call.py)."""
+
+    def time_remaining(self) -> float | None:
+        """Seconds until the caller's deadline, None without one."""
+
+    def invocation_metadata(self) -> Any:
+        """The caller's request metadata, (key, value) pairs."""
+
+    async def send_initial_metadata(self, metadata: Any) -> None:
+        """Response headers of a streamed response, before its first message."""
+
+    async def write(self, message: Any) -> None:
+        """One response message of a streamed response (raw bytes)."""
 
 
 @dataclass(slots=True)
@@ -42,7 +59,7 @@ async def forward(
     pooled: PooledChannel,
     method: str,
     request: Any,
-    context: grpc.aio.ServicerContext[Any, Any],
+    context: Caller,
     metadata: Pairs,
     timeout_s: float | None,
 ) -> Answer:
@@ -80,7 +97,7 @@ async def forward(
     return answer
 
 
-async def _relay(call: Any, context: grpc.aio.ServicerContext[Any, Any], answer: Answer) -> None:
+async def _relay(call: Any, context: Caller, answer: Answer) -> None:
     """Stream the upstream's headers and messages to the caller as they arrive."""
     headers = forwardable(await call.initial_metadata())
     answer.headers = headers

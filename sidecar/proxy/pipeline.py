@@ -3,7 +3,10 @@
 Does I/O through `forward` and the seams; every decision is made by a policy object.
 The same pipeline serves both listeners: outbound (the local app calling a peer,
 `route.name` = the upstream) and inbound (a peer calling the local app, `route.name`
-= "app", a one-endpoint cluster).
+= "app", a one-endpoint cluster), and the in-process client (sidecar/client), which
+runs steps 1-7 inside the calling app. The caller is a `Caller` (sidecar/proxy/forward.py):
+a grpcio server context on the listeners, the client's own call object in-process;
+`answer()` runs steps 1-7 and `call()` adds step 8 for a server context.
 
 The steps, and why each sits where it sits:
 
@@ -57,9 +60,10 @@ import grpc
 
 from sidecar import metrics
 from sidecar.cluster import Cluster
+from sidecar.config import Upstream
 from sidecar.outcome import SIDECAR_ERROR_KEY, Outcome, caller_gone, classify
 from sidecar.proxy.channels import ChannelPool
-from sidecar.proxy.forward import Answer, forward
+from sidecar.proxy.forward import Answer, Caller, forward
 from sidecar.proxy.headers import (
     Pairs,
     forwardable,
@@ -99,6 +103,21 @@ class Route:
     per_try_timeout_s: float | None = None
     replay_bytes: int = 0  # request streams are buffered for a retry up to this size
 
+    @classmethod
+    def from_config(cls, name: str, config: Upstream, cluster: Cluster, calls: CallPolicy) -> Route:
+        """The route to upstream `name` as its config section says (sidecar and client alike)."""
+        return cls(
+            name,
+            cluster,
+            config.timeout_ms / 1000,
+            config.hash_key,
+            calls=calls,
+            per_try_timeout_s=None
+            if config.per_try_timeout_ms is None
+            else config.per_try_timeout_ms / 1000,
+            replay_bytes=config.retries.buffer_bytes if config.retries is not None else 0,
+        )
+
 
 def _local(code: grpc.StatusCode, reason: str, message: str, extra: Pairs = ()) -> Answer:
     return Answer(code, message, (), (*extra, *sidecar_error(reason)), local_reason=reason)
@@ -127,6 +146,15 @@ class Pipeline:
         context: grpc.aio.ServicerContext[Any, Any],
     ) -> bytes | None:
         """Handle one call end to end; the return value is the unary response, if any."""
+        answer = await self.answer(route, method, kind, request, context)
+        # 8. Deliver.
+        return await _deliver(answer, context)
+
+    async def answer(
+        self, route: Route | None, method: str, kind: str, request: Any, caller: Caller
+    ) -> Answer:
+        """Steps 1-7 with metrics: the answer to deliver. A streamed response has already
+        gone to `caller` as it arrived (`answer.committed`)."""
         started = time.monotonic()
         upstream = route.name if route is not None else "-"
         label_method = method if route is not None else "-"
@@ -135,7 +163,7 @@ class Pipeline:
         code = "CANCELLED"  # what the metrics say if the caller goes away mid-call
         try:
             try:
-                answer = await self._steps(route, method, kind, request, context, started)
+                answer = await self._steps(route, method, kind, request, caller, started)
             except Exception:
                 log.exception("%s call %s failed inside the sidecar", self.direction, method)
                 answer = _local(
@@ -152,8 +180,7 @@ class Pipeline:
             metrics.DURATION.labels(self.direction, upstream, label_method).observe(
                 time.monotonic() - started
             )
-        # 8. Deliver.
-        return await _deliver(answer, context)
+        return answer
 
     async def _steps(
         self,
@@ -161,7 +188,7 @@ class Pipeline:
         method: str,
         kind: str,
         request: Any,
-        context: grpc.aio.ServicerContext[Any, Any],
+        context: Caller,
         started: float,
     ) -> Answer:
         # 1. Route.
@@ -227,7 +254,7 @@ class Pipeline:
         method: str,
         kind: str,
         request: Any,
-        context: grpc.aio.ServicerContext[Any, Any],
+        context: Caller,
         metadata: Pairs,
         deadline: float | None,
     ) -> tuple[Answer, Outcome]:

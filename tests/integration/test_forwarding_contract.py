@@ -1,5 +1,11 @@
-"""The forwarding contract: the same assertions straight to the echo backend and through
-an outbound + inbound sidecar pair (real processes)."""
+"""The forwarding contract: the same assertions straight to the echo backend, through an
+outbound + inbound sidecar pair (real processes), and through the in-process client
+(`sidecar.client`, in this test's process) calling the backend's inbound sidecar.
+
+Every assertion applies to all four paths. The in-process client has no hop of its own,
+so what the outbound sidecar does as a hop (route by `:path`, drop the caller's
+hop-by-hop headers, re-derive `grpc-timeout`) is not exercised on that path: there is
+no second connection for it to happen on."""
 
 from __future__ import annotations
 
@@ -12,6 +18,7 @@ from typing import Any
 import grpc
 import pytest
 
+import sidecar.client
 from meshtest.echo.v1 import echo_pb2, echo_pb2_grpc
 from tests.integration.conftest import Mesh
 from tests.integration.procs import MIB
@@ -24,9 +31,20 @@ OPTIONS = [
 ]
 
 
-@pytest.fixture(params=["direct", "grpcio", "h2relay"])
+@pytest.fixture(params=["direct", "grpcio", "h2relay", "inprocess"])
 async def stub(request: pytest.FixtureRequest, mesh: Mesh) -> AsyncIterator[Any]:
-    """An Echo stub straight to the backend, or through a sidecar pair on either data plane."""
+    """An Echo stub straight to the backend, through a sidecar pair on either data plane,
+    or through the in-process client to the backend's inbound sidecar."""
+    if request.param == "inprocess":
+        config = {
+            "max_message_bytes": 12 * MIB,
+            "upstreams": {"echo": {"endpoints": [mesh.inbound_addr], "timeout_ms": 5000}},
+        }
+        async with await sidecar.client.connect("echo", config) as channel:
+            stub = echo_pb2_grpc.EchoStub(channel)
+            stub.via = request.param
+            yield stub
+        return
     if request.param == "h2relay":
         mesh = request.getfixturevalue("relay_mesh")
     target = mesh.echo_addr if request.param == "direct" else mesh.outbound_addr
