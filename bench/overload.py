@@ -74,12 +74,18 @@ class OverloadSettings:
 
 def admission_wired(tree: Path) -> bool:
     """Does this tree's `sidecar run` build the shedding Admission? (read, not run)"""
-    app = tree / "sidecar" / "app.py"
     try:
-        text = app.read_text()
+        text = (tree / "sidecar" / "app.py").read_text()
     except OSError:
         return False
-    return "sidecar.shedding" in text  # the composition root imports the real admission
+    if "sidecar.shedding" in text:  # the composition root imports the real admission
+        return True
+    # ... or builds it through the seams' default policies (sidecar/proxy/policies.py)
+    policies = tree / "sidecar" / "proxy" / "policies.py"
+    try:
+        return "default_policies" in text and "sidecar.shedding" in policies.read_text()
+    except OSError:
+        return False
 
 
 def start_app(wd: Path, s: OverloadSettings, tree: Path) -> tuple[Managed, int]:
