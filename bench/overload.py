@@ -62,6 +62,8 @@ class OverloadSettings:
     capacity_seconds: float = 3.0
     smoke: bool = False
     paths: tuple[str, ...] = field(default=PATHS)
+    # more `inbound.admission` keys for the shedding path (e.g. {"adaptive": "gradient"})
+    admission_extra: dict[str, Any] = field(default_factory=dict)
 
     @classmethod
     def quick(cls) -> OverloadSettings:
@@ -106,6 +108,7 @@ def run_overload(s: OverloadSettings, tree: Path, log: Log, argv: list[str], out
         "queue_size": s.queue_size,
         "codel_target_ms": s.codel_target_ms,
         "codel_interval_ms": s.codel_interval_ms,
+        **s.admission_extra,
     }
     data["admission"] = admission
     with tempfile.TemporaryDirectory(prefix="bench-overload-") as tmp:
