@@ -62,6 +62,8 @@ class OverloadSettings:
     capacity_seconds: float = 3.0
     smoke: bool = False
     paths: tuple[str, ...] = field(default=PATHS)
+    # more `inbound.admission` keys for the shedding path (e.g. {"adaptive": "gradient"})
+    admission_extra: dict[str, Any] = field(default_factory=dict)
 
     @classmethod
     def quick(cls) -> OverloadSettings:
@@ -74,12 +76,18 @@ class OverloadSettings:
 
 def admission_wired(tree: Path) -> bool:
     """Does this tree's `sidecar run` build the shedding Admission? (read, not run)"""
-    app = tree / "sidecar" / "app.py"
     try:
-        text = app.read_text()
+        text = (tree / "sidecar" / "app.py").read_text()
     except OSError:
         return False
-    return "sidecar.shedding" in text  # the composition root imports the real admission
+    if "sidecar.shedding" in text:  # the composition root imports the real admission
+        return True
+    # ... or builds it through the seams' default policies (sidecar/proxy/policies.py)
+    policies = tree / "sidecar" / "proxy" / "policies.py"
+    try:
+        return "default_policies" in text and "sidecar.shedding" in policies.read_text()
+    except OSError:
+        return False
 
 
 def start_app(wd: Path, s: OverloadSettings, tree: Path) -> tuple[Managed, int]:
@@ -100,6 +108,7 @@ def run_overload(s: OverloadSettings, tree: Path, log: Log, argv: list[str], out
         "queue_size": s.queue_size,
         "codel_target_ms": s.codel_target_ms,
         "codel_interval_ms": s.codel_interval_ms,
+        **s.admission_extra,
     }
     data["admission"] = admission
     with tempfile.TemporaryDirectory(prefix="bench-overload-") as tmp:

@@ -422,7 +422,7 @@ def summary_table(rows: list[dict[str, Any]]) -> Any:
 def instances_table(totals: list[dict[str, Any]]) -> Any:
     from rich.table import Table
 
-    table = Table(title="per instance, as its inbound sidecar counted (since its last start)")
+    table = Table(title="per instance, as its inbound sidecar counted (whole run)")
     for col in ("instance", "requests", "errors", "drops", "breaker trips (by callers)"):
         table.add_column(col)
     for t in totals:

@@ -82,6 +82,8 @@ class Row:
     registered: bool | None = None
     up: bool = False
     totals: dict[str, float] = field(default_factory=dict)
+    # what earlier lives of a restarted sidecar counted (its counters start again at 0)
+    carried: dict[str, float] = field(default_factory=dict)
 
 
 class MeshView:
@@ -141,6 +143,12 @@ class MeshView:
         row.registered = sample.registered
         self._first.setdefault(inst.name, sample)
         last = self._last.get(inst.name)
+        if last is not None and sample.requests < last.requests:
+            # a restarted sidecar: keep what its previous life counted (a restart whose
+            # new count already passed the old one goes unnoticed: an undercount)
+            for key, value in (("requests", last.requests), ("errors", last.errors),
+                               ("drops", last.drops)):  # fmt: skip
+                row.carried[key] = row.carried.get(key, 0.0) + value
         if last is not None and sample.requests >= last.requests and now > last.at:
             dt = now - last.at
             row.rps = (sample.requests - last.requests) / dt
@@ -148,7 +156,11 @@ class MeshView:
             row.drops_per_s = (sample.drops - last.drops) / dt
             row.p99_ms = p99_ms(last.buckets, sample.buckets)
         self._last[inst.name] = sample
-        row.totals = {"requests": sample.requests, "errors": sample.errors, "drops": sample.drops}
+        row.totals = {
+            "requests": sample.requests + row.carried.get("requests", 0.0),
+            "errors": sample.errors + row.carried.get("errors", 0.0),
+            "drops": sample.drops + row.carried.get("drops", 0.0),
+        }
         clusters: dict[str, Any] | None = None
         if inst.outbound_port is not None:
             with contextlib.suppress(Exception):
@@ -157,7 +169,7 @@ class MeshView:
         return clusters
 
     def totals(self) -> list[dict[str, Any]]:
-        """Per instance, over the whole run (a restarted sidecar counts from its restart)."""
+        """Per instance, over the whole run (a restarted sidecar's earlier counts included)."""
         out = []
         for name, row in self.rows.items():
             trips = sum(v for k, v in self.breaker_trips.items() if k.endswith(f">{name}"))

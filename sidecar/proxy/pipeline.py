@@ -36,7 +36,10 @@ The steps, and why each sits where it sits:
       load the upstream too; after the pick, so a refusal leaves no host started;
    c. forward raw bytes over the endpoint's pooled channel (sidecar/proxy/forward.py),
       bounded by the per-try timeout and the call's deadline; a request stream is read
-      through a replay buffer (`retries.buffer_bytes`) so a retry can resend it;
+      through a replay buffer (`retries.buffer_bytes`) so a retry can resend it. While
+      the channel is still connecting the attempt waits for it holding one of the
+      upstream's `limits.max_pending` slots (none left: fail fast, `overloaded`), so a
+      peer that accepts slowly cannot pile up calls here;
    d. classify the result once (sidecar/outcome.py), telling local failures (connect,
       per-try timeout, deadline spent waiting) from the peer's answer;
    e. report: `host.finish(...)` (breaker, EWMA) and the policy told, exactly once, in a
@@ -62,7 +65,7 @@ from sidecar import metrics
 from sidecar.cluster import Cluster
 from sidecar.config import Upstream
 from sidecar.outcome import SIDECAR_ERROR_KEY, Outcome, caller_gone, classify
-from sidecar.proxy.channels import ChannelPool
+from sidecar.proxy.channels import ChannelPool, PooledChannel
 from sidecar.proxy.forward import Answer, Caller, forward
 from sidecar.proxy.headers import (
     Pairs,
@@ -301,25 +304,35 @@ class Pipeline:
             host.start(now)
             outcome = Outcome.CANCELLED
             answered = False
+            refused: Refusal | None = None
             try:
-                # 7c. Forward.
-                timeout = None if ends is None else max(0.001, ends - time.monotonic())
-                body = stream.replay() if stream is not None else request
                 with self.pool.lease(address, now) as pooled:
-                    answer = await forward(kind, pooled, method, body, context, metadata, timeout)
-                answered = True
-                # 7d. Classify.
-                outcome = self._classify(answer, route, address, ends)
+                    # 7c. Forward (once connected, or failing fast past max_pending).
+                    refused = await _connection(pooled, call, ends)
+                    if refused is None:
+                        timeout = None if ends is None else max(0.001, ends - time.monotonic())
+                        body = stream.replay() if stream is not None else request
+                        answer = await forward(
+                            kind, pooled, method, body, context, metadata, timeout
+                        )
+                        answered = True
+                        # 7d. Classify.
+                        outcome = self._classify(answer, route, address, ends)
             finally:
                 # 7e. Report.
                 end = time.monotonic()
-                if not answered:
+                if not answered and refused is None:
                     # cancelled: as the time ran out (grpcio cancels a handler at its
                     # caller's deadline) that means the endpoint did not answer in time
                     outcome = caller_gone(now, ends, end)
-                host.finish(outcome, end - now, end)
-                call.attempt_ended(outcome, end)
-                metrics.ATTEMPTS.labels(self.direction, route.name, address, outcome.value).inc()
+                host.finish(outcome, end - now, end)  # a refusal (CANCELLED) says nothing
+                if refused is None:
+                    call.attempt_ended(outcome, end)
+                    metrics.ATTEMPTS.labels(
+                        self.direction, route.name, address, outcome.value
+                    ).inc()
+            if refused is not None:
+                return last or (_refused(refused), Outcome.CANCELLED)
             last = (answer, outcome)
             if answer.code is grpc.StatusCode.OK:
                 return last
@@ -381,6 +394,36 @@ def _refused(refusal: Refusal) -> Answer:
     if refusal.pushback_ms is not None:
         extra = (("grpc-retry-pushback-ms", str(refusal.pushback_ms)),)
     return _local(grpc.StatusCode[refusal.status], refusal.reason, refusal.message, extra)
+
+
+# Channel states in which a call would wait for the connection (READY sends at once;
+# TRANSIENT_FAILURE fails the call at once as a connect failure).
+_CONNECTING = frozenset({grpc.ChannelConnectivity.IDLE, grpc.ChannelConnectivity.CONNECTING})
+
+
+async def _connection(pooled: PooledChannel, call: CallState, ends: float | None) -> Refusal | None:
+    """Wait until the endpoint's channel has left connecting, counted against the
+    upstream's `limits.max_pending` (Envoy's pending requests); a refusal when full."""
+    channel = pooled.channel
+    state = channel.get_state(try_to_connect=True)
+    if state not in _CONNECTING:
+        return None
+    refusal = call.pending()
+    if refusal is not None:
+        return refusal
+    try:
+        while state in _CONNECTING:
+            left = None if ends is None else ends - time.monotonic()
+            if left is not None and left <= 0:
+                break  # the attempt then ends as a timeout, like a hung peer
+            try:
+                await asyncio.wait_for(channel.wait_for_state_change(state), left)
+            except TimeoutError:
+                break
+            state = channel.get_state(try_to_connect=True)
+    finally:
+        call.connected()
+    return None
 
 
 def _bounded(delay_s: float, deadline: float | None) -> float:

@@ -6,8 +6,9 @@ sidecar/shedding, sidecar/faults); this module only translates their answers int
 the seams' `Refusal`s and tokens. `default_policies()` is what sidecar/app.py uses.
 
 Statuses, and why:
-- upstream at `limits.max_requests`: RESOURCE_EXHAUSTED, `x-sidecar-error: overloaded`
-  (Envoy's circuit breaking answers the same);
+- upstream at `limits.max_requests`, or `limits.max_pending` calls already waiting for
+  a connection: RESOURCE_EXHAUSTED, `x-sidecar-error: overloaded` (Envoy's circuit
+  breaking answers the same);
 - adaptive throttling rejected the attempt locally: UNAVAILABLE, `x-sidecar-error:
   throttled` (the SRE book's client-side rejection looks like the backend refusing);
 - inbound admission dropped the call: UNAVAILABLE, `x-sidecar-error: overloaded` or
@@ -43,6 +44,11 @@ class UpstreamCalls:
             f"upstream {name} already has {limits.max_requests} calls in flight "
             f"(limits.max_requests): failing fast",
         )
+        self._pending_full = Refusal(
+            "overloaded",
+            f"upstream {name} already has {limits.max_pending} calls waiting for a "
+            f"connection (limits.max_pending): failing fast",
+        )
 
     def begin(self, now: float) -> CallState | Refusal:
         token = self.policy.limits.try_acquire()
@@ -64,6 +70,12 @@ class _Call:
         if self._calls.policy.allow_attempt(now):
             return None
         return self._calls._throttled
+
+    def pending(self) -> Refusal | None:
+        return None if self._token.try_enter_pending() else self._calls._pending_full
+
+    def connected(self) -> None:
+        self._token.leave_pending()
 
     def attempt_ended(self, outcome: Outcome, now: float) -> None:
         self._calls.policy.record(now, outcome)

@@ -1,8 +1,8 @@
 """A caller's request stream, kept so a retry can send it again.
 
 Does no I/O of its own, but reads the caller's stream (grpc.aio) on the pipeline's
-behalf. Every message read is kept (up to `retries.buffer_bytes`, the same cap as
-sidecar/retry/buffer.py's `ReplayBuffer`) before it goes upstream; `replay()` gives an
+behalf. Every message read is kept (up to `retries.buffer_bytes`) before it goes
+upstream; `replay()` gives an
 attempt the kept messages first and then the rest of the caller's stream as it
 arrives. Past the cap the call loses its right to a retry (`replayable` is False) and
 messages are let go as soon as the current attempt has taken them, so memory per call

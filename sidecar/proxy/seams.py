@@ -60,6 +60,14 @@ class CallState(Protocol):
     def attempt(self, now: float) -> Refusal | None:
         """Before each attempt (after the pick): None to send it, or a refusal."""
 
+    def pending(self) -> Refusal | None:
+        """The attempt must wait for its endpoint's connection: None when a pending slot
+        (`limits.max_pending`) was taken, to be given back by `connected()`; else a
+        fail-fast refusal."""
+
+    def connected(self) -> None:
+        """The wait for a connection is over (idempotent; `release` frees the slot too)."""
+
     def attempt_ended(self, outcome: Outcome, now: float) -> None:
         """An attempt that was sent ended with `outcome`."""
 
@@ -98,6 +106,12 @@ class _PassThrough:
     __slots__ = ()
 
     def attempt(self, now: float) -> Refusal | None:
+        return None
+
+    def pending(self) -> Refusal | None:
+        return None
+
+    def connected(self) -> None:
         return None
 
     def attempt_ended(self, outcome: Outcome, now: float) -> None:

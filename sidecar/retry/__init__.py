@@ -6,7 +6,6 @@ the data plane does the waiting and the sending. `UpstreamPolicy` bundles them.
 
 from sidecar.retry.backoff import PUSHBACK_KEY, Pushback, full_jitter_s, parse_pushback
 from sidecar.retry.budget import RetryBudget
-from sidecar.retry.buffer import ReplayBuffer
 from sidecar.retry.deadline import attempt_timeout_s, call_deadline
 from sidecar.retry.limits import LimitExceeded, LimitToken, UpstreamLimits
 from sidecar.retry.policy import NEVER_DELIVERED, RetryDecision, RetryPolicy, decide
@@ -21,7 +20,6 @@ __all__ = [
     "LimitExceeded",
     "LimitToken",
     "Pushback",
-    "ReplayBuffer",
     "RetryBudget",
     "RetryDecision",
     "RetryPolicy",

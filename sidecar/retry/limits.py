@@ -50,20 +50,33 @@ class LimitToken:
     @contextmanager
     def pending(self) -> Iterator[None]:
         """Hold a pending slot while waiting for a connection; raises LimitExceeded."""
+        if self._pending:
+            yield  # already counted: nesting is harmless
+            return
+        if not self.try_enter_pending():
+            raise LimitExceeded(self._limits.upstream, "max_pending")
+        try:
+            yield
+        finally:
+            self.leave_pending()
+
+    def try_enter_pending(self) -> bool:
+        """Take a pending slot (False: `max_pending` calls already wait); pair with
+        `leave_pending()`, or `release()` frees it too."""
         lim = self._limits
         if self.released:
             raise RuntimeError("token already released")
         if self._pending:
-            yield  # already counted: nesting is harmless
-            return
+            return True
         if lim.pending >= lim.max_pending:
-            raise LimitExceeded(lim.upstream, "max_pending")
+            return False
         lim.pending += 1
         self._pending = True
-        try:
-            yield
-        finally:
-            self._leave_pending()
+        return True
+
+    def leave_pending(self) -> None:
+        """The connection is there (or the wait is over); idempotent."""
+        self._leave_pending()
 
     def _leave_pending(self) -> None:
         if self._pending:

@@ -44,8 +44,10 @@ class Trio:
         return {n: (await echo_admin(self.addr(n)))["calls"] for n in NAMES}
 
     @contextmanager
-    def sidecar(self, name: str, **upstream: Any) -> Iterator[Sidecar]:
-        cfg = {
+    def sidecar(
+        self, name: str, dataplane: str | None = None, **upstream: Any
+    ) -> Iterator[Sidecar]:
+        cfg: dict[str, Any] = {
             "outbound": {"listen": f"127.0.0.1:{free_port()}"},
             "proto_modules": ["meshtest.echo.v1.echo_pb2"],
             "upstreams": {
@@ -56,6 +58,8 @@ class Trio:
                 }
             },
         }
+        if dataplane is not None:
+            cfg["dataplane"] = dataplane
         with sidecar_process(self.tmp, name, cfg) as side:
             yield side
 
@@ -276,3 +280,79 @@ async def test_active_health_check_takes_endpoint_out(fresh: Trio) -> None:
         assert (await trio.calls())["c"] == before["c"]
         await echo_admin(trio.addr("c"), health="SERVING")
         wait_until(lambda: endpoint(side, trio, "c")["health_check"] is True, 5, "c healthy")
+
+
+async def test_per_try_timeout_trips_the_breaker_and_ejects(fresh: Trio) -> None:
+    """grpcio plane: a hung endpoint's attempts end at the per-try timeout as TIMEOUT
+    outcomes, its breaker opens, and retries on other endpoints keep calls succeeding."""
+    trio = fresh
+    with trio.sidecar(
+        "per-try",
+        dataplane="grpcio",
+        lb="round_robin",  # every endpoint gets its turn: the breaker, not the EWMA, ejects
+        per_try_timeout_ms=150,
+        retries={"max_attempts": 3, "on": ["UNAVAILABLE", "DEADLINE_EXCEEDED"]},
+        breaker={"fail_max": 2, "reset_timeout_s": 30},
+    ) as side:
+        await echo_admin(trio.addr("b"), hang=True)
+        results = await unary_calls(side, 30, concurrency=3, deadline_s=2.0)
+        assert all(code is grpc.StatusCode.OK for code, _, _ in results), results
+        # a retried call cost one per-try timeout, not the caller's whole deadline
+        assert max(seconds for _, seconds, _ in results) < 1.5
+        wait_until(lambda: endpoint(side, trio, "b")["breaker"] == "open", 5, "b ejected")
+        _, body = http("GET", side.url("/metrics"))
+        timeouts = [
+            line
+            for line in body.decode().splitlines()
+            if line.startswith("sidecar_attempts_total{")
+            and f'endpoint="{trio.addr("b")}"' in line
+            and 'outcome="timeout"' in line
+        ]
+        assert timeouts and float(timeouts[0].rsplit(" ", 1)[1]) >= 2, timeouts
+        before = (await trio.calls())["b"]
+        results = await unary_calls(side, 20, deadline_s=2.0)
+        assert all(code is grpc.StatusCode.OK for code, _, _ in results), results
+        assert (await trio.calls())["b"] == before  # ejected: no more traffic
+
+
+@contextmanager
+def silent_listener() -> Iterator[int]:
+    """A TCP port that accepts connections (the kernel does) but never speaks HTTP/2:
+    a gRPC channel to it stays CONNECTING."""
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        sock.listen(64)
+        yield int(sock.getsockname()[1])
+
+
+async def test_max_pending_fails_fast_while_connecting(trio: Trio) -> None:
+    """grpcio plane: calls waiting for a connection count against limits.max_pending;
+    beyond it they fail fast with RESOURCE_EXHAUSTED and x-sidecar-error: overloaded,
+    while calls on a connected upstream are not held to it."""
+    with silent_listener() as port:
+        cfg = {
+            "dataplane": "grpcio",
+            "outbound": {"listen": f"127.0.0.1:{free_port()}"},
+            "proto_modules": ["meshtest.echo.v1.echo_pb2"],
+            "upstreams": {
+                "echo": {
+                    "grpc_services": [ECHO],
+                    "endpoints": [f"127.0.0.1:{port}"],
+                    "limits": {"max_requests": 100, "max_pending": 2},
+                }
+            },
+        }
+        with sidecar_process(trio.tmp, "pending", cfg) as side:
+            results = await unary_calls(side, 8, concurrency=8, deadline_s=1.0)
+        fast = [r for r in results if r[0] is grpc.StatusCode.RESOURCE_EXHAUSTED]
+        waited = [r for r in results if r[0] is grpc.StatusCode.DEADLINE_EXCEEDED]
+        assert len(fast) == 6 and len(waited) == 2, results
+        assert all(why == "overloaded" and seconds < 0.5 for _, seconds, why in fast), fast
+    # Connected: many more concurrent calls than max_pending all go through.
+    cfg["upstreams"]["echo"]["endpoints"] = [trio.addr(n) for n in NAMES]  # type: ignore[index]
+    with sidecar_process(trio.tmp, "pending-ready", cfg) as side:
+        await unary_calls(side, 3)  # connect
+        results = await unary_calls(side, 40, concurrency=10)
+        assert all(code is grpc.StatusCode.OK for code, _, _ in results), results

@@ -150,6 +150,41 @@ async def test_burst_ends_in_success_or_drop_within_deadline(pair: Pair, listene
         assert b'outcome="overloaded"' in body
 
 
+async def test_sheddable_calls_are_dropped_before_critical_ones(pair: Pair) -> None:
+    """Sustained overload (~3x what the app takes) on the inbound sidecar: critical calls
+    (~2/3 of its capacity) mostly succeed, because the sheddable ones (the rest of the
+    load) are dropped first (issue 7)."""
+    results: dict[str, list[grpc.StatusCode]] = {"critical": [], "sheddable": []}
+
+    async def one(ch: Any, priority: str) -> None:
+        try:
+            await echo_pb2_grpc.EchoStub(ch).Unary(
+                echo_pb2.EchoRequest(delay_ms=20),
+                timeout=1.0,
+                metadata=(("x-sidecar-priority", priority),),
+            )
+            results[priority].append(grpc.StatusCode.OK)
+        except grpc.aio.AioRpcError as err:
+            results[priority].append(err.code())
+
+    async with grpc.aio.insecure_channel(pair.addr("inbound")) as ch:
+        await asyncio.wait_for(ch.channel_ready(), 5)
+        tasks = []
+        # 300 calls over ~1 s: 60 critical, 240 sheddable; the app serves ~100/s (2 x 20 ms)
+        wave = ("sheddable", "sheddable", "critical", "sheddable", "sheddable") * 2
+        for _ in range(30):
+            tasks += [asyncio.create_task(one(ch, p)) for p in wave]
+            await asyncio.sleep(0.03)
+        await asyncio.wait_for(asyncio.gather(*tasks), 10)
+    ok = {
+        p: sum(c is grpc.StatusCode.OK for c in codes) / len(codes) for p, codes in results.items()
+    }
+    print("success ratio by priority:", ok)
+    assert ok["sheddable"] < 0.5, ("no overload: the test shows nothing", ok)
+    assert ok["critical"] >= 0.6, ok  # measured 0.73-0.83 (CoDel bounds even their wait)
+    assert ok["critical"] >= 2 * ok["sheddable"], ok
+
+
 async def test_config_fault_aborts_with_fault_marker(pair: Pair) -> None:
     """upstreams.faulty.faults aborts 100%: the configured status and x-sidecar-error: fault."""
     async with grpc.aio.insecure_channel(pair.addr("outbound")) as ch:

@@ -69,6 +69,12 @@ def test_admission_wired_reads_the_tree(tmp_path: Path) -> None:
     assert not admission_wired(tmp_path)
     app.write_text("from sidecar.shedding import Admission\n")
     assert admission_wired(tmp_path)
+    # through the seams' default policies, which build the shedding admission
+    app.write_text("from sidecar.proxy.policies import default_policies\n")
+    assert not admission_wired(tmp_path)
+    (tmp_path / "sidecar" / "proxy").mkdir()
+    (tmp_path / "sidecar" / "proxy" / "policies.py").write_text("from sidecar.shedding import x\n")
+    assert admission_wired(tmp_path)
 
 
 def _run(path: str, load: str, factor: float, goodput: float, p99: float) -> dict[str, object]:

@@ -1,7 +1,9 @@
 """Pure parts of the data plane: routing, hop-by-hop metadata, local-error naming,
-RPC kinds, and the channel pool's idle plan."""
+RPC kinds, the channel pool's idle plan, and the request stream kept for a replay."""
 
 from __future__ import annotations
+
+import pytest
 
 from sidecar.proxy.channels import idle_keys
 from sidecar.proxy.headers import forwardable, local_reason, with_request_id
@@ -84,3 +86,29 @@ def test_idle_plan_spares_leased_and_recent_channels() -> None:
     """Only channels without leases and idle for the timeout are closed."""
     entries = {"a:1": (0, 0.0), "b:1": (1, 0.0), "c:1": (0, 95.0)}
     assert idle_keys(entries, now=100.0, idle_s=10.0) == ["a:1"]
+
+
+async def test_request_stream_replays_until_it_outgrows_its_cap() -> None:
+    """A retried stream resends every message read so far, then the rest; past the
+    cap it stops being replayable and a replay is refused."""
+    from collections.abc import AsyncIterator
+
+    from sidecar.proxy.replay import RequestStream
+
+    async def source(items: list[bytes]) -> AsyncIterator[bytes]:
+        for item in items:
+            yield item
+
+    stream = RequestStream(source([b"12345", b"678", b"9"]), cap_bytes=10)
+    first = stream.replay()
+    assert await first.__anext__() == b"12345"  # an attempt that failed after one message
+    assert [m async for m in stream.replay()] == [b"12345", b"678", b"9"]
+    assert stream.replayable and stream.nbytes == 9
+    stream.close()
+
+    big = RequestStream(source([b"12345", b"678", b"abc", b"d"]), cap_bytes=10)
+    assert [m async for m in big.replay()] == [b"12345", b"678", b"abc", b"d"]
+    assert not big.replayable
+    with pytest.raises(RuntimeError):
+        _ = [m async for m in big.replay()]
+    big.close()

@@ -18,20 +18,26 @@ import pytest
 from tests.integration.services.test_demo_direct import start_demo, survivors
 
 pytestmark = pytest.mark.timeout(180)
-# Tolerant floors: the 2-core machine is shared, and retries are not plugged into
-# `sidecar run` yet, so a killed instance can cost a few calls before its sidecar
-# deregisters it and the callers' breakers open.
+# Floors per phase (both sites). Measured on the shared 2-core machine with these settings
+# (30 s, 20 calls/s per site, burst 4x): 100% in every phase but the overload, where
+# 97.5-100% (a few `overloaded` drops), in 3 runs. The floors leave room for a busy
+# machine but not for a fault that shows: the demo's callers retry on another instance
+# (retries.max_attempts 2) and break circuits, so a killed, slowed or stopped instance
+# must not cost more than a few calls.
 FLOOR = {
-    "steady": 0.97,
-    "kill-metadata": 0.90,
-    "slow-playlist": 0.90,
-    "lon3-playlist-down": 0.90,
-    "restored": 0.90,
+    "steady": 0.99,
+    "kill-metadata": 0.97,  # retries and breakers hide it
+    "slow-playlist": 0.97,  # latency-aware balancing moves away
+    "lon3-playlist-down": 0.97,  # lon3's view fails over to sto3's playlist
+    "restored": 0.97,
+    "overload": 0.90,  # the regular load during the burst: dropping protects it
+    "cooldown": 0.95,
 }
-# Not floored: "overload" and "cooldown". Request dropping (inbound admission) is not
-# plugged into `sidecar run` yet, so on a busy 2-core machine a burst builds queues whose
-# tail runs into the short cooldown (measured from 100% down to 12% there). The burst is
-# kept small here; its numbers are printed, not asserted.
+# The burst itself: every call ends OK or dropped by a sidecar (never a hang or an app
+# error), and request dropping keeps the served calls' latency bounded well under the
+# 1,000 ms deadline (worst second's p99 measured 47-274 ms).
+BURST_P99_MS = 750.0
+BURST_ERRORS = {"overloaded", "deadline"}
 
 
 async def test_demo_with_sidecars_survives_the_story(tmp_path: Path) -> None:
@@ -39,7 +45,7 @@ async def test_demo_with_sidecars_survives_the_story(tmp_path: Path) -> None:
     demo_id = uuid.uuid4().hex
     summary = tmp_path / "summary.json"
     proc = await start_demo(
-        tmp_path, demo_id, "--duration", "30", "--burst-factor", "2", "--summary-out", str(summary)
+        tmp_path, demo_id, "--duration", "30", "--burst-factor", "4", "--summary-out", str(summary)
     )
     out, _ = await asyncio.wait_for(proc.communicate(), 170)
     text = out.decode(errors="replace")
@@ -62,9 +68,13 @@ async def test_demo_with_sidecars_survives_the_story(tmp_path: Path) -> None:
         floor = FLOOR.get(phase)
         if floor is not None:
             assert row["success_ratio"] >= floor, (phase, site, row)
-    # The overload burst ran: its calls are either served or dropped, never stuck.
-    assert ("overload", "burst-lon3") in rows
-    assert rows[("overload", "burst-lon3")]["count"] > 0
+    # The overload burst ran: its calls are either served or dropped, never stuck, and
+    # the served ones stay fast.
+    burst = rows[("overload", "burst-lon3")]
+    assert burst["count"] > 0
+    assert set(burst["errors"]) <= BURST_ERRORS, burst
+    assert burst["success_ratio"] >= 0.5, burst
+    assert burst["worst_p99_ms"] < BURST_P99_MS, burst
     assert b"summary per phase and site" in out
     assert b"per instance" in out
     assert survivors(demo_id) == []

@@ -5,7 +5,7 @@ import random
 import pytest
 
 from sidecar.config import Retries
-from sidecar.retry import ReplayBuffer, RetryPolicy, attempt_timeout_s, call_deadline, decide
+from sidecar.retry import RetryPolicy, attempt_timeout_s, call_deadline, decide
 
 BASE = {
     "status": "UNAVAILABLE",
@@ -92,17 +92,3 @@ def test_call_deadline_and_per_try_timeout() -> None:
     assert attempt_timeout_s(100.0, 101.0, 200) == 0.2
     assert attempt_timeout_s(100.9, 101.0, 200) == pytest.approx(0.1)
     assert attempt_timeout_s(101.5, 101.0, 200) < 0
-
-
-def test_replay_buffer_gives_up_past_its_cap() -> None:
-    """A stream is replayable while its messages fit; past the cap, never again."""
-    buf = ReplayBuffer(10)
-    buf.append(b"12345")
-    buf.append(b"678")
-    assert buf.replayable and buf.messages == [b"12345", b"678"]
-    buf.append(b"abc")
-    assert not buf.replayable
-    buf.append(b"")
-    assert not buf.replayable
-    with pytest.raises(RuntimeError):
-        _ = buf.messages

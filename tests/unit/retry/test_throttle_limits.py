@@ -171,3 +171,26 @@ def test_upstream_policy_from_config() -> None:
     assert p.allow_attempt(0.0)
     assert UpstreamPolicy("x", Upstream(throttling=None)).throttle is None
     assert UpstreamPolicy("x", Upstream()).retry is None
+
+
+def test_call_seam_pending_slots_fail_fast_and_come_back() -> None:
+    """The pipeline's seam: past max_pending a waiting attempt is refused as overloaded;
+    `connected()` or the call's release gives the slot back, once."""
+    from sidecar.proxy.policies import UpstreamCalls
+    from sidecar.proxy.seams import Refusal
+
+    calls = UpstreamCalls("up", Upstream(limits={"max_requests": 5, "max_pending": 1}))
+    first, second = calls.begin(0.0), calls.begin(0.0)
+    assert not isinstance(first, Refusal) and not isinstance(second, Refusal)
+    assert first.pending() is None
+    refusal = second.pending()
+    assert isinstance(refusal, Refusal)
+    assert (refusal.status, refusal.reason) == ("RESOURCE_EXHAUSTED", "overloaded")
+    assert "max_pending" in refusal.message
+    first.connected()
+    first.connected()  # idempotent
+    assert second.pending() is None  # the slot came back
+    second.release(Outcome.CANCELLED, 1.0)  # releasing frees a held pending slot too
+    first.release(Outcome.SUCCESS, 1.0)
+    limits = calls.policy.limits
+    assert (limits.active, limits.pending) == (0, 0)

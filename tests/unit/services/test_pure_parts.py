@@ -85,3 +85,34 @@ def test_percentile_and_reserve() -> None:
     assert percentile([], 0.5) == 0.0
     assert percentile([3.0], 0.99) == 3.0
     assert reserve_s(1.0) == 0.05 and reserve_s(0.1) == pytest.approx(0.01)
+
+
+async def test_mesh_view_totals_survive_a_sidecar_restart() -> None:
+    """A restarted sidecar's counters start at 0 again: the run's totals keep its earlier counts."""
+    import contextlib
+
+    from services.demo_plan import make_plan
+    from services.demo_view import MeshView
+
+    inst = make_plan(iter(range(20000, 20200))).instances[0]
+    view = MeshView([inst])
+    texts = iter(
+        f'sidecar_requests_total{{direction="inbound",upstream="app",method="m",code="OK"}} {n}\n'
+        for n in (40.0, 55.0, 7.0)  # the third poll: after a restart
+    )
+
+    class Reply:
+        async def text(self) -> str:
+            return next(texts)
+
+    class Http:
+        def get(self, url: str) -> contextlib.AbstractAsyncContextManager[Reply]:
+            @contextlib.asynccontextmanager
+            async def reply():  # type: ignore[no-untyped-def]
+                yield Reply()
+
+            return reply()  # type: ignore[no-any-return]
+
+    for _ in range(3):
+        await view._poll_one(Http(), inst)
+    assert view.totals()[0]["requests"] == 55 + 7
