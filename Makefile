@@ -65,7 +65,7 @@ fmt: $(STAMP)
 	$(BIN)/ruff format sidecar services tests bench
 
 demo: $(PROTO_STAMP)
-	$(BIN)/sidecar demo $(DEMO_ARGS)
+	$(BIN)/python -m sidecar demo $(DEMO_ARGS)
 
 bench: $(PROTO_STAMP)
 	$(BIN)/python -m bench $(BENCH_ARGS)

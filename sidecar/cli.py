@@ -51,14 +51,13 @@ def _xds(args: argparse.Namespace) -> int:
     return asyncio.run(serve(config, args.listen))
 
 
-def _demo(args: argparse.Namespace) -> int:
+def _demo(demo_args: Sequence[str]) -> int:
     try:
         from services.demo import main as demo_main
     except ImportError as exc:  # the wheel without the example services
         print(f"sidecar demo: the example services are not installed ({exc})", file=sys.stderr)
         return 2
-    demo_args = [a for a in args.demo_args if a != "--"]
-    return demo_main(demo_args)
+    return demo_main(list(demo_args))
 
 
 def _resolve(args: argparse.Namespace) -> int:
@@ -116,16 +115,16 @@ def build_parser() -> argparse.ArgumentParser:
     )
     xds.set_defaults(func=_xds)
 
-    demo = verbs.add_parser(
-        "demo", help="run the two-site demo mesh (options: sidecar demo -- --help)"
-    )
-    demo.add_argument("demo_args", nargs=argparse.REMAINDER, help="options of services.demo")
-    demo.set_defaults(func=_demo)
+    # `demo` hands every argument after it to services.demo (see main()); listed for --help
+    verbs.add_parser("demo", help="run the two-site demo mesh (options: sidecar demo --help)")
 
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["demo"]:
+        return _demo(argv[1:])
     args = build_parser().parse_args(argv)
     func: Callable[[argparse.Namespace], int] = args.func
     return func(args)

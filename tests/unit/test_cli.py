@@ -27,3 +27,11 @@ def test_check_names_the_bad_key(tmp_path: Path, capsys: pytest.CaptureFixture[s
     assert "upstreams.p.timeout_ms" in capsys.readouterr().err
     cfg.write_text("upstreams:\n  p:\n    endpoints: ['127.0.0.1:1']\n")
     assert main(["check", "-c", str(cfg)]) == 0
+
+
+def test_demo_hands_its_options_to_the_demo(capsys: pytest.CaptureFixture[str]) -> None:
+    """`sidecar demo --help` shows the demo's own options (they are passed through)."""
+    with pytest.raises(SystemExit) as exit_:
+        main(["demo", "--help"])
+    assert exit_.value.code == 0
+    assert "--no-dashboard" in capsys.readouterr().out
