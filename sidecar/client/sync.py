@@ -156,8 +156,19 @@ class _Call(grpc.Call, grpc.Future):  # type: ignore[misc]
         self._owner._loop.call_soon_threadsafe(self._acall.cancel)
         return True
 
+    def _on_done(self, fn: Callable[[], None]) -> None:
+        # Registered on the loop (asyncio is not thread-safe); run in the loop's executor,
+        # as grpcio runs callbacks on a thread of its own, so a callback may block on
+        # this call (`f.result()`) without deadlocking the loop.
+        loop = self._owner._loop
+
+        def done(_call: Any) -> None:
+            loop.run_in_executor(None, fn)
+
+        loop.call_soon_threadsafe(self._acall.add_done_callback, done)
+
     def add_callback(self, callback: Callable[[], None]) -> bool:
-        self._acall.add_done_callback(lambda _call: callback())
+        self._on_done(callback)
         return True
 
     # -- grpc.Future (unary responses) ------------------------------------------------
@@ -189,7 +200,7 @@ class _Call(grpc.Call, grpc.Future):  # type: ignore[misc]
         return None if error is None else error.__traceback__
 
     def add_done_callback(self, fn: Callable[[Any], None]) -> None:
-        self._acall.add_done_callback(lambda _call: fn(self))
+        self._on_done(lambda: fn(self))
 
     # -- iterator (streamed responses) ------------------------------------------------
     def __iter__(self) -> Iterator[Any]:

@@ -64,11 +64,17 @@ def test_unary(channel: sidecar.client.SyncChannel) -> None:
 
 
 def test_unary_future(channel: sidecar.client.SyncChannel) -> None:
-    """`future()` calls run concurrently and each resolves to its own response."""
+    """`future()` calls run concurrently and each resolves to its own response; a done
+    callback may block on the result (it runs off the client's event loop)."""
     stub = echo_pb2_grpc.EchoStub(channel)
-    futures = [stub.Unary.future(Req(payload=bytes([i]), delay_ms=50)) for i in range(5)]
+    futures = [stub.Unary.future(Req(payload=bytes([i]), delay_ms=50), timeout=5) for i in range(5)]
     assert [f.result(timeout=5).payload for f in futures] == [bytes([i]) for i in range(5)]
     assert all(f.done() and f.exception() is None for f in futures)
+    seen: queue.Queue[bytes] = queue.Queue()
+    done = stub.Unary.future(Req(payload=b"cb"), timeout=5)
+    done.result(timeout=5)
+    done.add_done_callback(lambda f: seen.put(f.result().payload))  # already done: still runs
+    assert seen.get(timeout=5) == b"cb"
 
 
 def test_server_stream(channel: sidecar.client.SyncChannel) -> None:
