@@ -288,6 +288,9 @@ class SyncChannel(grpc.Channel):  # type: ignore[misc]
         self._closed = False
 
     def _run(self, coro: Coroutine[Any, Any, T]) -> T:
+        if self._loop.is_closed():
+            coro.close()
+            raise ValueError("Cannot invoke RPC on closed channel!")  # grpcio's words
         return self._wait(asyncio.run_coroutine_threadsafe(coro, self._loop), None)
 
     def _wait(self, future: concurrent.futures.Future[T], timeout: float | None) -> T:

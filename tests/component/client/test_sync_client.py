@@ -43,11 +43,15 @@ def Req(**knobs: Any) -> Any:
 
 
 def test_is_a_grpc_channel(channel: sidecar.client.SyncChannel) -> None:
-    """The object is a `grpc.Channel`, and closing it stops its event-loop thread."""
+    """The object is a `grpc.Channel`; closing it stops its event-loop thread, and a call
+    on a closed channel raises ValueError as grpcio's does."""
     assert isinstance(channel, grpc.Channel)
+    stub = echo_pb2_grpc.EchoStub(channel)
     channel.close()
     assert not channel._thread.is_alive()
     channel.close()  # twice is fine
+    with pytest.raises(ValueError, match="closed channel"):
+        stub.Unary(Req(), timeout=1)
 
 
 def test_unary(channel: sidecar.client.SyncChannel) -> None:
