@@ -1,23 +1,31 @@
-# Multi-stage build: the same steps as `make proto` and `pip install .`, so CI
-# exercises them even where no Docker engine runs.
+# Multi-stage build. The build stage does what `make proto` and a wheel build do, with
+# the same script (scripts/gen-stubs); tests/unit/test_dockerfile.py runs these steps
+# in CI, where no Docker engine runs. (No `make` here: python:3.11-slim has none.)
 FROM python:3.11-slim AS build
 WORKDIR /src
-COPY pyproject.toml README.md Makefile ./
+# Stub tools in a throwaway venv, pinned as in pyproject's dev extras.
+RUN python -m venv /opt/tools \
+ && /opt/tools/bin/pip install --no-cache-dir "grpcio-tools>=1.85,<1.86" "mypy-protobuf>=3.6,<6"
+COPY pyproject.toml README.md ./
+COPY scripts ./scripts
 COPY proto ./proto
 COPY sidecar ./sidecar
 COPY services ./services
-RUN python -m venv /opt/venv \
- && /opt/venv/bin/pip install --no-cache-dir "grpcio-tools>=1.85,<1.86" "mypy-protobuf>=3.6,<6" \
- && PATH=/opt/venv/bin:$PATH make proto VENV=/opt/venv PROTO_STAMP=music/.generated STAMP=/opt/venv/bin/python \
- && /opt/venv/bin/pip install --no-cache-dir . \
- && /opt/venv/bin/pip uninstall -y grpcio-tools mypy-protobuf
+RUN scripts/gen-stubs /opt/tools/bin/python \
+ && /opt/tools/bin/pip wheel --no-cache-dir --no-deps -w /wheels . \
+ && python -m venv /opt/venv \
+ && /opt/venv/bin/pip install --no-cache-dir /wheels/*.whl
 
+# Runtime: the project and its runtime dependencies only, as a non-root user.
 FROM python:3.11-slim
 RUN useradd --system --uid 10001 --home /nonexistent --shell /usr/sbin/nologin sidecar
 COPY --from=build /opt/venv /opt/venv
 ENV PATH=/opt/venv/bin:$PATH PYTHONUNBUFFERED=1
 USER sidecar
-EXPOSE 8181 15001 9901
+# The inbound listener (0.0.0.0:8181 by default). The outbound listener (15001) and
+# admin (9901) bind loopback by default: the app reaches them inside the shared network
+# namespace (a pod), not through a published port.
+EXPOSE 8181
 STOPSIGNAL SIGTERM
 HEALTHCHECK --interval=10s --timeout=2s --retries=3 \
   CMD ["python", "-c", "import urllib.request,sys; sys.exit(urllib.request.urlopen('http://127.0.0.1:9901/live', timeout=1).status != 200)"]

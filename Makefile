@@ -28,10 +28,9 @@ venv: $(STAMP)
 
 # Stubs are generated, never edited and never committed: the same one-liner works
 # for a user's own protos (see README, "Generate stubs for your own protos").
-$(PROTO_STAMP): $(STAMP) $(PROTOS)
-	PATH="$(abspath $(BIN)):$$PATH" $(BIN)/python -m grpc_tools.protoc -Iproto --python_out=. --grpc_python_out=. \
-		--mypy_out=. --mypy_grpc_out=. $(PROTOS)
-	@for d in $$(find music meshtest -type d); do touch $$d/__init__.py; done
+# scripts/gen-stubs is shared with the Dockerfile's build stage (one command, both places).
+$(PROTO_STAMP): $(STAMP) $(PROTOS) scripts/gen-stubs
+	scripts/gen-stubs $(BIN)/python
 	@touch $@
 
 proto: $(PROTO_STAMP)

@@ -7,7 +7,9 @@
 `connect(upstream, config)` takes a `Config`, a path to a YAML file, or the parsed
 mapping, in the sidecar's own schema; it runs discovery, balancing, breakers, health
 checks, retries and limits for that upstream in this process (sidecar/client/channel.py).
-Does I/O.
+`connect_sync(upstream, config)` is the same for blocking code: a `grpc.Channel` for
+generated sync stubs, driving the async channel from a thread of its own
+(sidecar/client/sync.py). Does I/O.
 """
 
 from __future__ import annotations
@@ -17,11 +19,12 @@ from collections.abc import Mapping
 from typing import Any
 
 from sidecar.client.channel import Channel, Upstream
+from sidecar.client.sync import RpcError, SyncChannel, connect_sync
 from sidecar.config import Config, load_config, parse_config
 from sidecar.proxy.kinds import load_modules
 from sidecar.proxy.seams import Policies
 
-__all__ = ["Channel", "Upstream", "connect", "load"]
+__all__ = ["Channel", "RpcError", "SyncChannel", "Upstream", "connect", "connect_sync", "load"]
 
 
 def load(config: Config | str | os.PathLike[str] | Mapping[str, Any]) -> Config:
