@@ -17,6 +17,8 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from services.ports import free_port as free_port  # re-exported
+
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 
 
@@ -26,14 +28,6 @@ class Unavailable(Exception):
 
 class StartFailed(Exception):
     """A process that should have started did not: a real failure, not a skip."""
-
-
-def free_port() -> int:
-    """A loopback TCP port nobody listens on now (bind to 0, read it, close)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
 
 
 def _descendants(pid: int) -> list[int]:

@@ -21,12 +21,10 @@ import argparse
 import asyncio
 import contextlib
 import ctypes
-import itertools
 import json
 import logging
 import os
 import signal
-import socket
 import sys
 import tempfile
 import time
@@ -46,25 +44,13 @@ from services import demo_plan
 from services.demo_plan import Instance, Phase, Plan
 from services.demo_view import MeshView, render_rows
 from services.knobs import set_knobs
+from services.ports import free_ports
 
 ROOT = Path(__file__).resolve().parents[1]
 TOKEN = "demo-token"
 DEMO_ID_ENV = "SIDECAR_DEMO_ID"
 BURST = "burst-lon3"
 log = logging.getLogger("services.demo")
-
-
-def free_ports() -> itertools.count[int]:
-    """Free loopback ports, found by binding port 0 (the kernel does not hand them out twice
-    in a row, and we hold each socket until the next is found)."""
-
-    def gen():  # type: ignore[no-untyped-def]
-        while True:
-            with socket.socket() as s:
-                s.bind(("127.0.0.1", 0))
-                yield s.getsockname()[1]
-
-    return gen()  # type: ignore[no-any-return]
 
 
 def _die_with_parent() -> None:  # runs in the child between fork and exec

@@ -16,7 +16,6 @@ import contextlib
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -34,6 +33,8 @@ import dns.rrset
 import dns.tsig
 import dns.update
 
+from services import ports
+
 ROOT = Path(__file__).resolve().parent.parent
 ZONE = "example.net."
 KEY_NAME = "sidecar-test."
@@ -43,17 +44,7 @@ NAMED = shutil.which("named") or "/usr/sbin/named"
 
 def free_port(host: str = "127.0.0.1") -> int:
     """A port free for both UDP and TCP right now (DNS wants both on one port)."""
-    for _ in range(50):
-        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as udp:
-            udp.bind((host, 0))
-            port = int(udp.getsockname()[1])
-            with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as tcp:
-                try:
-                    tcp.bind((host, port))
-                except OSError:
-                    continue
-                return port
-    raise OSError("no free port")
+    return ports.free_port(host, udp=True)
 
 
 def tsig_key(secret: str = KEY_SECRET, name: str = KEY_NAME) -> dns.tsig.Key:

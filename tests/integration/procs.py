@@ -17,14 +17,10 @@ from typing import Any
 
 import yaml
 
+from services.ports import free_port as free_port  # re-exported
+
 ROOT = Path(__file__).resolve().parents[2]
 MIB = 1024 * 1024
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def _env() -> dict[str, str]:
