@@ -92,6 +92,18 @@ class Plane:
         # metric children, cached: label lookups cost more than the increments
         self._children: dict[tuple[str, ...], Any] = {}
         self._in_flight: dict[str, Any] = {}
+        self._pending: dict[str, Any] = {}
+
+    def pending_limits(self, route: Any) -> Any:
+        """The upstream's `UpstreamLimits` (sidecar/retry/limits.py), whose `pending`
+        count `limits.max_pending` bounds, or None when the route has no limits (the
+        inbound app route). Read from the route's call policy, cached per upstream."""
+        name = route.name
+        found = self._pending.get(name, False)
+        if found is False:
+            policy = getattr(route.calls, "policy", None)
+            found = self._pending[name] = getattr(policy, "limits", None)
+        return found
 
     # ---- metrics (cheap: children cached per label set) ----------------------------
 
@@ -198,14 +210,20 @@ class Downstream(_Flusher, asyncio.Protocol):
         self.transport = None
         self.plane.connections.discard(self)
         for call in list(self.calls.values()):
-            call.on_reset(F.CANCEL)
+            try:
+                call.on_reset(F.CANCEL)
+            except Exception:
+                log.exception("relay failed while cancelling a call")
 
     # H2Connection handler
     def on_headers(self, stream_id: int, block: Block, end_stream: bool) -> None:
         call = self.calls.get(stream_id)
         if call is not None:  # trailers from a caller: gRPC sends none; end the request
             if end_stream:
-                call.on_data(b"", True, 0)
+                try:
+                    call.on_data(b"", True, 0)
+                except Exception:
+                    call.crashed()
             return
         prepared = block.prepared
         if prepared is None:
@@ -215,7 +233,10 @@ class Downstream(_Flusher, asyncio.Protocol):
         self.calls[stream_id] = call
         if end_stream:
             call.req_ended = True
-        call.start()
+        try:
+            call.start()
+        except Exception:
+            call.crashed()
 
     def on_oversized(self, stream_id: int) -> None:
         self.conn.send_headers(
@@ -230,21 +251,33 @@ class Downstream(_Flusher, asyncio.Protocol):
         if call is None:
             self.conn.consumed(stream_id, flow)
             return
-        call.on_data(data, end_stream, flow)
+        try:
+            call.on_data(data, end_stream, flow)
+        except Exception:
+            call.crashed()
 
     def on_reset(self, stream_id: int, code: int) -> None:
         call = self.calls.get(stream_id)
         if call is not None:
-            call.on_reset(code)
+            try:
+                call.on_reset(code)
+            except Exception:
+                call.crashed()
 
     def on_window(self, stream_id: int) -> None:
         if stream_id == 0:
             for call in list(self.blocked):
-                call.flush_down()
+                try:
+                    call.flush_down()
+                except Exception:
+                    call.crashed()
         else:
             found = self.calls.get(stream_id)
             if found is not None and found.down_pending:
-                found.flush_down()
+                try:
+                    found.flush_down()
+                except Exception:
+                    found.crashed()
 
     def on_goaway(self, last_stream_id: int, code: int) -> None:
         return None  # the caller stops opening streams; ours finish
@@ -274,13 +307,36 @@ class Upstream(_Flusher, asyncio.Protocol):
 
     @property
     def usable(self) -> bool:
-        conn = self.conn
-        return (
-            not self.closed
-            and conn.goaway_received is None
-            and len(conn.streams) + len(self.waiting) < conn.peer_max_streams
-            and conn.next_stream < 2**31 - 1024
+        """Open to new calls now: a stream slot free under the peer's MAX_CONCURRENT_STREAMS."""
+        return self.open_for_calls and (
+            len(self.conn.streams) + len(self.waiting) < self.conn.peer_max_streams
         )
+
+    @property
+    def open_for_calls(self) -> bool:
+        conn = self.conn
+        return not self.closed and conn.goaway_received is None and conn.next_stream < 2**31 - 1024
+
+    def has_slot(self) -> bool:
+        """A call may open its stream now (none waits before it, the peer allows one more)."""
+        return not self.waiting and len(self.conn.streams) < self.conn.peer_max_streams
+
+    def flush(self) -> None:
+        if self.waiting and self.ready:
+            self._open_waiting()
+        super().flush()
+
+    def _open_waiting(self) -> None:
+        """Calls waiting for a stream slot (MAX_CONCURRENT_STREAMS): open as many as fit."""
+        conn = self.conn
+        waiting = self.waiting
+        while waiting and len(conn.streams) < conn.peer_max_streams and self.open_for_calls:
+            call = waiting.pop(0)
+            try:
+                call.open_upstream(self)
+            except Exception:
+                call.crashed()
+            call.down.kick()
 
     async def connect(self) -> None:
         try:
@@ -295,11 +351,7 @@ class Upstream(_Flusher, asyncio.Protocol):
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]  # uvloop's is no subclass
         self.ready = True
-        waiting, self.waiting = self.waiting, []
-        for call in waiting:
-            call.open_upstream(self)
-            call.down.kick()
-        self.flush()
+        self.flush()  # opens the waiting calls' streams (as many as the peer allows)
 
     def data_received(self, data: bytes) -> None:
         try:
@@ -332,45 +384,71 @@ class Upstream(_Flusher, asyncio.Protocol):
         self.waiting = []
         self.calls = {}
         for call in calls:
-            call.on_up_lost(why, connect)
+            try:
+                call.on_up_lost(why, connect)
+            except Exception:
+                call.crashed()
 
     # H2Connection handler
+    # each call's step is guarded: a bug in one call ends that call, not the connection
     def on_headers(self, stream_id: int, block: Block, end_stream: bool) -> None:
         call = self.calls.get(stream_id)
         if call is not None:
-            call.on_up_headers(block, end_stream)
+            try:
+                call.on_up_headers(block, end_stream)
+            except Exception:
+                call.crashed()
 
     def on_oversized(self, stream_id: int) -> None:
         call = self.calls.get(stream_id)
         self.conn.reset(stream_id, F.CANCEL)
         if call is not None:
-            call.on_up_reset(F.ENHANCE_YOUR_CALM)
+            try:
+                call.on_up_reset(F.ENHANCE_YOUR_CALM)
+            except Exception:
+                call.crashed()
 
     def on_data(self, stream_id: int, data: bytes, end_stream: bool, flow: int) -> None:
         call = self.calls.get(stream_id)
         if call is None:
             self.conn.consumed(stream_id, flow)
             return
-        call.on_up_data(data, end_stream, flow)
+        try:
+            call.on_up_data(data, end_stream, flow)
+        except Exception:
+            call.crashed()
 
     def on_reset(self, stream_id: int, code: int) -> None:
         call = self.calls.get(stream_id)
         if call is not None:
-            call.on_up_reset(code)
+            try:
+                call.on_up_reset(code)
+            except Exception:
+                call.crashed()
 
     def on_window(self, stream_id: int) -> None:
         if stream_id == 0:
             for call in list(self.blocked):
-                call.flush_up()
+                try:
+                    call.flush_up()
+                except Exception:
+                    call.crashed()
         else:
             found = self.calls.get(stream_id)
             if found is not None and found.up_pending:
-                found.flush_up()
+                try:
+                    found.flush_up()
+                except Exception:
+                    found.crashed()
 
     def on_goaway(self, last_stream_id: int, code: int) -> None:
         self.pool.forget(self)
-        for sid in [s for s in self.calls if s > last_stream_id]:
-            self.calls[sid].on_up_refused()
+        refused = [c for s, c in self.calls.items() if s > last_stream_id] + self.waiting
+        for call in refused:
+            try:
+                call.on_up_refused()
+            except Exception:
+                call.crashed()
         if not self.calls and self.transport is not None:
             self.transport.close()
 
@@ -383,9 +461,16 @@ class Pool:
     """Pooled HTTP/2 connections per endpoint address."""
 
     def __init__(
-        self, settings: Settings | None = None, idle_s: float = 300.0, connect_timeout_s: float = 5
+        self,
+        settings: Settings | None = None,
+        idle_s: float = 300.0,
+        connect_timeout_s: float = 5,
+        max_conns: int = 8,
     ) -> None:
         self.loop = asyncio.get_running_loop()
+        # connections per endpoint: beyond this, calls wait for a stream slot rather than
+        # opening ever more connections to a peer that said how many streams it takes
+        self.max_conns = max_conns
         self.settings = settings or Settings()
         self.idle_s = idle_s
         self.connect_timeout_s = connect_timeout_s
@@ -394,12 +479,18 @@ class Pool:
         self._sweeper: asyncio.TimerHandle | None = None
 
     def get(self, endpoint: Endpoint) -> Upstream:
+        """A connection with a free stream slot; a new one while under `max_conns`; else
+        the least loaded, where the call waits for a slot (counted by max_pending)."""
         address = endpoint.address
         conns = self.conns.get(address)
         if conns:
             for up in conns:
                 if up.usable:
                     return up
+            if len(conns) >= self.max_conns:
+                open_ = [up for up in conns if up.open_for_calls]
+                if open_:
+                    return min(open_, key=lambda u: len(u.conn.streams) + len(u.waiting))
         else:
             conns = self.conns[address] = []
         up = Upstream(self, endpoint)

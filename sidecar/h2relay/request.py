@@ -106,7 +106,7 @@ class PreparedResponse:
     block: bytes  # re-encoded toward the caller
     status: str | None  # grpc-status name, when present
     peer_error: str | None  # the peer sidecar's x-sidecar-error, when present
-    pushback_ms: int | None
+    pushback_ms: bytes | None  # grpc-retry-pushback-ms as received (the retry policy reads it)
 
 
 def prepare_response(headers: Headers, status_names: dict[bytes, str]) -> PreparedResponse:
@@ -122,9 +122,6 @@ def prepare_response(headers: Headers, status_names: dict[bytes, str]) -> Prepar
         elif name == b"x-sidecar-error":
             peer_error = value.decode("latin-1")
         elif name == b"grpc-retry-pushback-ms":
-            try:
-                pushback = int(value)
-            except ValueError:
-                pushback = None
+            pushback = value
         out.append(encode_field(name, value))
     return PreparedResponse(b"".join(out), status, peer_error, pushback)
