@@ -33,6 +33,9 @@ from sidecar.proxy.seams import Admission, AdmitAll, FaultInjector, NoFaults
 
 log = logging.getLogger(__name__)
 
+# set in `sidecar run --workers N` workers (sidecar/workers.py): listeners share their port
+REUSE_PORT = False
+
 # a local method: request message bytes -> (status name, message, response bytes | None)
 LocalMethod = Callable[[bytes], tuple[str, str, bytes | None]]
 
@@ -151,7 +154,7 @@ class Plane:
 
     async def listen(self, host: str, port: int) -> int:
         self._server = await self.loop.create_server(
-            lambda: Downstream(self), host, port, reuse_address=True
+            lambda: Downstream(self), host, port, reuse_address=True, reuse_port=REUSE_PORT or None
         )
         return int(self._server.sockets[0].getsockname()[1])
 
