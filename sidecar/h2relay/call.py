@@ -31,9 +31,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import logging
+import os
 import time
-import uuid
 from typing import TYPE_CHECKING, Any
 
 from sidecar.h2relay import frames as F
@@ -45,7 +46,7 @@ from sidecar.h2relay.grpcwire import (
     status_trailers,
     trailers_only,
 )
-from sidecar.h2relay.hpack_codec import Block, encode_field
+from sidecar.h2relay.hpack_codec import Block, encode_field, encode_literal
 from sidecar.h2relay.request import Prepared, PreparedResponse, prepare_response
 from sidecar.outcome import Outcome, classify
 from sidecar.proxy.seams import NO_TOKEN, AttemptResult, CallState, Refusal
@@ -56,6 +57,16 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 _monotonic = time.monotonic
 _NONE_TRIED: frozenset[tuple[str, int]] = frozenset()
+# x-request-id: 32 hex digits like a uuid4's, a random per-process prefix and a counter
+# (unique, which is all an id needs; uuid4() cost ~6 µs, 7% of a relayed call's CPU)
+_ID_PREFIX = os.urandom(8).hex().encode()
+_ids = itertools.count(int.from_bytes(os.urandom(4), "big"))
+
+
+def _new_request_id() -> bytes:
+    return b"%s%016x" % (_ID_PREFIX, next(_ids))
+
+
 _TIMEOUT_NAME = b"grpc-timeout"
 _LOCAL_HEADERS = encode_field(b":status", b"200") + encode_field(
     b"content-type", b"application/grpc"
@@ -183,7 +194,7 @@ class Call:
         if remaining is not None:
             self.deadline = self.started + remaining
             self.timer = plane.loop.call_later(remaining, self.guard, self.on_timer)
-        self.request_id = b"" if req.has_request_id else uuid.uuid4().hex.encode()
+        self.request_id = b"" if req.has_request_id else _new_request_id()
         if plane.admit_all:
             self.after_admission()
         else:
@@ -353,9 +364,9 @@ class Call:
         ends = self.try_ends or self.deadline
         if ends is not None:
             remaining = ends - _monotonic()
-            block += encode_field(_TIMEOUT_NAME, encode_timeout(max(remaining, 0.001)))
+            block += encode_literal(_TIMEOUT_NAME, encode_timeout(max(remaining, 0.001)))
         if self.request_id:
-            block += encode_field(_REQUEST_ID, self.request_id)
+            block += encode_literal(_REQUEST_ID, self.request_id)
         conn.send_headers(sid, block, self.req_ended and not self.held)
         held = self.held
         if held:

@@ -279,3 +279,39 @@ def test_arbitrary_frames_only_protocol_errors(frames: list[bytes]) -> None:
     conn = H2Connection(Recorder(), client=False)
     with contextlib.suppress(F.ProtocolError):
         conn.receive(F.PREFACE + F.settings({}) + b"".join(frames))
+
+
+def _indexed_literal(name_index: int, value: bytes) -> bytes:
+    """A literal with incremental indexing, name from the static table (what nginx sends)."""
+    return bytes((0x40 | name_index, len(value))) + value
+
+
+_NGINX_LIKE = [
+    _indexed_literal(54, b"nginx/1.22.1") + _indexed_literal(33, b"Thu, 26 Nov 2026"),
+    _indexed_literal(31, b"application/grpc") + b"\x88",
+    b"\x88" + b"\xbe",  # :status 200, then dynamic entry 62 (reads the table)
+    _indexed_literal(33, b"Fri, 27 Nov 2026"),
+    b"\x3f\x01",  # table size update to 32 (only the first field of a block)
+]
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.sampled_from(range(len(_NGINX_LIKE))), min_size=1, max_size=30))
+def test_hpack_cached_blocks_match_the_reference_decoder(order: list[int]) -> None:
+    """Blocks that insert (and ones that read the table) decode, cached or not, exactly as
+    the `hpack` package decodes them, with the same dynamic table after each."""
+    import hpack
+
+    ours, ref = Decoder(), hpack.Decoder()
+    for i in order:
+        raw = _NGINX_LIKE[i]
+        try:
+            expected = [(n.encode() if isinstance(n, str) else n,
+                         v.encode() if isinstance(v, str) else v)
+                        for n, v in ref.decode(raw, raw=True)]  # fmt: skip
+        except Exception:
+            with pytest.raises(HpackError):
+                ours.decode(raw)
+            return  # the connection would be dead now
+        assert list(ours.decode(raw).headers) == expected
+        assert list(ours.entries) == list(ref.header_table.dynamic_entries)
