@@ -8,7 +8,8 @@ where it sits (numbers match the grpcio pipeline):
 1. Route by the `:path` service (cached per distinct header block, request.py). No
    route: trailers-only UNIMPLEMENTED, `x-sidecar-error: no_route`.
 2. Deadline: the caller's `grpc-timeout`, else the route's `timeout_ms`; one timer per
-   call. Before admission and attempts, since all of them spend from this budget.
+   call (a slot in the plane's coarse timer wheel, timers.py; the per-try timeout moves
+   it). Before admission and attempts, since all of them spend from this budget.
 3. Headers: hop-by-hop dropped, `x-request-id` added when absent (request.py).
 4. Admit (seam b, inbound): `Admission.acquire(priority, deadline)` before any upstream stream is
    opened, so a dropped call costs no upstream work. AdmitAll skips the coroutine.
@@ -29,7 +30,6 @@ where it sits (numbers match the grpcio pipeline):
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import itertools
 import logging
@@ -135,7 +135,7 @@ class Call:
         self.req = req
         self.started = _monotonic()
         self.deadline: float | None = None
-        self.timer: asyncio.TimerHandle | None = None
+        self.timer: int | None = None  # the slot in the plane's timer wheel (timers.py)
         self.request_id = b""
         self.up: Upstream | None = None
         self.up_sid = 0
@@ -193,7 +193,7 @@ class Call:
         remaining = req.timeout_s if req.timeout_s is not None else route.default_timeout_s
         if remaining is not None:
             self.deadline = self.started + remaining
-            self.timer = plane.loop.call_later(remaining, self.guard, self.on_timer)
+            self.timer = plane.wheel.add(self.deadline, self)
         self.request_id = b"" if req.has_request_id else _new_request_id()
         if plane.admit_all:
             self.after_admission()
@@ -454,7 +454,10 @@ class Call:
         """The caller reset its stream: cancel upstream, report CANCELLED."""
         self.done = True
         self.code = "CANCELLED"
-        self._cancel_upstream(Outcome.CANCELLED)
+        # cancelled as the time ran out (a caller gives up at its deadline, which is ours
+        # too): the endpoint did not answer in time, as the grpcio pipeline counts it
+        timed_out = self.deadline is not None and _monotonic() >= self.deadline - 0.002
+        self._cancel_upstream(Outcome.TIMEOUT if timed_out else Outcome.CANCELLED)
         self._finish_call()
 
     # ---- events from the upstream (Upstream) ------------------------------------
@@ -462,6 +465,15 @@ class Call:
     def on_up_headers(self, block: Block, end_stream: bool) -> None:
         resp = _response(block)
         if end_stream:
+            if resp.status == "DEADLINE_EXCEEDED" and resp.peer_error is None and self._expired():
+                # the peer gave up on the budget we sent it, as our own timer was due: our
+                # timeout (the grpcio pipeline's local_reason rule), not the app's answer
+                self.upstream_ended = True
+                if self.try_ends is not None:
+                    self._per_try_timeout()
+                else:
+                    self.on_deadline()
+                return
             self.upstream_ended = True
             if self._upstream_done(resp):
                 return  # a trailers-only error being retried on another endpoint
@@ -636,13 +648,22 @@ class Call:
         self.up = None
         self._end_attempt(outcome)
 
+    def _expired(self) -> bool:
+        """This attempt's time (per-try timeout, else the deadline) is up, or within 2 ms."""
+        ends = self.try_ends or self.deadline
+        return ends is not None and _monotonic() >= ends - 0.002
+
     def _arm(self, when: float) -> None:
         """(Re)set the call's one timer: the deadline, or an earlier per-try timeout."""
+        wheel = self.plane.wheel
         if self.timer is not None:
-            self.timer.cancel()
-        self.timer = self.plane.loop.call_later(
-            max(0.0, when - _monotonic()), self.guard, self.on_timer
-        )
+            wheel.remove(self.timer, self)
+        self.timer = wheel.add(when, self)
+
+    def fire(self) -> None:
+        """The wheel's callback: the timer's slot came."""
+        self.timer = None
+        self.guard(self.on_timer)
 
     def on_timer(self) -> None:
         self.timer = None
@@ -884,7 +905,7 @@ class Call:
         else:
             down.conn.reset(self.sid, F.NO_ERROR if self.responded else F.CANCEL)
         if self.timer is not None:
-            self.timer.cancel()
+            self.plane.wheel.remove(self.timer, self)
             self.timer = None
         if self.retry is not None:
             self._end_attempt(Outcome.CANCELLED)  # no-op unless one is still open

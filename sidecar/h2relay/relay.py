@@ -28,6 +28,7 @@ from sidecar.h2relay.call import Call
 from sidecar.h2relay.connection import H2Connection, Settings
 from sidecar.h2relay.hpack_codec import Block
 from sidecar.h2relay.request import Prepared, prepare
+from sidecar.h2relay.timers import Wheel
 from sidecar.outcome import Outcome
 from sidecar.proxy.seams import Admission, AdmitAll, FaultInjector, NoFaults
 
@@ -89,12 +90,13 @@ class Plane:
         self.retry_buffer = retry_buffer
         self.local_methods = local_methods or {}
         self.settings = settings or Settings()
+        self.wheel = Wheel(self.loop)  # call deadlines and per-try timeouts
         self.connections: set[Downstream] = set()
         self.draining = False
         self._server: asyncio.Server | None = None
         # metric children, cached: label lookups cost more than the increments
         self._children: dict[tuple[str, ...], Any] = {}
-        self._in_flight: dict[str, Any] = {}
+        self._in_flight: dict[str, int] = {}
         self._pending: dict[str, Any] = {}
 
     def pending_limits(self, route: Any) -> Any:
@@ -118,17 +120,21 @@ class Plane:
 
     def calls_started(self, call: Call) -> None:
         upstream = call.req.route.name if call.req.route is not None else "-"
-        gauge = self._in_flight.get(upstream)
-        if gauge is None:
-            gauge = self._in_flight[upstream] = metrics.IN_FLIGHT.labels(self.direction, upstream)
-        gauge.inc()
+        counts = self._in_flight
+        if upstream not in counts:
+            counts[upstream] = 0
+            # read at scrape time: no locked gauge update on every call start and end
+            metrics.IN_FLIGHT.labels(self.direction, upstream).set_function(
+                lambda: counts[upstream]
+            )
+        counts[upstream] += 1
 
     def call_done(self, call: Call) -> None:
         route = call.req.route
         upstream = route.name if route is not None else "-"
         method = call.req.method if route is not None else "-"
         d = self.direction
-        self._in_flight[upstream].dec()
+        self._in_flight[upstream] -= 1
         self._child(
             ("r", upstream, method, call.code),
             lambda: metrics.REQUESTS.labels(d, upstream, method, call.code),
@@ -172,6 +178,7 @@ class Plane:
         for down in list(self.connections):
             if down.transport is not None:
                 down.transport.close()
+        self.wheel.close()
 
 
 class Downstream(_Flusher, asyncio.Protocol):
@@ -324,11 +331,6 @@ class Upstream(_Flusher, asyncio.Protocol):
         """A call may open its stream now (none waits before it, the peer allows one more)."""
         return not self.waiting and len(self.conn.streams) < self.conn.peer_max_streams
 
-    def flush(self) -> None:
-        if self.waiting and self.ready:
-            self._open_waiting()
-        super().flush()
-
     def _open_waiting(self) -> None:
         """Calls waiting for a stream slot (MAX_CONCURRENT_STREAMS): open as many as fit."""
         conn = self.conn
@@ -455,9 +457,11 @@ class Upstream(_Flusher, asyncio.Protocol):
         if not self.calls and self.transport is not None:
             self.transport.close()
 
-    def kick(self) -> None:
-        self.last_used = time.monotonic()
-        super().kick()
+    def flush(self) -> None:
+        self.last_used = time.monotonic()  # once per loop turn, not on every kick
+        if self.waiting and self.ready:
+            self._open_waiting()
+        _Flusher.flush(self)
 
 
 class Pool:
