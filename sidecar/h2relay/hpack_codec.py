@@ -9,11 +9,12 @@ frame-parsing relay cost ~130 µs per request (FACTS.md), so:
   `generation` and empties the cache. Blocks made only of indexed fields and literals
   *without* indexing do not touch the table, and after warm-up a client's repeated
   requests are exactly such blocks, so the common request costs one dict lookup.
-- Blocks that insert into the table but read nothing from it (literals with incremental
-  indexing whose names are static or literal: what nginx sends on every response) decode
-  to the same fields whatever the table holds; they are cached apart, with the fields
-  they insert, and a hit replays the insertions (a profile of the relay in front of
-  nginx showed every response block missing the first cache, ~10% of its CPU).
+- Blocks that read nothing from the table (static indices and literals with static or
+  literal names, inserting or not: what nginx sends on every response) decode to the
+  same fields whatever the table holds; they are cached apart, never invalidated, with
+  the fields they insert, and a hit replays the insertions (a profile of the relay in
+  front of nginx showed every response block missing the first cache, ~10% of its CPU:
+  nginx's insertions emptied it before each trailers block).
 - Huffman-coded strings (RFC 7541 §5.2) are decoded by the `hpack` package's table
   and cached by their coded bytes, since the same values repeat across requests.
 - Encoding never uses the dynamic table (allowed by §2.3.2: an encoder may choose
@@ -83,10 +84,10 @@ class Decoder:
         self.size = 0
         self.entries: deque[Header] = deque()  # newest first (index 62)
         self.generation = 0
-        # blocks that leave the table as it is, valid while the table is unchanged
+        # blocks that read the table without changing it: valid while it is unchanged
         self._blocks: dict[bytes, Block] = {}
-        # blocks that insert into the table but read nothing from it: valid whatever the
-        # table holds, so never invalidated; kept with the fields they insert
+        # blocks that read nothing from the table (they may insert into it): valid whatever
+        # the table holds, so never invalidated; kept with the fields they insert
         self._pure: dict[bytes, tuple[Block, tuple[Header, ...]]] = {}
         self._strings: dict[bytes, bytes] = {}
         self._reads_table = False  # the block being decoded looked up a dynamic entry
@@ -111,14 +112,14 @@ class Decoder:
             result = self._decode(block)
         except IndexError:
             raise HpackError("header block truncated") from None
-        if self.generation == generation:
-            if len(self._blocks) >= _CACHE_LIMIT:
-                self._blocks.clear()
-            self._blocks[block] = result
-        elif not self._reads_table and not self._resized:
+        if not self._reads_table and not self._resized:
             if len(self._pure) >= _CACHE_LIMIT:
                 self._pure.clear()
             self._pure[block] = (result, self._inserted)
+        elif self.generation == generation:
+            if len(self._blocks) >= _CACHE_LIMIT:
+                self._blocks.clear()
+            self._blocks[block] = result
         return result
 
     def _decode(self, data: bytes) -> Block:

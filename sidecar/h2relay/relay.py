@@ -25,6 +25,7 @@ from sidecar import metrics
 from sidecar.endpoint import Endpoint
 from sidecar.h2relay import frames as F
 from sidecar.h2relay.call import Call
+from sidecar.h2relay.cells import HistogramCells, counter_cell
 from sidecar.h2relay.connection import H2Connection, Settings
 from sidecar.h2relay.hpack_codec import Block
 from sidecar.h2relay.request import Prepared, prepare
@@ -39,6 +40,11 @@ REUSE_PORT = False
 
 # a local method: request message bytes -> (status name, message, response bytes | None)
 LocalMethod = Callable[[bytes], tuple[str, str, bytes | None]]
+
+
+def _counter(child: Any) -> Any:
+    """The child's lock-free cell (sidecar/h2relay/cells.py), else the child itself."""
+    return counter_cell(child) or child
 
 
 class _Flusher:
@@ -112,12 +118,6 @@ class Plane:
 
     # ---- metrics (cheap: children cached per label set) ----------------------------
 
-    def _child(self, key: tuple[str, ...], make: Callable[[], Any]) -> Any:
-        found = self._children.get(key)
-        if found is None:
-            found = self._children[key] = make()
-        return found
-
     def calls_started(self, call: Call) -> None:
         upstream = call.req.route.name if call.req.route is not None else "-"
         counts = self._in_flight
@@ -133,28 +133,32 @@ class Plane:
         route = call.req.route
         upstream = route.name if route is not None else "-"
         method = call.req.method if route is not None else "-"
-        d = self.direction
         self._in_flight[upstream] -= 1
-        self._child(
-            ("r", upstream, method, call.code),
-            lambda: metrics.REQUESTS.labels(d, upstream, method, call.code),
-        ).inc()
-        self._child(
-            ("d", upstream, method), lambda: metrics.DURATION.labels(d, upstream, method)
-        ).observe(time.monotonic() - call.started)
+        children = self._children
+        key = ("r", upstream, method, call.code)
+        counter = children.get(key)
+        if counter is None:
+            counter = children[key] = _counter(
+                metrics.REQUESTS.labels(self.direction, upstream, method, call.code)
+            )
+        counter.inc(1)
+        hkey = ("d", upstream, method)
+        histogram = children.get(hkey)
+        if histogram is None:
+            child = metrics.DURATION.labels(self.direction, upstream, method)
+            histogram = children[hkey] = HistogramCells.of(child) or child
+        histogram.observe(time.monotonic() - call.started)
         if call.local_reason is not None:
-            reason = call.local_reason
-            self._child(
-                ("l", upstream, reason), lambda: metrics.LOCAL_ERRORS.labels(d, upstream, reason)
-            ).inc()
+            metrics.LOCAL_ERRORS.labels(self.direction, upstream, call.local_reason).inc()
 
     def attempt_done(self, call: Call, outcome: Outcome) -> None:
-        upstream = call.req.route.name
-        address = call.address
-        self._child(
-            ("a", upstream, address, outcome.value),
-            lambda: metrics.ATTEMPTS.labels(self.direction, upstream, address, outcome.value),
-        ).inc()
+        key = ("a", call.req.route.name, call.address, outcome.value)
+        counter = self._children.get(key)
+        if counter is None:
+            counter = self._children[key] = _counter(
+                metrics.ATTEMPTS.labels(self.direction, *key[1:])
+            )
+        counter.inc(1)
 
     # ---- listening ------------------------------------------------------------------
 
