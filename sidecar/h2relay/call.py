@@ -38,6 +38,7 @@ import time
 from typing import TYPE_CHECKING, Any
 
 from sidecar.h2relay import frames as F
+from sidecar.h2relay.drive import Driver
 from sidecar.h2relay.grpcwire import (
     STATUS_BY_WIRE,
     STATUS_FOR_RST,
@@ -198,28 +199,38 @@ class Call:
         if plane.admit_all:
             self.after_admission()
         else:
-            self.waiter = plane.loop.create_task(self._admit())
+            # stepped by hand: no Task unless the call really waits in the queue (drive.py)
+            driver = self.waiter = Driver(
+                plane.loop,
+                plane.admission.acquire(self.req.priority, self.deadline),
+                self._admitted,
+                self._admission_failed,
+            )
+            driver.step()
 
-    async def _admit(self) -> None:
+    def _admission_failed(self, exc: BaseException) -> None:
+        self.waiter = None
         try:
-            await self._admitted()
+            raise exc
         except Exception:
             self.crashed()
 
-    async def _admitted(self) -> None:
-        admitted = await self.plane.admission.acquire(self.req.priority, self.deadline)
+    def _admitted(self, admitted: Any) -> None:
         self.waiter = None
-        if self.done:
-            if not isinstance(admitted, Refusal):
-                admitted.release(Outcome.CANCELLED, _monotonic())
-            return
-        if isinstance(admitted, Refusal):
-            self.refuse(admitted)
+        try:
+            if self.done:
+                if not isinstance(admitted, Refusal):
+                    admitted.release(Outcome.CANCELLED, _monotonic())
+                return
+            if isinstance(admitted, Refusal):
+                self.refuse(admitted)
+                self.down.kick()
+                return
+            self.token = admitted
+            self.after_admission()
             self.down.kick()
-            return
-        self.token = admitted
-        self.after_admission()
-        self.down.kick()
+        except Exception:
+            self.crashed()
 
     def after_admission(self) -> None:
         plane = self.plane
