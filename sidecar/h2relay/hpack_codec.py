@@ -50,12 +50,16 @@ class Block:
     """A decoded header block; `prepared` is a slot for what the relay derives from it,
     cached with the block so repeated requests skip that work too."""
 
-    __slots__ = ("headers", "prepared", "size")
+    __slots__ = ("base", "extra", "headers", "prepared", "size")
 
     def __init__(self, headers: Headers, size: int) -> None:
         self.headers = headers
         self.size = size  # RFC 9113 §6.5.2 header list size: name + value + 32 per field
         self.prepared: object = None
+        # split blocks (see Decoder._split): the cached block of the stable fields, and the
+        # per-call fields after them
+        self.base: Block | None = None
+        self.extra: Headers = ()
 
 
 def _integer(data: bytes, pos: int, prefix: int) -> tuple[int, int]:
@@ -106,12 +110,21 @@ class Decoder:
             for field in inserts:
                 self._add(field)
             return result
+        cut = block.find(_TAIL_TIMEOUT)
+        if cut < 0:
+            cut = block.find(_TAIL_ID)
+        if cut > 0:
+            split = self._split(block, cut)
+            if split is not None:
+                return split
         generation = self.generation
         self._reads_table = False
         try:
             result = self._decode(block)
         except IndexError:
             raise HpackError("header block truncated") from None
+        if cut > 0 and self.generation == generation:
+            self._learn_head(block[:cut])
         if not self._reads_table and not self._resized:
             if len(self._pure) >= _CACHE_LIMIT:
                 self._pure.clear()
@@ -163,6 +176,47 @@ class Decoder:
             size += len(field[0]) + len(field[1]) + _ENTRY_OVERHEAD
         self._inserted = tuple(inserted)
         return Block(tuple(out), size)
+
+    # A request relayed by another sidecar ends with its per-call fields, `grpc-timeout`
+    # (the remaining time) and often `x-request-id`, as literals with literal names (our
+    # encoder's form): every block differs, so the whole-block caches above always miss
+    # on an inbound listener behind a sidecar. Such a block is decoded as a cached head
+    # (all the fields before the first per-call one) plus the short tail. The head is
+    # used only once it is known to be a block of its own that leaves the table alone
+    # (decoded cleanly on an earlier miss), so a look-alike byte run inside a value never
+    # splits a field: such a "head" fails to decode and is never learned.
+    def _split(self, block: bytes, cut: int) -> Block | None:
+        head = self._blocks.get(block[:cut])
+        if head is None:
+            pure = self._pure.get(block[:cut])
+            if pure is None or pure[1]:
+                return None
+            head = pure[0]
+        self._reads_table = False
+        try:
+            tail = self._decode(block[cut:])
+        except IndexError:
+            raise HpackError("header block truncated") from None
+        result = Block(head.headers + tail.headers, head.size + tail.size)
+        result.base = head
+        result.extra = tail.headers
+        return result
+
+    def _learn_head(self, head: bytes) -> None:
+        """Cache the head of a split-able block (the table is as it was before it)."""
+        if head in self._blocks or head in self._pure:
+            return
+        self._reads_table = False
+        try:
+            found = self._decode(head)
+        except (IndexError, HpackError):
+            return  # not a block of its own: the marker was inside a value
+        if self._inserted or self._resized:
+            return  # cannot happen when the whole block left the table alone
+        if self._reads_table:
+            self._blocks[head] = found
+        else:
+            self._pure[head] = (found, ())
 
     def _lookup(self, index: int) -> Header:
         if 0 < index <= _STATIC_LEN:
@@ -237,6 +291,9 @@ def _str_bytes(value: bytes) -> bytes:
 
 
 _fields: dict[Header, bytes] = {}
+# how our encoder starts the per-call fields: literal without indexing, literal name
+_TAIL_TIMEOUT = b"\x00\x0cgrpc-timeout"
+_TAIL_ID = b"\x00\x0cx-request-id"
 
 
 def encode_field(name: bytes, value: bytes) -> bytes:

@@ -28,7 +28,7 @@ from sidecar.h2relay.call import Call
 from sidecar.h2relay.cells import HistogramCells, counter_cell
 from sidecar.h2relay.connection import H2Connection, Settings
 from sidecar.h2relay.hpack_codec import Block
-from sidecar.h2relay.request import Prepared, prepare
+from sidecar.h2relay.request import Prepared, prepare, prepare_split
 from sidecar.h2relay.timers import Wheel
 from sidecar.outcome import Outcome
 from sidecar.proxy.seams import Admission, AdmitAll, FaultInjector, NoFaults
@@ -241,7 +241,7 @@ class Downstream(_Flusher, asyncio.Protocol):
             return
         prepared = block.prepared
         if prepared is None:
-            prepared = block.prepared = prepare(block.headers, self.plane.resolve)
+            prepared = _prepare(block, self.plane.resolve)
         assert isinstance(prepared, Prepared)
         call = Call(self.plane, self, stream_id, prepared)
         self.calls[stream_id] = call
@@ -295,6 +295,22 @@ class Downstream(_Flusher, asyncio.Protocol):
 
     def on_goaway(self, last_stream_id: int, code: int) -> None:
         return None  # the caller stops opening streams; ours finish
+
+
+def _prepare(block: Block, resolve: Callable[[str], Any]) -> Prepared:
+    """What the relay needs from a request block: cached on the block, or for a split
+    block (a sidecar's per-call tail after a cached head) derived from the head's."""
+    base = block.base
+    if base is not None:
+        head = base.prepared
+        if head is None:
+            head = base.prepared = prepare(base.headers, resolve)
+        assert isinstance(head, Prepared)
+        found = prepare_split(head, block.extra, resolve)
+        if found is not None:
+            return found
+    prepared = block.prepared = prepare(block.headers, resolve)
+    return prepared
 
 
 def _trailers(status: str, message: str, reason: str) -> bytes:

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from sidecar.h2relay.grpcwire import parse_timeout
-from sidecar.h2relay.hpack_codec import Headers, encode_field
+from sidecar.h2relay.hpack_codec import Headers, encode_field, encode_literal
 
 # Connection-specific fields (RFC 9113 §8.2.2) and this hop's own timer.
 _DROP_REQUEST = frozenset(
@@ -97,6 +97,28 @@ def prepare(headers: Headers, resolve: Callable[[str], Any]) -> Prepared:
     elif not content_type.startswith(b"application/grpc"):
         prepared.error = "not_grpc"
     return prepared
+
+
+def prepare_split(base: Prepared, extra: Headers, resolve: Callable[[str], Any]) -> Prepared | None:
+    """A request block split by the decoder (hpack_codec.Decoder._split): the cached head's
+    Prepared with this call's `grpc-timeout` and `x-request-id` applied, or None when the
+    tail holds anything else (then the whole block is prepared as usual)."""
+    timeout = base.timeout_s
+    block = base.block
+    has_id = base.has_request_id
+    route = base.route
+    for name, value in extra:
+        if name == b"grpc-timeout":
+            timeout = parse_timeout(value)
+        elif name == REQUEST_ID and not has_id:
+            has_id = True
+            block += encode_literal(name, value)
+        else:
+            return None
+    if route is not None and route.hash_key in ("grpc-timeout", "x-request-id"):
+        return None
+    return Prepared(base.method, route, timeout, block, has_id, base.hash_value,
+                    base.priority, base.error)  # fmt: skip
 
 
 @dataclass(slots=True)
