@@ -36,7 +36,8 @@ from bench.targets import (
     start_sidecar_outbound,
 )
 
-PATHS = ("direct", "haproxy", "haproxy-srv", "sidecar1", "sidecar2")
+PATHS = ("direct", "haproxy", "haproxy-srv", "sidecar1", "sidecar2", "sidecar1-grpcio",
+         "sidecar1-w2")  # fmt: skip
 BACKENDS = ("nginx", "pyecho")
 
 
@@ -116,6 +117,16 @@ def _build(case: Case, backend_port: int, workdir: Path, tree: Path) -> None:
         case.proxies.append(proc)
     elif case.path == "sidecar1":
         proc, case.port = start_sidecar_outbound(workdir, f"{tag}-out", backend_port, tree)
+        case.proxies.append(proc)
+    elif case.path == "sidecar1-grpcio":
+        proc, case.port = start_sidecar_outbound(
+            workdir, f"{tag}-out", backend_port, tree, dataplane="grpcio"
+        )
+        case.proxies.append(proc)
+    elif case.path == "sidecar1-w2":
+        proc, case.port = start_sidecar_outbound(
+            workdir, f"{tag}-out", backend_port, tree, workers=2
+        )
         case.proxies.append(proc)
     elif case.path == "sidecar2":
         inbound, in_port = start_sidecar_inbound(workdir, f"{tag}-in", backend_port, tree)

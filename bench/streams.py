@@ -130,8 +130,15 @@ def run_streams(s: StreamSettings, tree: Path, log: Log, argv: list[str], out: P
             try:
                 echo, echo_port = start_pyecho(wd, tree)
                 procs.append(echo)
+                # limits.max_requests (default 1,024 calls in flight per upstream) would
+                # refuse most of the N streams: this section measures memory, not limits
+                roomy = {"limits": {"max_requests": 4 * s.streams, "max_pending": 4 * s.streams}}
                 sidecar, sc_port, admin = start_echo_sidecar(
-                    wd, "sidecar-out", tree, endpoints=[f"127.0.0.1:{echo_port}"]
+                    wd,
+                    "sidecar-out",
+                    tree,
+                    endpoints=[f"127.0.0.1:{echo_port}"],
+                    extra={"upstreams": {"echo": roomy}},
                 )
                 procs.append(sidecar)
             except (Unavailable, StartFailed) as exc:

@@ -33,6 +33,17 @@ def _run(args: argparse.Namespace) -> int:
     config = _load(args.config)
     if config is None:
         return 1
+    from sidecar import workers
+
+    why = workers.refusal(config, args.workers)
+    if why is not None:
+        print(f"sidecar: {why}", file=sys.stderr)
+        return 1
+    if args.workers > 1 and args.worker_index is None:
+        return workers.supervise(args.config, args.workers)
+    if args.worker_index is not None:
+        workers.in_worker(args.worker_index)
+        config = workers.worker_config(config, args.worker_index)
     from sidecar.app import run  # grpc and friends load only once the config is good
 
     return run(config)
@@ -82,6 +93,14 @@ def build_parser() -> argparse.ArgumentParser:
 
     run = verbs.add_parser("run", help="run the sidecar from a config file")
     run.add_argument("-c", "--config", required=True, help="YAML config file")
+    run.add_argument(
+        "--workers",
+        type=int,
+        default=1,
+        help="worker processes sharing the listeners (SO_REUSEPORT; h2relay only); "
+        "worker i serves admin on the admin port + i",
+    )
+    run.add_argument("--worker-index", type=int, help=argparse.SUPPRESS)  # set by the supervisor
     run.set_defaults(func=_run)
 
     check = verbs.add_parser("check", help="validate a config file; errors name the key")

@@ -121,8 +121,15 @@ class MessageLimit:
         self._prefix = b""  # a prefix split across frames
 
     def feed(self, data: bytes | memoryview) -> bool:
-        pos = 0
         end = len(data)
+        if not self._skip and not self._prefix and end >= 5:
+            # the common case: a frame starting at a message boundary holding one whole message
+            length = int.from_bytes(data[1:5], "big")
+            if length > self.limit:
+                return False
+            if length == end - 5:
+                return True
+        pos = 0
         while True:
             if self._skip:
                 step = min(self._skip, end - pos)

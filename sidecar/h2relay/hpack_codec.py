@@ -9,6 +9,12 @@ frame-parsing relay cost ~130 µs per request (FACTS.md), so:
   `generation` and empties the cache. Blocks made only of indexed fields and literals
   *without* indexing do not touch the table, and after warm-up a client's repeated
   requests are exactly such blocks, so the common request costs one dict lookup.
+- Blocks that read nothing from the table (static indices and literals with static or
+  literal names, inserting or not: what nginx sends on every response) decode to the
+  same fields whatever the table holds; they are cached apart, never invalidated, with
+  the fields they insert, and a hit replays the insertions (a profile of the relay in
+  front of nginx showed every response block missing the first cache, ~10% of its CPU:
+  nginx's insertions emptied it before each trailers block).
 - Huffman-coded strings (RFC 7541 §5.2) are decoded by the `hpack` package's table
   and cached by their coded bytes, since the same values repeat across requests.
 - Encoding never uses the dynamic table (allowed by §2.3.2: an encoder may choose
@@ -44,12 +50,16 @@ class Block:
     """A decoded header block; `prepared` is a slot for what the relay derives from it,
     cached with the block so repeated requests skip that work too."""
 
-    __slots__ = ("headers", "prepared", "size")
+    __slots__ = ("base", "extra", "headers", "prepared", "size")
 
     def __init__(self, headers: Headers, size: int) -> None:
         self.headers = headers
         self.size = size  # RFC 9113 §6.5.2 header list size: name + value + 32 per field
         self.prepared: object = None
+        # split blocks (see Decoder._split): the cached block of the stable fields, and the
+        # per-call fields after them
+        self.base: Block | None = None
+        self.extra: Headers = ()
 
 
 def _integer(data: bytes, pos: int, prefix: int) -> tuple[int, int]:
@@ -78,19 +88,48 @@ class Decoder:
         self.size = 0
         self.entries: deque[Header] = deque()  # newest first (index 62)
         self.generation = 0
+        # blocks that read the table without changing it: valid while it is unchanged
         self._blocks: dict[bytes, Block] = {}
+        # blocks that read nothing from the table (they may insert into it): valid whatever
+        # the table holds, so never invalidated; kept with the fields they insert
+        self._pure: dict[bytes, tuple[Block, tuple[Header, ...]]] = {}
         self._strings: dict[bytes, bytes] = {}
+        self._reads_table = False  # the block being decoded looked up a dynamic entry
+        self._resized = False  # ... or carried a table size update
+        self._inserted: tuple[Header, ...] = ()
 
     def decode(self, block: bytes) -> Block:
         found = self._blocks.get(block)
         if found is not None:
             return found
+        pure = self._pure.get(block)
+        if pure is not None:
+            # a block that reads nothing from the dynamic table: the same fields, and the
+            # same insertions to replay (nginx indexes its response headers every time)
+            result, inserts = pure
+            for field in inserts:
+                self._add(field)
+            return result
+        cut = block.find(_TAIL_TIMEOUT)
+        if cut < 0:
+            cut = block.find(_TAIL_ID)
+        if cut > 0:
+            split = self._split(block, cut)
+            if split is not None:
+                return split
         generation = self.generation
+        self._reads_table = False
         try:
             result = self._decode(block)
         except IndexError:
             raise HpackError("header block truncated") from None
-        if self.generation == generation:
+        if cut > 0 and self.generation == generation:
+            self._learn_head(block[:cut])
+        if not self._reads_table and not self._resized:
+            if len(self._pure) >= _CACHE_LIMIT:
+                self._pure.clear()
+            self._pure[block] = (result, self._inserted)
+        elif self.generation == generation:
             if len(self._blocks) >= _CACHE_LIMIT:
                 self._blocks.clear()
             self._blocks[block] = result
@@ -98,6 +137,8 @@ class Decoder:
 
     def _decode(self, data: bytes) -> Block:
         out: list[Header] = []
+        inserted: list[Header] = []
+        self._resized = False
         size = 0
         pos = 0
         end = len(data)
@@ -113,6 +154,7 @@ class Decoder:
                 value, pos = self._string(data, pos)
                 field = (name, value)
                 self._add(field)
+                inserted.append(field)
             elif first & 0x20:  # dynamic table size update (§6.3), only before any field
                 if seen_field:
                     raise HpackError("table size update after a header field")
@@ -122,6 +164,7 @@ class Decoder:
                 self.max_size = new_size
                 self._evict(0)
                 self._changed()
+                self._resized = True
                 continue
             else:  # literal without indexing / never indexed (§6.2.2, §6.2.3)
                 index, pos = _integer(data, pos, 4)
@@ -131,7 +174,49 @@ class Decoder:
             seen_field = True
             out.append(field)
             size += len(field[0]) + len(field[1]) + _ENTRY_OVERHEAD
+        self._inserted = tuple(inserted)
         return Block(tuple(out), size)
+
+    # A request relayed by another sidecar ends with its per-call fields, `grpc-timeout`
+    # (the remaining time) and often `x-request-id`, as literals with literal names (our
+    # encoder's form): every block differs, so the whole-block caches above always miss
+    # on an inbound listener behind a sidecar. Such a block is decoded as a cached head
+    # (all the fields before the first per-call one) plus the short tail. The head is
+    # used only once it is known to be a block of its own that leaves the table alone
+    # (decoded cleanly on an earlier miss), so a look-alike byte run inside a value never
+    # splits a field: such a "head" fails to decode and is never learned.
+    def _split(self, block: bytes, cut: int) -> Block | None:
+        head = self._blocks.get(block[:cut])
+        if head is None:
+            pure = self._pure.get(block[:cut])
+            if pure is None or pure[1]:
+                return None
+            head = pure[0]
+        self._reads_table = False
+        try:
+            tail = self._decode(block[cut:])
+        except IndexError:
+            raise HpackError("header block truncated") from None
+        result = Block(head.headers + tail.headers, head.size + tail.size)
+        result.base = head
+        result.extra = tail.headers
+        return result
+
+    def _learn_head(self, head: bytes) -> None:
+        """Cache the head of a split-able block (the table is as it was before it)."""
+        if head in self._blocks or head in self._pure:
+            return
+        self._reads_table = False
+        try:
+            found = self._decode(head)
+        except (IndexError, HpackError):
+            return  # not a block of its own: the marker was inside a value
+        if self._inserted or self._resized:
+            return  # cannot happen when the whole block left the table alone
+        if self._reads_table:
+            self._blocks[head] = found
+        else:
+            self._pure[head] = (found, ())
 
     def _lookup(self, index: int) -> Header:
         if 0 < index <= _STATIC_LEN:
@@ -139,6 +224,7 @@ class Decoder:
         dyn = index - _STATIC_LEN - 1
         if index == 0 or dyn >= len(self.entries):
             raise HpackError(f"header index {index} out of range")
+        self._reads_table = True
         return self.entries[dyn]
 
     def _name(self, data: bytes, pos: int, index: int) -> tuple[bytes, int]:
@@ -205,6 +291,9 @@ def _str_bytes(value: bytes) -> bytes:
 
 
 _fields: dict[Header, bytes] = {}
+# how our encoder starts the per-call fields: literal without indexing, literal name
+_TAIL_TIMEOUT = b"\x00\x0cgrpc-timeout"
+_TAIL_ID = b"\x00\x0cx-request-id"
 
 
 def encode_field(name: bytes, value: bytes) -> bytes:
@@ -224,6 +313,18 @@ def encode_field(name: bytes, value: bytes) -> bytes:
     if len(_fields) < 4 * _CACHE_LIMIT and len(value) < 256:
         _fields[(name, value)] = out
     return out
+
+
+def encode_literal(name: bytes, value: bytes) -> bytes:
+    """A field whose value changes per call (not memoised); `name` not in the static table."""
+    prefix = _literal_names.get(name)
+    if prefix is None:
+        prefix = _literal_names[name] = b"\x00" + _str_bytes(name)
+    n = len(value)
+    return prefix + (bytes((n,)) if n < 127 else _int_bytes(n, 7, 0)) + value
+
+
+_literal_names: dict[bytes, bytes] = {}
 
 
 def encode(headers: list[Header] | Headers) -> bytes:

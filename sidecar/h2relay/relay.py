@@ -25,16 +25,26 @@ from sidecar import metrics
 from sidecar.endpoint import Endpoint
 from sidecar.h2relay import frames as F
 from sidecar.h2relay.call import Call
+from sidecar.h2relay.cells import HistogramCells, counter_cell
 from sidecar.h2relay.connection import H2Connection, Settings
 from sidecar.h2relay.hpack_codec import Block
-from sidecar.h2relay.request import Prepared, prepare
+from sidecar.h2relay.request import Prepared, prepare, prepare_split
+from sidecar.h2relay.timers import Wheel
 from sidecar.outcome import Outcome
 from sidecar.proxy.seams import Admission, AdmitAll, FaultInjector, NoFaults
 
 log = logging.getLogger(__name__)
 
+# set in `sidecar run --workers N` workers (sidecar/workers.py): listeners share their port
+REUSE_PORT = False
+
 # a local method: request message bytes -> (status name, message, response bytes | None)
 LocalMethod = Callable[[bytes], tuple[str, str, bytes | None]]
+
+
+def _counter(child: Any) -> Any:
+    """The child's lock-free cell (sidecar/h2relay/cells.py), else the child itself."""
+    return counter_cell(child) or child
 
 
 class _Flusher:
@@ -86,60 +96,75 @@ class Plane:
         self.retry_buffer = retry_buffer
         self.local_methods = local_methods or {}
         self.settings = settings or Settings()
+        self.wheel = Wheel(self.loop)  # call deadlines and per-try timeouts
         self.connections: set[Downstream] = set()
         self.draining = False
         self._server: asyncio.Server | None = None
         # metric children, cached: label lookups cost more than the increments
         self._children: dict[tuple[str, ...], Any] = {}
-        self._in_flight: dict[str, Any] = {}
+        self._in_flight: dict[str, int] = {}
+        self._pending: dict[str, Any] = {}
+
+    def pending_limits(self, route: Any) -> Any:
+        """The upstream's `UpstreamLimits` (sidecar/retry/limits.py), whose `pending`
+        count `limits.max_pending` bounds, or None when the route has no limits (the
+        inbound app route). Read from the route's call policy, cached per upstream."""
+        name = route.name
+        found = self._pending.get(name, False)
+        if found is False:
+            policy = getattr(route.calls, "policy", None)
+            found = self._pending[name] = getattr(policy, "limits", None)
+        return found
 
     # ---- metrics (cheap: children cached per label set) ----------------------------
 
-    def _child(self, key: tuple[str, ...], make: Callable[[], Any]) -> Any:
-        found = self._children.get(key)
-        if found is None:
-            found = self._children[key] = make()
-        return found
-
     def calls_started(self, call: Call) -> None:
         upstream = call.req.route.name if call.req.route is not None else "-"
-        gauge = self._in_flight.get(upstream)
-        if gauge is None:
-            gauge = self._in_flight[upstream] = metrics.IN_FLIGHT.labels(self.direction, upstream)
-        gauge.inc()
+        counts = self._in_flight
+        if upstream not in counts:
+            counts[upstream] = 0
+            # read at scrape time: no locked gauge update on every call start and end
+            metrics.IN_FLIGHT.labels(self.direction, upstream).set_function(
+                lambda: counts[upstream]
+            )
+        counts[upstream] += 1
 
     def call_done(self, call: Call) -> None:
         route = call.req.route
         upstream = route.name if route is not None else "-"
         method = call.req.method if route is not None else "-"
-        d = self.direction
-        self._in_flight[upstream].dec()
-        self._child(
-            ("r", upstream, method, call.code),
-            lambda: metrics.REQUESTS.labels(d, upstream, method, call.code),
-        ).inc()
-        self._child(
-            ("d", upstream, method), lambda: metrics.DURATION.labels(d, upstream, method)
-        ).observe(time.monotonic() - call.started)
+        self._in_flight[upstream] -= 1
+        children = self._children
+        key = ("r", upstream, method, call.code)
+        counter = children.get(key)
+        if counter is None:
+            counter = children[key] = _counter(
+                metrics.REQUESTS.labels(self.direction, upstream, method, call.code)
+            )
+        counter.inc(1)
+        hkey = ("d", upstream, method)
+        histogram = children.get(hkey)
+        if histogram is None:
+            child = metrics.DURATION.labels(self.direction, upstream, method)
+            histogram = children[hkey] = HistogramCells.of(child) or child
+        histogram.observe(time.monotonic() - call.started)
         if call.local_reason is not None:
-            reason = call.local_reason
-            self._child(
-                ("l", upstream, reason), lambda: metrics.LOCAL_ERRORS.labels(d, upstream, reason)
-            ).inc()
+            metrics.LOCAL_ERRORS.labels(self.direction, upstream, call.local_reason).inc()
 
     def attempt_done(self, call: Call, outcome: Outcome) -> None:
-        upstream = call.req.route.name
-        address = call.address
-        self._child(
-            ("a", upstream, address, outcome.value),
-            lambda: metrics.ATTEMPTS.labels(self.direction, upstream, address, outcome.value),
-        ).inc()
+        key = ("a", call.req.route.name, call.address, outcome.value)
+        counter = self._children.get(key)
+        if counter is None:
+            counter = self._children[key] = _counter(
+                metrics.ATTEMPTS.labels(self.direction, *key[1:])
+            )
+        counter.inc(1)
 
     # ---- listening ------------------------------------------------------------------
 
     async def listen(self, host: str, port: int) -> int:
         self._server = await self.loop.create_server(
-            lambda: Downstream(self), host, port, reuse_address=True
+            lambda: Downstream(self), host, port, reuse_address=True, reuse_port=REUSE_PORT or None
         )
         return int(self._server.sockets[0].getsockname()[1])
 
@@ -157,6 +182,7 @@ class Plane:
         for down in list(self.connections):
             if down.transport is not None:
                 down.transport.close()
+        self.wheel.close()
 
 
 class Downstream(_Flusher, asyncio.Protocol):
@@ -198,24 +224,33 @@ class Downstream(_Flusher, asyncio.Protocol):
         self.transport = None
         self.plane.connections.discard(self)
         for call in list(self.calls.values()):
-            call.on_reset(F.CANCEL)
+            try:
+                call.on_reset(F.CANCEL)
+            except Exception:
+                log.exception("relay failed while cancelling a call")
 
     # H2Connection handler
     def on_headers(self, stream_id: int, block: Block, end_stream: bool) -> None:
         call = self.calls.get(stream_id)
         if call is not None:  # trailers from a caller: gRPC sends none; end the request
             if end_stream:
-                call.on_data(b"", True, 0)
+                try:
+                    call.on_data(b"", True, 0)
+                except Exception:
+                    call.crashed()
             return
         prepared = block.prepared
         if prepared is None:
-            prepared = block.prepared = prepare(block.headers, self.plane.resolve)
+            prepared = _prepare(block, self.plane.resolve)
         assert isinstance(prepared, Prepared)
         call = Call(self.plane, self, stream_id, prepared)
         self.calls[stream_id] = call
         if end_stream:
             call.req_ended = True
-        call.start()
+        try:
+            call.start()
+        except Exception:
+            call.crashed()
 
     def on_oversized(self, stream_id: int) -> None:
         self.conn.send_headers(
@@ -230,24 +265,52 @@ class Downstream(_Flusher, asyncio.Protocol):
         if call is None:
             self.conn.consumed(stream_id, flow)
             return
-        call.on_data(data, end_stream, flow)
+        try:
+            call.on_data(data, end_stream, flow)
+        except Exception:
+            call.crashed()
 
     def on_reset(self, stream_id: int, code: int) -> None:
         call = self.calls.get(stream_id)
         if call is not None:
-            call.on_reset(code)
+            try:
+                call.on_reset(code)
+            except Exception:
+                call.crashed()
 
     def on_window(self, stream_id: int) -> None:
         if stream_id == 0:
             for call in list(self.blocked):
-                call.flush_down()
+                try:
+                    call.flush_down()
+                except Exception:
+                    call.crashed()
         else:
             found = self.calls.get(stream_id)
             if found is not None and found.down_pending:
-                found.flush_down()
+                try:
+                    found.flush_down()
+                except Exception:
+                    found.crashed()
 
     def on_goaway(self, last_stream_id: int, code: int) -> None:
         return None  # the caller stops opening streams; ours finish
+
+
+def _prepare(block: Block, resolve: Callable[[str], Any]) -> Prepared:
+    """What the relay needs from a request block: cached on the block, or for a split
+    block (a sidecar's per-call tail after a cached head) derived from the head's."""
+    base = block.base
+    if base is not None:
+        head = base.prepared
+        if head is None:
+            head = base.prepared = prepare(base.headers, resolve)
+        assert isinstance(head, Prepared)
+        found = prepare_split(head, block.extra, resolve)
+        if found is not None:
+            return found
+    prepared = block.prepared = prepare(block.headers, resolve)
+    return prepared
 
 
 def _trailers(status: str, message: str, reason: str) -> bytes:
@@ -274,13 +337,31 @@ class Upstream(_Flusher, asyncio.Protocol):
 
     @property
     def usable(self) -> bool:
-        conn = self.conn
-        return (
-            not self.closed
-            and conn.goaway_received is None
-            and len(conn.streams) + len(self.waiting) < conn.peer_max_streams
-            and conn.next_stream < 2**31 - 1024
+        """Open to new calls now: a stream slot free under the peer's MAX_CONCURRENT_STREAMS."""
+        return self.open_for_calls and (
+            len(self.conn.streams) + len(self.waiting) < self.conn.peer_max_streams
         )
+
+    @property
+    def open_for_calls(self) -> bool:
+        conn = self.conn
+        return not self.closed and conn.goaway_received is None and conn.next_stream < 2**31 - 1024
+
+    def has_slot(self) -> bool:
+        """A call may open its stream now (none waits before it, the peer allows one more)."""
+        return not self.waiting and len(self.conn.streams) < self.conn.peer_max_streams
+
+    def _open_waiting(self) -> None:
+        """Calls waiting for a stream slot (MAX_CONCURRENT_STREAMS): open as many as fit."""
+        conn = self.conn
+        waiting = self.waiting
+        while waiting and len(conn.streams) < conn.peer_max_streams and self.open_for_calls:
+            call = waiting.pop(0)
+            try:
+                call.open_upstream(self)
+            except Exception:
+                call.crashed()
+            call.down.kick()
 
     async def connect(self) -> None:
         try:
@@ -295,11 +376,7 @@ class Upstream(_Flusher, asyncio.Protocol):
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]  # uvloop's is no subclass
         self.ready = True
-        waiting, self.waiting = self.waiting, []
-        for call in waiting:
-            call.open_upstream(self)
-            call.down.kick()
-        self.flush()
+        self.flush()  # opens the waiting calls' streams (as many as the peer allows)
 
     def data_received(self, data: bytes) -> None:
         try:
@@ -332,60 +409,95 @@ class Upstream(_Flusher, asyncio.Protocol):
         self.waiting = []
         self.calls = {}
         for call in calls:
-            call.on_up_lost(why, connect)
+            try:
+                call.on_up_lost(why, connect)
+            except Exception:
+                call.crashed()
 
     # H2Connection handler
+    # each call's step is guarded: a bug in one call ends that call, not the connection
     def on_headers(self, stream_id: int, block: Block, end_stream: bool) -> None:
         call = self.calls.get(stream_id)
         if call is not None:
-            call.on_up_headers(block, end_stream)
+            try:
+                call.on_up_headers(block, end_stream)
+            except Exception:
+                call.crashed()
 
     def on_oversized(self, stream_id: int) -> None:
         call = self.calls.get(stream_id)
         self.conn.reset(stream_id, F.CANCEL)
         if call is not None:
-            call.on_up_reset(F.ENHANCE_YOUR_CALM)
+            try:
+                call.on_up_reset(F.ENHANCE_YOUR_CALM)
+            except Exception:
+                call.crashed()
 
     def on_data(self, stream_id: int, data: bytes, end_stream: bool, flow: int) -> None:
         call = self.calls.get(stream_id)
         if call is None:
             self.conn.consumed(stream_id, flow)
             return
-        call.on_up_data(data, end_stream, flow)
+        try:
+            call.on_up_data(data, end_stream, flow)
+        except Exception:
+            call.crashed()
 
     def on_reset(self, stream_id: int, code: int) -> None:
         call = self.calls.get(stream_id)
         if call is not None:
-            call.on_up_reset(code)
+            try:
+                call.on_up_reset(code)
+            except Exception:
+                call.crashed()
 
     def on_window(self, stream_id: int) -> None:
         if stream_id == 0:
             for call in list(self.blocked):
-                call.flush_up()
+                try:
+                    call.flush_up()
+                except Exception:
+                    call.crashed()
         else:
             found = self.calls.get(stream_id)
             if found is not None and found.up_pending:
-                found.flush_up()
+                try:
+                    found.flush_up()
+                except Exception:
+                    found.crashed()
 
     def on_goaway(self, last_stream_id: int, code: int) -> None:
         self.pool.forget(self)
-        for sid in [s for s in self.calls if s > last_stream_id]:
-            self.calls[sid].on_up_refused()
+        refused = [c for s, c in self.calls.items() if s > last_stream_id] + self.waiting
+        for call in refused:
+            try:
+                call.on_up_refused()
+            except Exception:
+                call.crashed()
         if not self.calls and self.transport is not None:
             self.transport.close()
 
-    def kick(self) -> None:
-        self.last_used = time.monotonic()
-        super().kick()
+    def flush(self) -> None:
+        self.last_used = time.monotonic()  # once per loop turn, not on every kick
+        if self.waiting and self.ready:
+            self._open_waiting()
+        _Flusher.flush(self)
 
 
 class Pool:
     """Pooled HTTP/2 connections per endpoint address."""
 
     def __init__(
-        self, settings: Settings | None = None, idle_s: float = 300.0, connect_timeout_s: float = 5
+        self,
+        settings: Settings | None = None,
+        idle_s: float = 300.0,
+        connect_timeout_s: float = 5,
+        max_conns: int = 8,
     ) -> None:
         self.loop = asyncio.get_running_loop()
+        # connections per endpoint: beyond this, calls wait for a stream slot rather than
+        # opening ever more connections to a peer that said how many streams it takes
+        self.max_conns = max_conns
         self.settings = settings or Settings()
         self.idle_s = idle_s
         self.connect_timeout_s = connect_timeout_s
@@ -394,12 +506,18 @@ class Pool:
         self._sweeper: asyncio.TimerHandle | None = None
 
     def get(self, endpoint: Endpoint) -> Upstream:
+        """A connection with a free stream slot; a new one while under `max_conns`; else
+        the least loaded, where the call waits for a slot (counted by max_pending)."""
         address = endpoint.address
         conns = self.conns.get(address)
         if conns:
             for up in conns:
                 if up.usable:
                     return up
+            if len(conns) >= self.max_conns:
+                open_ = [up for up in conns if up.open_for_calls]
+                if open_:
+                    return min(open_, key=lambda u: len(u.conn.streams) + len(u.waiting))
         else:
             conns = self.conns[address] = []
         up = Upstream(self, endpoint)

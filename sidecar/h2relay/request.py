@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from sidecar.h2relay.grpcwire import parse_timeout
-from sidecar.h2relay.hpack_codec import Headers, encode_field
+from sidecar.h2relay.hpack_codec import Headers, encode_field, encode_literal
 
 # Connection-specific fields (RFC 9113 §8.2.2) and this hop's own timer.
 _DROP_REQUEST = frozenset(
@@ -99,6 +99,28 @@ def prepare(headers: Headers, resolve: Callable[[str], Any]) -> Prepared:
     return prepared
 
 
+def prepare_split(base: Prepared, extra: Headers, resolve: Callable[[str], Any]) -> Prepared | None:
+    """A request block split by the decoder (hpack_codec.Decoder._split): the cached head's
+    Prepared with this call's `grpc-timeout` and `x-request-id` applied, or None when the
+    tail holds anything else (then the whole block is prepared as usual)."""
+    timeout = base.timeout_s
+    block = base.block
+    has_id = base.has_request_id
+    route = base.route
+    for name, value in extra:
+        if name == b"grpc-timeout":
+            timeout = parse_timeout(value)
+        elif name == REQUEST_ID and not has_id:
+            has_id = True
+            block += encode_literal(name, value)
+        else:
+            return None
+    if route is not None and route.hash_key in ("grpc-timeout", "x-request-id"):
+        return None
+    return Prepared(base.method, route, timeout, block, has_id, base.hash_value,
+                    base.priority, base.error)  # fmt: skip
+
+
 @dataclass(slots=True)
 class PreparedResponse:
     """A response header block or trailer block from an upstream, read."""
@@ -106,7 +128,7 @@ class PreparedResponse:
     block: bytes  # re-encoded toward the caller
     status: str | None  # grpc-status name, when present
     peer_error: str | None  # the peer sidecar's x-sidecar-error, when present
-    pushback_ms: int | None
+    pushback_ms: bytes | None  # grpc-retry-pushback-ms as received (the retry policy reads it)
 
 
 def prepare_response(headers: Headers, status_names: dict[bytes, str]) -> PreparedResponse:
@@ -122,9 +144,6 @@ def prepare_response(headers: Headers, status_names: dict[bytes, str]) -> Prepar
         elif name == b"x-sidecar-error":
             peer_error = value.decode("latin-1")
         elif name == b"grpc-retry-pushback-ms":
-            try:
-                pushback = int(value)
-            except ValueError:
-                pushback = None
+            pushback = value
         out.append(encode_field(name, value))
     return PreparedResponse(b"".join(out), status, peer_error, pushback)

@@ -18,6 +18,7 @@ from sidecar.h2relay.relay import LocalMethod, Plane, Pool
 
 if TYPE_CHECKING:
     from sidecar.app import Sidecar
+    from sidecar.h2relay.call import Call
 
 
 def health_check(sidecar: Sidecar) -> LocalMethod:
@@ -41,6 +42,66 @@ def health_check(sidecar: Sidecar) -> LocalMethod:
     return check
 
 
+class HealthWatch:
+    """grpc.health.v1.Health/Watch: the current status at once, then every change
+    (NOT_SERVING while draining), until the caller leaves or the listener stops; an
+    unknown service gets SERVICE_UNKNOWN and stays watched (grpc's HealthServicer)."""
+
+    streaming = True
+
+    def __init__(self, sidecar: Sidecar) -> None:
+        self.health = sidecar.health
+        self.watchers: dict[Call, tuple[str, int]] = {}  # call -> (service, last status sent)
+        self.health.listeners.append(self._changed)
+
+    def open(self, call: Call, body: bytes) -> _Subscription | None:
+        try:
+            request = health_pb2.HealthCheckRequest.FromString(body)
+        except Exception:
+            call.local_end("INVALID_ARGUMENT", "undecodable HealthCheckRequest")
+            return None
+        status = self._status(request.service)
+        self.watchers[call] = (request.service, status)
+        call.local_send(_response(status))
+        return _Subscription(self, call)
+
+    def _status(self, service: str) -> int:
+        codes = health_pb2.HealthCheckResponse
+        if service not in self.health.names:
+            return int(codes.SERVICE_UNKNOWN)
+        return int(codes.SERVING if self.health.serving else codes.NOT_SERVING)
+
+    def _changed(self) -> None:
+        for call, (service, sent) in list(self.watchers.items()):
+            status = self._status(service)
+            if status != sent:
+                self.watchers[call] = (service, status)
+                call.local_send(_response(status))
+
+    def close(self) -> None:
+        """The listener stops: end every watch (they saw NOT_SERVING when draining began)."""
+        watchers, self.watchers = self.watchers, {}
+        for call in watchers:
+            call.local_end("UNAVAILABLE", "sidecar shutting down")
+
+
+class _Subscription:
+    """Held as the call's waiter: the caller's cancel forgets the watch."""
+
+    __slots__ = ("call", "watch")
+
+    def __init__(self, watch: HealthWatch, call: Call) -> None:
+        self.watch = watch
+        self.call = call
+
+    def cancel(self) -> None:
+        self.watch.watchers.pop(self.call, None)
+
+
+def _response(status: int) -> bytes:
+    return bytes(health_pb2.HealthCheckResponse(status=status).SerializeToString())
+
+
 class RelayDataPlane:
     """The h2relay listeners of one sidecar."""
 
@@ -50,6 +111,7 @@ class RelayDataPlane:
         self.faults = faults
         self.planes: dict[str, Plane] = {}
         self.pool: Pool | None = None
+        self.watch: HealthWatch | None = None
 
     async def start(self) -> dict[str, int]:
         sc = self.sidecar
@@ -75,12 +137,16 @@ class RelayDataPlane:
             self.planes["outbound"] = plane
         if config.inbound is not None:
             app_route = sc.app_route
+            self.watch = HealthWatch(sc)
             plane = Plane(
                 "inbound",
                 lambda method: None if method.startswith("/grpc.health.v1.") else app_route,
                 self.pool,
                 admission=self.admission,
-                local_methods={"/grpc.health.v1.Health/Check": health_check(sc)},
+                local_methods={
+                    "/grpc.health.v1.Health/Check": health_check(sc),
+                    "/grpc.health.v1.Health/Watch": self.watch,  # type: ignore[dict-item]
+                },
                 **common,
             )
             ports["inbound"] = await plane.listen(*parse_hostport(config.inbound.listen))
@@ -88,6 +154,8 @@ class RelayDataPlane:
         return ports
 
     async def stop(self, grace_s: float) -> None:
+        if self.watch is not None:
+            self.watch.close()
         for name in ("inbound", "outbound"):
             plane = self.planes.get(name)
             if plane is not None:

@@ -8,7 +8,7 @@ names given (this instance's service, the app's checked service name).
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 
 import grpc
 from grpc_health.v1 import health_pb2
@@ -26,6 +26,8 @@ class InboundHealth:
         self.names = sorted({"", *names})
         self.app_healthy = False
         self.draining = False
+        # told after every update (the h2relay plane's Health/Watch streams listen here)
+        self.listeners: list[Callable[[], None]] = []
 
     @property
     def serving(self) -> bool:
@@ -45,6 +47,8 @@ class InboundHealth:
         )
         for name in self.names:
             await self.servicer.set(name, status)
+        for listener in list(self.listeners):
+            listener()
 
     def handlers(self) -> dict[str, grpc.RpcMethodHandler]:
         """Method path -> handler, for the inbound listener to answer itself."""

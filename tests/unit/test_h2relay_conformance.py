@@ -279,3 +279,72 @@ def test_arbitrary_frames_only_protocol_errors(frames: list[bytes]) -> None:
     conn = H2Connection(Recorder(), client=False)
     with contextlib.suppress(F.ProtocolError):
         conn.receive(F.PREFACE + F.settings({}) + b"".join(frames))
+
+
+def _indexed_literal(name_index: int, value: bytes) -> bytes:
+    """A literal with incremental indexing, name from the static table (what nginx sends)."""
+    return bytes((0x40 | name_index, len(value))) + value
+
+
+_NGINX_LIKE = [
+    _indexed_literal(54, b"nginx/1.22.1") + _indexed_literal(33, b"Thu, 26 Nov 2026"),
+    _indexed_literal(31, b"application/grpc") + b"\x88",
+    b"\x88" + b"\xbe",  # :status 200, then dynamic entry 62 (reads the table)
+    _indexed_literal(33, b"Fri, 27 Nov 2026"),
+    b"\x3f\x01",  # table size update to 32 (only the first field of a block)
+]
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.sampled_from(range(len(_NGINX_LIKE))), min_size=1, max_size=30))
+def test_hpack_cached_blocks_match_the_reference_decoder(order: list[int]) -> None:
+    """Blocks that insert (and ones that read the table) decode, cached or not, exactly as
+    the `hpack` package decodes them, with the same dynamic table after each."""
+    import hpack
+
+    ours, ref = Decoder(), hpack.Decoder()
+    for i in order:
+        raw = _NGINX_LIKE[i]
+        try:
+            expected = [(n.encode() if isinstance(n, str) else n,
+                         v.encode() if isinstance(v, str) else v)
+                        for n, v in ref.decode(raw, raw=True)]  # fmt: skip
+        except Exception:
+            with pytest.raises(HpackError):
+                ours.decode(raw)
+            return  # the connection would be dead now
+        assert list(ours.decode(raw).headers) == expected
+        assert list(ours.entries) == list(ref.header_table.dynamic_entries)
+
+
+def test_sidecar_blocks_split_into_a_cached_head_and_a_per_call_tail() -> None:
+    """Blocks ending with a sidecar's per-call grpc-timeout / x-request-id decode to the same
+    fields as a plain decode, the head is reused, and the prepared request matches."""
+    from sidecar.h2relay.hpack_codec import encode_literal
+    from sidecar.h2relay.request import prepare, prepare_split
+
+    head = encode(REQUEST)
+    ours = Decoder()
+    for i in range(4):
+        tail = encode_literal(b"grpc-timeout", b"%du" % (999_000 + i)) + encode_literal(
+            b"x-request-id", b"%032x" % i
+        )
+        block = ours.decode(head + tail)
+        assert list(block.headers) == list(Decoder().decode(head + tail).headers)
+        if i:
+            assert block.base is not None and block.base.headers == tuple(REQUEST)
+
+            def resolve(_: str) -> None:
+                return None
+
+            split = prepare_split(prepare(block.base.headers, resolve), block.extra, resolve)
+            whole = prepare(block.headers, resolve)
+            assert split is not None
+            assert (split.timeout_s, split.has_request_id, split.block) == (
+                whole.timeout_s, whole.has_request_id, whole.block)  # fmt: skip
+    # a look-alike inside a value never splits a field
+    tricky = encode([(b"x-v", b"\x00\x0cgrpc-timeout")]) + encode_literal(b"grpc-timeout", b"1m")
+    d = Decoder()
+    for _ in range(3):
+        assert list(d.decode(tricky).headers) == [
+            (b"x-v", b"\x00\x0cgrpc-timeout"), (b"grpc-timeout", b"1m")]  # fmt: skip
