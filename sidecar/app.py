@@ -125,8 +125,8 @@ class Sidecar:
         self._drain_task: asyncio.Task[None] | None = None
         self.xds = xds_feed(config, self.clusters)  # None unless `xds:` is configured
 
-    def _outbound_route(self, method: str) -> Route | None:
-        name = self.router.route(method)
+    def _outbound_route(self, method: str, authority: str | None = None) -> Route | None:
+        name = self.router.route(method, authority)
         return None if name is None else self.routes[name]
 
     async def start(self) -> None:

@@ -75,7 +75,7 @@ class Plane:
     def __init__(
         self,
         direction: str,
-        resolve: Callable[[str], Any],
+        resolve: Callable[[str, str | None], Any],
         pool: Pool,
         *,
         max_message_bytes: int,
@@ -297,7 +297,7 @@ class Downstream(_Flusher, asyncio.Protocol):
         return None  # the caller stops opening streams; ours finish
 
 
-def _prepare(block: Block, resolve: Callable[[str], Any]) -> Prepared:
+def _prepare(block: Block, resolve: Callable[[str, str | None], Any]) -> Prepared:
     """What the relay needs from a request block: cached on the block, or for a split
     block (a sidecar's per-call tail after a cached head) derived from the head's."""
     base = block.base

@@ -48,11 +48,12 @@ class Prepared:
     error: str | None = None  # "bad_request" | "not_grpc"
 
 
-def prepare(headers: Headers, resolve: Callable[[str], Any]) -> Prepared:
+def prepare(headers: Headers, resolve: Callable[[str, str | None], Any]) -> Prepared:
     method = b""
     verb = b""
     content_type = b""
     timeout: bytes | None = None
+    authority: str | None = None
     has_id = False
     priority: str | None = None
     pseudo: list[bytes] = []
@@ -61,6 +62,8 @@ def prepare(headers: Headers, resolve: Callable[[str], Any]) -> Prepared:
         if name[:1] == b":":
             if name == b":path":
                 method = value
+            elif name == b":authority":
+                authority = value.decode("latin-1")
             elif name == b":method":
                 verb = value
             pseudo.append(encode_field(name, value))
@@ -78,7 +81,7 @@ def prepare(headers: Headers, resolve: Callable[[str], Any]) -> Prepared:
         if name not in _DROP_REQUEST:
             regular.append(encode_field(name, value))
     path = method.decode("latin-1")
-    route = resolve(path) if method else None
+    route = resolve(path, authority) if method else None
     hash_value = None
     if route is not None and route.hash_key:
         key = route.hash_key.encode()
@@ -99,7 +102,9 @@ def prepare(headers: Headers, resolve: Callable[[str], Any]) -> Prepared:
     return prepared
 
 
-def prepare_split(base: Prepared, extra: Headers, resolve: Callable[[str], Any]) -> Prepared | None:
+def prepare_split(
+    base: Prepared, extra: Headers, resolve: Callable[[str, str | None], Any]
+) -> Prepared | None:
     """A request block split by the decoder (hpack_codec.Decoder._split): the cached head's
     Prepared with this call's `grpc-timeout` and `x-request-id` applied, or None when the
     tail holds anything else (then the whole block is prepared as usual)."""

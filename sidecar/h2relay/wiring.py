@@ -137,10 +137,15 @@ class RelayDataPlane:
             self.planes["outbound"] = plane
         if config.inbound is not None:
             app_route = sc.app_route
+
+            def to_app(method: str, authority: str | None) -> Any:
+                # every call goes to the app, but health calls, which the sidecar answers
+                return None if method.startswith("/grpc.health.v1.") else app_route
+
             self.watch = HealthWatch(sc)
             plane = Plane(
                 "inbound",
-                lambda method: None if method.startswith("/grpc.health.v1.") else app_route,
+                to_app,
                 self.pool,
                 admission=self.admission,
                 local_methods={

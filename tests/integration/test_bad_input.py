@@ -71,6 +71,20 @@ async def test_no_route(any_mesh: Mesh) -> None:
     assert dict(err.value.trailing_metadata())["x-sidecar-error"] == "no_route"
 
 
+async def test_authority_names_the_upstream(relay_mesh: Mesh) -> None:
+    """h2relay: `:authority` equal to an upstream's name routes there when the path does not."""
+    for authority in ("echo", "echo:15001"):
+        options = [("grpc.default_authority", authority)]
+        async with grpc.aio.insecure_channel(relay_mesh.outbound_addr, options=options) as ch:
+            reply = await echo_pb2_grpc.EchoStub(ch).Unary(echo_pb2.EchoRequest(), timeout=5)
+            assert reply.served_by == "echo"
+            # a service nobody lists reaches the echo app, which answers for itself
+            with pytest.raises(grpc.aio.AioRpcError) as err:
+                await ch.unary_unary("/nope.v1.Nope/Get")(b"", timeout=5)
+        assert err.value.code() is grpc.StatusCode.UNIMPLEMENTED
+        assert "x-sidecar-error" not in dict(err.value.trailing_metadata() or ())
+
+
 async def test_dead_endpoint(any_mesh: Mesh) -> None:
     """A dead endpoint: UNAVAILABLE, x-sidecar-error: connect_failed, naming the address."""
     mesh = any_mesh

@@ -22,6 +22,16 @@ def test_router_routes_by_service_in_path() -> None:
     assert router.route("garbage") is None
 
 
+def test_router_falls_back_to_the_authority() -> None:
+    """An authority naming an upstream routes there (port dropped); the path wins."""
+    router = Router({"playlist": ["music.playlist.v1.Playlist"], "search": []})
+    assert router.route("/x.v1.X/Get", "search") == "search"
+    assert router.route("/x.v1.X/Get", "search:15001") == "search"
+    assert router.route("/music.playlist.v1.Playlist/Get", "search") == "playlist"
+    assert router.route("/x.v1.X/Get", "127.0.0.1:15001") is None
+    assert router.route("/x.v1.X/Get", "[::1]:15001") is None
+
+
 def test_hop_by_hop_dropped_end_to_end_kept() -> None:
     """Transport headers are dropped; custom, binary, traceparent and details-bin pass."""
     md = (
