@@ -71,7 +71,7 @@ async def relay(
     cluster.update("local", eps, 0.0)
     route = Route("t", cluster, 5.0, calls=calls or OneAttempt())
     pool = pool or Pool()
-    plane = Plane("outbound", lambda m: route if m == METHOD else None, pool,
+    plane = Plane("outbound", lambda m, _a=None: route if m == METHOD else None, pool,
                   max_message_bytes=1 << 20)  # fmt: skip
     return plane, await plane.listen("127.0.0.1", 0), pool
 
@@ -218,7 +218,7 @@ async def test_max_pending_fails_fast_beyond_the_waiting_calls(backend: Backend)
     cluster.update("local", [Endpoint("127.0.0.1", peer_port, site="local")], 0.0)
     route = Route("t", cluster, 5.0, calls=calls)
     pool = Pool(max_conns=1)
-    plane = Plane("outbound", lambda m: route, pool, max_message_bytes=1 << 20)
+    plane = Plane("outbound", lambda m, _a=None: route, pool, max_message_bytes=1 << 20)
     port = await plane.listen("127.0.0.1", 0)
     try:
         assert (await call(port)) == [("OK", "", "")]  # connected; the peer's SETTINGS known

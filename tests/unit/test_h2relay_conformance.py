@@ -334,7 +334,7 @@ def test_sidecar_blocks_split_into_a_cached_head_and_a_per_call_tail() -> None:
         if i:
             assert block.base is not None and block.base.headers == tuple(REQUEST)
 
-            def resolve(_: str) -> None:
+            def resolve(_: str, _authority: str | None = None) -> None:
                 return None
 
             split = prepare_split(prepare(block.base.headers, resolve), block.extra, resolve)
