@@ -234,10 +234,7 @@ class Downstream(_Flusher, asyncio.Protocol):
         call = self.calls.get(stream_id)
         if call is not None:  # trailers from a caller: gRPC sends none; end the request
             if end_stream:
-                try:
-                    call.on_data(b"", True, 0)
-                except Exception:
-                    call.crashed()
+                _guard(call, call.on_data, b"", True, 0)
             return
         prepared = block.prepared
         if prepared is None:
@@ -247,10 +244,7 @@ class Downstream(_Flusher, asyncio.Protocol):
         self.calls[stream_id] = call
         if end_stream:
             call.req_ended = True
-        try:
-            call.start()
-        except Exception:
-            call.crashed()
+        _guard(call, call.start)
 
     def on_oversized(self, stream_id: int) -> None:
         self.conn.send_headers(
@@ -265,33 +259,21 @@ class Downstream(_Flusher, asyncio.Protocol):
         if call is None:
             self.conn.consumed(stream_id, flow)
             return
-        try:
-            call.on_data(data, end_stream, flow)
-        except Exception:
-            call.crashed()
+        _guard(call, call.on_data, data, end_stream, flow)
 
     def on_reset(self, stream_id: int, code: int) -> None:
         call = self.calls.get(stream_id)
         if call is not None:
-            try:
-                call.on_reset(code)
-            except Exception:
-                call.crashed()
+            _guard(call, call.on_reset, code)
 
     def on_window(self, stream_id: int) -> None:
         if stream_id == 0:
             for call in list(self.blocked):
-                try:
-                    call.flush_down()
-                except Exception:
-                    call.crashed()
+                _guard(call, call.flush_down)
         else:
             found = self.calls.get(stream_id)
             if found is not None and found.down_pending:
-                try:
-                    found.flush_down()
-                except Exception:
-                    found.crashed()
+                _guard(found, found.flush_down)
 
     def on_goaway(self, last_stream_id: int, code: int) -> None:
         return None  # the caller stops opening streams; ours finish
@@ -357,10 +339,7 @@ class Upstream(_Flusher, asyncio.Protocol):
         waiting = self.waiting
         while waiting and len(conn.streams) < conn.peer_max_streams and self.open_for_calls:
             call = waiting.pop(0)
-            try:
-                call.open_upstream(self)
-            except Exception:
-                call.crashed()
+            _guard(call, call.open_upstream, self)
             call.down.kick()
 
     async def connect(self) -> None:
@@ -409,71 +388,47 @@ class Upstream(_Flusher, asyncio.Protocol):
         self.waiting = []
         self.calls = {}
         for call in calls:
-            try:
-                call.on_up_lost(why, connect)
-            except Exception:
-                call.crashed()
+            _guard(call, call.on_up_lost, why, connect)
 
     # H2Connection handler
     # each call's step is guarded: a bug in one call ends that call, not the connection
     def on_headers(self, stream_id: int, block: Block, end_stream: bool) -> None:
         call = self.calls.get(stream_id)
         if call is not None:
-            try:
-                call.on_up_headers(block, end_stream)
-            except Exception:
-                call.crashed()
+            _guard(call, call.on_up_headers, block, end_stream)
 
     def on_oversized(self, stream_id: int) -> None:
         call = self.calls.get(stream_id)
         self.conn.reset(stream_id, F.CANCEL)
         if call is not None:
-            try:
-                call.on_up_reset(F.ENHANCE_YOUR_CALM)
-            except Exception:
-                call.crashed()
+            _guard(call, call.on_up_reset, F.ENHANCE_YOUR_CALM)
 
     def on_data(self, stream_id: int, data: bytes, end_stream: bool, flow: int) -> None:
         call = self.calls.get(stream_id)
         if call is None:
             self.conn.consumed(stream_id, flow)
             return
-        try:
-            call.on_up_data(data, end_stream, flow)
-        except Exception:
-            call.crashed()
+        _guard(call, call.on_up_data, data, end_stream, flow)
 
     def on_reset(self, stream_id: int, code: int) -> None:
         call = self.calls.get(stream_id)
         if call is not None:
-            try:
-                call.on_up_reset(code)
-            except Exception:
-                call.crashed()
+            _guard(call, call.on_up_reset, code)
 
     def on_window(self, stream_id: int) -> None:
         if stream_id == 0:
             for call in list(self.blocked):
-                try:
-                    call.flush_up()
-                except Exception:
-                    call.crashed()
+                _guard(call, call.flush_up)
         else:
             found = self.calls.get(stream_id)
             if found is not None and found.up_pending:
-                try:
-                    found.flush_up()
-                except Exception:
-                    found.crashed()
+                _guard(found, found.flush_up)
 
     def on_goaway(self, last_stream_id: int, code: int) -> None:
         self.pool.forget(self)
         refused = [c for s, c in self.calls.items() if s > last_stream_id] + self.waiting
         for call in refused:
-            try:
-                call.on_up_refused()
-            except Exception:
-                call.crashed()
+            _guard(call, call.on_up_refused)
         if not self.calls and self.transport is not None:
             self.transport.close()
 
@@ -560,3 +515,12 @@ class Pool:
                 if up.transport is not None:
                     up.transport.close()
         self.conns.clear()
+
+
+def _guard(call: Any, step: Callable[..., None], *args: Any) -> None:
+    """Run one event handler of a call: a bug there ends that call only (with INTERNAL and a
+    log line, see Call.crashed), never the connection it shares with other calls."""
+    try:
+        step(*args)
+    except Exception:
+        call.crashed()
