@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import random
 import time
+from collections.abc import Coroutine
 from typing import Any
 
 import grpc
@@ -107,7 +108,7 @@ def _endpoint(address: str, site: str) -> Endpoint:
 
 
 class _MultiCallable:
-    __slots__ = ("_deserialize", "_kind", "_method", "_serialize", "_upstream")
+    __slots__ = ("_deserialize", "_kind", "_method", "_run", "_serialize", "_upstream")
 
     def __init__(
         self,
@@ -122,12 +123,14 @@ class _MultiCallable:
         self._method = method
         self._serialize = serialize
         self._deserialize = deserialize
+        self._run = self._runner()  # built once: every call of this method shares it
 
     def _runner(self) -> Any:
-        run, method, kind = self._upstream.run, self._method, self._kind
+        answer, route = self._upstream.pipeline.answer, self._upstream.route
+        method, kind = self._method, self._kind
 
-        async def runner(request: Any, caller: Caller) -> Answer:
-            return await run(method, kind, request, caller)
+        def runner(request: Any, caller: Caller) -> Coroutine[Any, Any, Answer]:
+            return answer(route, method, kind, request, caller)
 
         return runner
 
@@ -137,7 +140,7 @@ class UnaryUnaryMultiCallable(_MultiCallable):
         self, request: Any, *, timeout: float | None = None, metadata: Any = None, **_: Any
     ) -> UnaryResponseCall:
         body = request if self._serialize is None else self._serialize(request)
-        return UnaryResponseCall(self._runner(), body, timeout, metadata, self._deserialize)
+        return UnaryResponseCall(self._run, body, timeout, metadata, self._deserialize)
 
 
 class UnaryStreamMultiCallable(_MultiCallable):
@@ -145,7 +148,7 @@ class UnaryStreamMultiCallable(_MultiCallable):
         self, request: Any, *, timeout: float | None = None, metadata: Any = None, **_: Any
     ) -> UnaryStreamCall:
         body = request if self._serialize is None else self._serialize(request)
-        return UnaryStreamCall(self._runner(), body, timeout, metadata, self._deserialize)
+        return UnaryStreamCall(self._run, body, timeout, metadata, self._deserialize)
 
 
 class StreamUnaryMultiCallable(_MultiCallable):
@@ -158,7 +161,7 @@ class StreamUnaryMultiCallable(_MultiCallable):
         **_: Any,
     ) -> StreamUnaryCall:
         requests = RequestStream(request_iterator, self._serialize)
-        return StreamUnaryCall(self._runner(), requests, timeout, metadata, self._deserialize)
+        return StreamUnaryCall(self._run, requests, timeout, metadata, self._deserialize)
 
 
 class StreamStreamMultiCallable(_MultiCallable):
@@ -171,7 +174,7 @@ class StreamStreamMultiCallable(_MultiCallable):
         **_: Any,
     ) -> StreamStreamCall:
         requests = RequestStream(request_iterator, self._serialize)
-        return StreamStreamCall(self._runner(), requests, timeout, metadata, self._deserialize)
+        return StreamStreamCall(self._run, requests, timeout, metadata, self._deserialize)
 
 
 class Channel:

@@ -7,6 +7,8 @@ only is dropped here, so a hop never forwards another hop's framing or timers.
 
 from __future__ import annotations
 
+import itertools
+import os
 import uuid
 from collections.abc import Iterable
 from typing import Any
@@ -42,6 +44,24 @@ _HOP_BY_HOP = frozenset(
 
 Pairs = tuple[tuple[str, Any], ...]
 
+# Request ids: a random per-process prefix and a counter (32 hex digits, like a UUID's
+# hex), unique without a uuid4 (an os.urandom call) per call. A forked child draws a
+# prefix of its own.
+# (next() on itertools.count is atomic under the GIL: safe from any thread.)
+_id_prefix = ""
+_id_counter = itertools.count()
+
+
+def _reset_ids() -> None:
+    global _id_prefix, _id_counter
+    _id_prefix = uuid.uuid4().hex[:16]
+    _id_counter = itertools.count()
+
+
+_reset_ids()
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_reset_ids)
+
 
 def forwardable(metadata: Iterable[tuple[str, Any]] | None) -> Pairs:
     """The end-to-end part of `metadata` (request headers, response headers or trailers).
@@ -57,11 +77,11 @@ def forwardable(metadata: Iterable[tuple[str, Any]] | None) -> Pairs:
 
 
 def with_request_id(metadata: Pairs) -> tuple[Pairs, str]:
-    """Ensure an `x-request-id` (a fresh UUID when the caller sent none); return it too."""
+    """Ensure an `x-request-id` (a fresh unique id when the caller sent none); return it too."""
     for key, value in metadata:
         if key == REQUEST_ID_KEY:
             return metadata, str(value)
-    request_id = uuid.uuid4().hex
+    request_id = f"{_id_prefix}{next(_id_counter):016x}"
     return (*metadata, (REQUEST_ID_KEY, request_id)), request_id
 
 

@@ -122,6 +122,29 @@ class Route:
         )
 
 
+_CHILDREN_MAX = 10_000  # label sets cached per metric (past it: looked up each time)
+
+
+class _Children:
+    """One metric's labelled children for one direction, each looked up once:
+    `labels()` validates and joins its labels and takes a lock on every call."""
+
+    __slots__ = ("_cache", "_direction", "_metric")
+
+    def __init__(self, metric: Any, direction: str) -> None:
+        self._metric = metric
+        self._direction = direction
+        self._cache: dict[tuple[str, ...], Any] = {}
+
+    def get(self, *labels: str) -> Any:
+        child = self._cache.get(labels)
+        if child is None:
+            child = self._metric.labels(self._direction, *labels)
+            if len(self._cache) < _CHILDREN_MAX:
+                self._cache[labels] = child
+        return child
+
+
 def _local(code: grpc.StatusCode, reason: str, message: str, extra: Pairs = ()) -> Answer:
     return Answer(code, message, (), (*extra, *sidecar_error(reason)), local_reason=reason)
 
@@ -139,6 +162,10 @@ class Pipeline:
         self.pool = pool
         self.admission: Admission = admission or AdmitAll()
         self.faults: FaultInjector = faults or NoFaults()
+        self._in_flight = _Children(metrics.IN_FLIGHT, direction)
+        self._requests = _Children(metrics.REQUESTS, direction)
+        self._duration = _Children(metrics.DURATION, direction)
+        self._attempts_total = _Children(metrics.ATTEMPTS, direction)
 
     async def call(
         self,
@@ -161,7 +188,7 @@ class Pipeline:
         started = time.monotonic()
         upstream = route.name if route is not None else "-"
         label_method = method if route is not None else "-"
-        in_flight = metrics.IN_FLIGHT.labels(self.direction, upstream)
+        in_flight = self._in_flight.get(upstream)
         in_flight.inc()
         code = "CANCELLED"  # what the metrics say if the caller goes away mid-call
         try:
@@ -179,10 +206,8 @@ class Pipeline:
                 metrics.LOCAL_ERRORS.labels(self.direction, upstream, answer.local_reason).inc()
         finally:
             in_flight.dec()
-            metrics.REQUESTS.labels(self.direction, upstream, label_method, code).inc()
-            metrics.DURATION.labels(self.direction, upstream, label_method).observe(
-                time.monotonic() - started
-            )
+            self._requests.get(upstream, label_method, code).inc()
+            self._duration.get(upstream, label_method).observe(time.monotonic() - started)
         return answer
 
     async def _steps(
@@ -328,9 +353,7 @@ class Pipeline:
                 host.finish(outcome, end - now, end)  # a refusal (CANCELLED) says nothing
                 if refused is None:
                     call.attempt_ended(outcome, end)
-                    metrics.ATTEMPTS.labels(
-                        self.direction, route.name, address, outcome.value
-                    ).inc()
+                    self._attempts_total.get(route.name, address, outcome.value).inc()
             if refused is not None:
                 return last or (_refused(refused), Outcome.CANCELLED)
             last = (answer, outcome)
