@@ -23,6 +23,7 @@ from __future__ import annotations
 import contextlib
 import ipaddress
 import os
+import random
 import re
 import shutil
 import subprocess
@@ -156,6 +157,11 @@ class Network:
         self.bridge = f"{self.run}b"
         try:
             _ip("link", "add", self.bridge, "type", "bridge")
+            # A bridge takes the lowest MAC of its ports unless one is set: adding an
+            # instance could then change the gateway's MAC under the ARP caches of the
+            # instances already running, cutting them off from DNS until the entry
+            # expires (seen: one instance's registration timing out for 15 s).
+            _ip("link", "set", self.bridge, "address", _local_mac())
             _ip("addr", "add", f"{self.gateway}/24", "dev", self.bridge)
             _ip("link", "set", self.bridge, "up")
         except BaseException:
@@ -196,3 +202,9 @@ class Network:
         names = _ip("netns", "list", check=False).stdout.split()
         links = re.findall(r"^\d+: ([^:@ ]+)", _ip("-o", "link", check=False).stdout, re.M)
         return [n for n in [*names, *links] if n.startswith(self.run)]
+
+
+def _local_mac() -> str:
+    """A random locally administered unicast MAC address."""
+    octets = [0x02, *(random.randrange(256) for _ in range(5))]
+    return ":".join(f"{o:02x}" for o in octets)
