@@ -3,7 +3,7 @@
 Does I/O (asyncio, dnspython over TCP). `run(healthy)` registers once the app's
 health check passes, renews before the record's TTL lapses (so a DNS server
 that expires records, or restarted without its data, learns it again), takes the
-record down while the app is unhealthy, and removes it when cancelled. The lead
+record down while the app is unhealthy, and removes it when cancelled. Membership
 calls `deregister()` (or `stop()`) on drain so callers stop picking this
 instance before its listeners close.
 """
