@@ -31,9 +31,6 @@ import socket
 import subprocess
 import sys
 import time
-import urllib.error
-import urllib.request
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -42,6 +39,8 @@ import yaml
 
 from tests.chaos.netns import Namespace, Network
 from tests.dns_servers import KEY_NAME, KEY_SECRET, BindServer, free_port
+from tests.integration import procs
+from tests.integration.procs import wait_until
 
 ROOT = Path(__file__).resolve().parents[2]
 DOMAIN = "example.net"
@@ -130,26 +129,8 @@ def leaked() -> list[str]:
     return found
 
 
-def wait_until(check: Callable[[], Any], timeout: float, what: str) -> Any:
-    end = time.monotonic() + timeout
-    while True:
-        result = check()
-        if result:
-            return result
-        if time.monotonic() > end:
-            raise TimeoutError(f"timed out after {timeout:.0f}s waiting for {what}")
-        time.sleep(0.1)
-
-
 def http(method: str, url: str, body: bytes | None = None) -> tuple[int, bytes]:
-    req = urllib.request.Request(url, data=body, method=method)
-    try:
-        with urllib.request.urlopen(req, timeout=3) as resp:
-            return resp.status, resp.read()
-    except urllib.error.HTTPError as err:
-        return err.code, err.read()
-    except OSError:
-        return 0, b""
+    return procs.http(method, url, body, timeout=3)  # short: pollers run every 100 ms
 
 
 def port_open(host: str, port: int) -> bool:

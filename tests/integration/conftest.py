@@ -3,15 +3,23 @@ sidecar pair in front of it (one module-wide set, started once)."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
-from tests.integration.procs import MIB, Proc, Sidecar, echo_process, free_port, sidecar_process
-
-ECHO = "meshtest.echo.v1.Echo"
+from tests.integration.procs import (
+    ECHO,
+    MIB,
+    Proc,
+    Sidecar,
+    echo_admin,
+    echo_process,
+    free_port,
+    sidecar_process,
+)
+from tests.integration.trio import HEALTHY, NAMES, Trio
 
 
 @dataclass
@@ -103,3 +111,27 @@ def any_mesh(request: pytest.FixtureRequest) -> Mesh:
     name = "mesh" if request.param == "grpcio" else "relay_mesh"
     mesh: Mesh = request.getfixturevalue(name)
     return mesh
+
+
+@pytest.fixture(scope="module")
+def trio(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Trio]:
+    """Three echo backends (a, b, c) with knobs, one set per test module."""
+    tmp = tmp_path_factory.mktemp("trio")
+    with (
+        echo_process(tmp, "a") as (_, a),
+        echo_process(tmp, "b") as (_, b),
+        echo_process(tmp, "c") as (_, c),
+    ):
+        yield Trio({"a": a, "b": b, "c": c}, tmp)
+
+
+@pytest.fixture
+async def fresh(trio: Trio) -> AsyncIterator[Trio]:
+    """The trio with every backend healthy before and after the test."""
+    for n in NAMES:
+        await echo_admin(trio.addr(n), **HEALTHY)
+    try:
+        yield trio
+    finally:
+        for n in NAMES:
+            await echo_admin(trio.addr(n), **HEALTHY)

@@ -21,6 +21,7 @@ from services.ports import free_port as free_port  # re-exported
 
 ROOT = Path(__file__).resolve().parents[2]
 MIB = 1024 * 1024
+ECHO = "meshtest.echo.v1.Echo"  # the test echo service
 
 
 def _env() -> dict[str, str]:
@@ -60,10 +61,13 @@ def wait_until(check: Any, timeout: float = 15.0, what: str = "condition") -> An
         time.sleep(0.05)
 
 
-def http(method: str, url: str, body: bytes | None = None) -> tuple[int, bytes]:
+def http(
+    method: str, url: str, body: bytes | None = None, timeout: float = 5.0
+) -> tuple[int, bytes]:
+    """(status, body); status 0 when nothing answered."""
     req = urllib.request.Request(url, data=body, method=method)
     try:
-        with urllib.request.urlopen(req, timeout=5) as resp:
+        with urllib.request.urlopen(req, timeout=timeout) as resp:
             return resp.status, resp.read()
     except urllib.error.HTTPError as err:
         return err.code, err.read()

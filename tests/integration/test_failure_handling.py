@@ -8,8 +8,6 @@ import asyncio
 import time
 from collections.abc import AsyncIterator, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import grpc
@@ -20,71 +18,14 @@ from tests.integration.conftest import ECHO
 from tests.integration.procs import (
     Sidecar,
     echo_admin,
-    echo_process,
     free_port,
     http,
     sidecar_process,
     wait_until,
 )
+from tests.integration.trio import NAMES, Trio
 
 pytestmark = pytest.mark.timeout(60)
-NAMES = ("a", "b", "c")
-HEALTHY: dict[str, Any] = {"fail": 0, "hang": False, "health": "SERVING"}
-
-
-@dataclass
-class Trio:
-    ports: dict[str, int]
-    tmp: Path
-
-    def addr(self, name: str) -> str:
-        return f"127.0.0.1:{self.ports[name]}"
-
-    async def calls(self) -> dict[str, int]:
-        return {n: (await echo_admin(self.addr(n)))["calls"] for n in NAMES}
-
-    @contextmanager
-    def sidecar(
-        self, name: str, dataplane: str | None = None, **upstream: Any
-    ) -> Iterator[Sidecar]:
-        cfg: dict[str, Any] = {
-            "outbound": {"listen": f"127.0.0.1:{free_port()}"},
-            "proto_modules": ["meshtest.echo.v1.echo_pb2"],
-            "upstreams": {
-                "echo": {
-                    "grpc_services": [ECHO],
-                    "endpoints": [self.addr(n) for n in NAMES],
-                    **upstream,
-                }
-            },
-        }
-        if dataplane is not None:
-            cfg["dataplane"] = dataplane
-        with sidecar_process(self.tmp, name, cfg) as side:
-            yield side
-
-
-@pytest.fixture(scope="module")
-def trio(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Trio]:
-    tmp = tmp_path_factory.mktemp("trio")
-    with (
-        echo_process(tmp, "a") as (_, a),
-        echo_process(tmp, "b") as (_, b),
-        echo_process(tmp, "c") as (_, c),
-    ):
-        yield Trio({"a": a, "b": b, "c": c}, tmp)
-
-
-@pytest.fixture
-async def fresh(trio: Trio) -> AsyncIterator[Trio]:
-    """The trio with every backend healthy before and after the test."""
-    for n in NAMES:
-        await echo_admin(trio.addr(n), **HEALTHY)
-    try:
-        yield trio
-    finally:
-        for n in NAMES:
-            await echo_admin(trio.addr(n), **HEALTHY)
 
 
 def endpoint(side: Sidecar, trio: Trio, name: str) -> dict[str, Any]:

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator, Iterator
 
 import grpc
 import pytest
@@ -13,37 +12,14 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from tests.integration.procs import (
     echo_admin,
-    echo_process,
     free_port,
     http,
     sidecar_process,
 )
-from tests.integration.test_failure_handling import HEALTHY, NAMES, Trio, endpoint, unary_calls
+from tests.integration.test_failure_handling import endpoint, unary_calls
+from tests.integration.trio import Trio
 
 pytestmark = pytest.mark.timeout(60)
-
-
-@pytest.fixture(scope="module")
-def trio(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Trio]:
-    tmp = tmp_path_factory.mktemp("trio-relay")
-    with (
-        echo_process(tmp, "a") as (_, a),
-        echo_process(tmp, "b") as (_, b),
-        echo_process(tmp, "c") as (_, c),
-    ):
-        yield Trio({"a": a, "b": b, "c": c}, tmp)
-
-
-@pytest.fixture
-async def fresh(trio: Trio) -> AsyncIterator[Trio]:
-    """The trio with every backend healthy before and after the test."""
-    for n in NAMES:
-        await echo_admin(trio.addr(n), **HEALTHY)
-    try:
-        yield trio
-    finally:
-        for n in NAMES:
-            await echo_admin(trio.addr(n), **HEALTHY)
 
 
 async def test_per_try_timeout_is_retried_when_listed(fresh: Trio) -> None:
