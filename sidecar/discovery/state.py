@@ -25,6 +25,7 @@ Only changes are published: (endpoints, stale) differing from the last published
 
 from __future__ import annotations
 
+import math
 import random
 from dataclasses import dataclass
 from typing import Any
@@ -135,7 +136,7 @@ class NameState:
             self.next_at = now + delay
             return self._publish((), stale=False)
         self.last_error = f"{why} (believed after {self.timing.empty_grace_s:g}s)"
-        self.next_at = max(now + MIN_DELAY_S, min(now + delay, believe_at))
+        self.next_at = _not_before(now, min(now + delay, believe_at))
         return self._publish(self.endpoints, stale=True)
 
     def on_failure(self, reason: str, now: float, rng: random.Random) -> Publish | None:
@@ -156,3 +157,12 @@ class NameState:
             "failures": self.failures,
             "next_refresh": self.next_at,
         }
+
+
+def _not_before(now: float, at: float) -> float:
+    """`at`, but at least MIN_DELAY_S after `now` as the caller will measure it
+    (`at - now`): `now + MIN_DELAY_S` alone can come out a few ulps short."""
+    at = max(at, now + MIN_DELAY_S)
+    while at - now < MIN_DELAY_S:
+        at = math.nextafter(at, math.inf)
+    return at
