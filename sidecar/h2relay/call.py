@@ -593,6 +593,7 @@ class Call:
         self.up = None
         self.up_sid = 0
         self.up_pending = []
+        self.upstream_ended = False  # the next attempt's upstream has not ended
         if backoff > 0:
             self.waiter = self.plane.loop.call_later(backoff, self.guard, self._retry_now)
         else:
@@ -614,10 +615,7 @@ class Call:
             self._detach_upstream(reset=not self.req_ended)
             self._end_attempt(outcome)
             self.last = (resp.block, status, "", None)
-            if self._retry(outcome, status, resp.pushback_ms, resp.peer_error):
-                self.upstream_ended = False
-                return True
-            return False
+            return self._retry(outcome, status, resp.pushback_ms, resp.peer_error)
         self._end_attempt(outcome)
         return False
 
@@ -674,23 +672,26 @@ class Call:
         self.guard(self.on_timer)
 
     def on_timer(self) -> None:
+        """The call's one timer rang: the deadline, this attempt's per-try timeout, or a
+        wake-up left from an attempt that has ended since (then sleep on to what is left)."""
         self.timer = None
         if self.done:
             return
+        now = _monotonic()
+        deadline = self.deadline
+        if deadline is not None and now >= deadline - 0.0005:
+            self.on_deadline()
+            return
         try_ends = self.try_ends
-        if try_ends is not None:
-            now = _monotonic()
-            if self.deadline is not None and now >= self.deadline - 0.0005:
-                pass  # the deadline itself
-            elif self.attempt_open and now >= try_ends - 0.0005:
+        if try_ends is not None and self.attempt_open:
+            if now >= try_ends - 0.0005:
                 self._per_try_timeout()
-                return
-            else:  # the try ended earlier: only the deadline is left
-                self.try_ends = None
-                if self.deadline is not None:
-                    self._arm(self.deadline)
-                return
-        self.on_deadline()
+            else:
+                self._arm(try_ends)
+            return
+        self.try_ends = None
+        if deadline is not None:
+            self._arm(deadline)
 
     def _per_try_timeout(self) -> None:
         """`per_try_timeout_ms` ran out on this attempt: DEADLINE_EXCEEDED with

@@ -34,6 +34,7 @@ class Backend:
     delay_s: float = 0.0
     status: grpc.StatusCode = grpc.StatusCode.OK
     trailers: tuple[tuple[str, str], ...] = ()
+    misbehaving: int = 1 << 30  # calls (the first ones) that get delay_s and status
 
 
 @pytest.fixture
@@ -44,6 +45,8 @@ async def backend() -> AsyncIterator[Backend]:
 
     async def handle(request: bytes, context: grpc.aio.ServicerContext[Any, Any]) -> bytes:
         state.calls += 1
+        if state.calls > state.misbehaving:
+            return request
         if state.delay_s:
             await asyncio.sleep(state.delay_s)
         if state.status is not grpc.StatusCode.OK:
@@ -64,12 +67,18 @@ async def backend() -> AsyncIterator[Backend]:
 
 
 async def relay(
-    backend: Backend, calls: Any, pool: Pool | None = None, endpoints: int = 1
+    backend: Backend,
+    calls: Any,
+    pool: Pool | None = None,
+    endpoints: int = 1,
+    per_try_timeout_s: float | None = None,
 ) -> tuple[Plane, int, Pool]:
     cluster = Cluster("t", sites=("local",), breaker=None)
     eps = [Endpoint("127.0.0.1", p, site="local") for p in backend.ports[:endpoints]]
     cluster.update("local", eps, 0.0)
-    route = Route("t", cluster, 5.0, calls=calls or OneAttempt())
+    route = Route(
+        "t", cluster, 5.0, calls=calls or OneAttempt(), per_try_timeout_s=per_try_timeout_s
+    )
     pool = pool or Pool()
     plane = Plane("outbound", lambda m, _a=None: route if m == METHOD else None, pool,
                   max_message_bytes=1 << 20)  # fmt: skip
@@ -195,6 +204,32 @@ async def test_peer_pushback_garbage_or_negative_stops_retries(
         (result,) = await call(port)
         assert result[0] == "UNAVAILABLE"
         assert backend.calls == attempts
+    finally:
+        await plane.stop(0)
+        await pool.close()
+
+
+async def test_a_peer_timing_out_just_before_our_per_try_timer_is_retried(
+    backend: Backend,
+) -> None:
+    """The peer honours the per-try `grpc-timeout` we sent and answers DEADLINE_EXCEEDED
+    a hair before our own per-try timer is due: that is our timeout, retried (on another
+    endpoint) like one our timer caught; the timer armed for the first try does not end
+    the call while it waits out the backoff."""
+    backend.delay_s = 0.1975
+    backend.status = grpc.StatusCode.DEADLINE_EXCEEDED
+    backend.misbehaving = 1
+    config = Upstream.model_validate(
+        {"endpoints": ["127.0.0.1:1"], "throttling": None, "breaker": {"fail_max": 1000},
+         "retries": {"max_attempts": 3, "on": ["DEADLINE_EXCEEDED"],
+                     "backoff_base_ms": 50, "backoff_max_ms": 50}}
+    )  # fmt: skip
+    calls = UpstreamCalls("t", config, random.Random(1))
+    plane, port, pool = await relay(backend, calls, endpoints=3, per_try_timeout_s=0.2)
+    try:
+        (result,) = await call(port)
+        assert result == ("OK", "", "")
+        assert backend.calls == 2
     finally:
         await plane.stop(0)
         await pool.close()
