@@ -86,9 +86,11 @@ class Call:
         self._headers: asyncio.Future[Pairs] | None = None
         deadline = None if timeout is None else time.monotonic() + timeout
         self._sink = _Sink(self, deadline, _pairs(metadata))
-        self._task: asyncio.Task[Answer] = asyncio.get_running_loop().create_task(
-            run(request, self._sink)
-        )
+        self._task: asyncio.Future[Answer] | None = self._launch(run(request, self._sink))
+
+    def _launch(self, run: Coroutine[Any, Any, Answer]) -> asyncio.Future[Answer] | None:
+        """Start the pipeline: as a task of its own (streamed responses need one)."""
+        return asyncio.get_running_loop().create_task(run)
 
     async def _relayed(self, message: bytes) -> None:
         raise RuntimeError("a unary response is delivered with the pipeline's answer")
@@ -99,20 +101,26 @@ class Call:
 
     # -- the caller's side (grpc.aio.Call) ----------------------------------------
 
+    def _future(self) -> asyncio.Future[Answer]:
+        """The call's task (a streamed call has one from the start)."""
+        assert self._task is not None
+        return self._task
+
     async def _answer(self) -> Answer:
-        if self._task.cancelled():
+        task = self._future()
+        if task.cancelled():
             return _CANCELLED
-        if not self._task.done():
+        if not task.done():
             # Awaiting the task directly: a cancelled awaiting coroutine cancels the RPC
             # too, as with grpc.aio.
             try:
-                return await self._task
+                return await task
             except asyncio.CancelledError:
                 me = asyncio.current_task()
                 if me is not None and me.cancelling():  # our caller's own cancel
                     raise
                 return _CANCELLED  # call.cancel()
-        return self._task.result()
+        return task.result()
 
     def _error(self, answer: Answer) -> grpc.aio.AioRpcError:
         return grpc.aio.AioRpcError(
@@ -120,19 +128,19 @@ class Call:
         )
 
     def cancel(self) -> bool:
-        return self._task.cancel()
+        return self._future().cancel()
 
     def cancelled(self) -> bool:
-        return self._task.cancelled()
+        return self._future().cancelled()
 
     def done(self) -> bool:
-        return self._task.done()
+        return self._future().done()
 
     def time_remaining(self) -> float | None:
         return self._sink.time_remaining()
 
     def add_done_callback(self, callback: Callable[[Call], None]) -> None:
-        self._task.add_done_callback(lambda _t: callback(self))
+        self._future().add_done_callback(lambda _t: callback(self))
 
     async def initial_metadata(self) -> grpc.aio.Metadata:
         if self._headers is not None:
@@ -163,14 +171,107 @@ class Call:
 
 
 class UnaryResponseCall(Call):
-    """Unary and client-streaming calls: `await call` is the response."""
+    """Unary and client-streaming calls: `await call` is the response.
+
+    The common use, `await stub.Method(request)`, runs the pipeline inside the awaiting
+    task: no task of its own, no extra loop turn per call. Used any other way first
+    (or not awaited by the next loop turn: grpc.aio starts a call at once, awaited or
+    not) the call starts as a task of its own, as a streamed call always does.
+    """
+
+    _task: asyncio.Future[Answer] | None
+
+    def _launch(self, run: Coroutine[Any, Any, Answer]) -> asyncio.Future[Answer] | None:
+        self._idle: Coroutine[Any, Any, Answer] | None = run  # not started yet
+        self._inline: asyncio.Task[Any] | None = None  # the awaiting task running it
+        self._result: Answer | None = None  # the answer, once it ran inline
+        self._cancelled = False  # cancel() ended it before it ran, or while inline
+        asyncio.get_running_loop().call_soon(self._start_if_idle)
+        return None
+
+    def _start_if_idle(self) -> None:
+        if self._idle is not None:
+            self._future()
+
+    def _future(self) -> asyncio.Future[Answer]:
+        """The answer to wait on: the call's task, started now if nobody runs it yet,
+        or (running inline) a future that `_ran` resolves."""
+        if self._task is None:
+            loop = asyncio.get_running_loop()
+            run, self._idle = self._idle, None
+            if run is not None:
+                self._task = loop.create_task(run)
+            else:
+                self._task = loop.create_future()
+                if self._result is not None:
+                    self._task.set_result(self._result)
+        return self._task
+
+    def _ran(self, answer: Answer) -> Answer:
+        self._result = answer
+        waiting = self._task
+        if waiting is not None and not waiting.done():
+            waiting.set_result(answer)
+        return answer
+
+    async def _run_inline(self, run: Coroutine[Any, Any, Answer]) -> Answer:
+        me = asyncio.current_task()
+        self._inline = me
+        try:
+            return self._ran(await run)
+        except asyncio.CancelledError:
+            if not self._cancelled or me is None:
+                self._ran(_CANCELLED)
+                raise  # our caller's own cancel (the pipeline cancelled the attempt)
+            me.uncancel()  # call.cancel(): the caller gets CANCELLED, as with grpc.aio
+            return self._ran(_CANCELLED)
+        finally:
+            self._inline = None
+
+    async def _answer(self) -> Answer:
+        if self._result is not None:
+            return self._result
+        task = self._future()
+        if isinstance(task, asyncio.Task):
+            return await super()._answer()
+        return await asyncio.shield(task)  # a waiter's cancel must not cancel the answer
 
     def __await__(self) -> Generator[Any, None, Any]:
-        answer = yield from self._answer().__await__()
+        run = self._idle
+        if run is not None:
+            self._idle = None
+            answer = yield from self._run_inline(run).__await__()
+        else:
+            answer = yield from self._answer().__await__()
         if answer.code is not grpc.StatusCode.OK:
             raise self._error(answer)
         response = answer.response
         return response if self._deserialize is None else self._deserialize(response or b"")
+
+    def cancel(self) -> bool:
+        if self.done():
+            return False
+        run, self._idle = self._idle, None
+        if run is not None:  # never started: it never will
+            run.close()
+            self._cancelled = True
+            self._ran(_CANCELLED)
+            return True
+        if self._inline is not None:
+            self._cancelled = True
+            return self._inline.cancel()
+        return self._future().cancel()
+
+    def cancelled(self) -> bool:
+        if self._cancelled:
+            return True
+        return self._task is not None and self._task.cancelled()
+
+    def done(self) -> bool:
+        return self._result is not None or (self._task is not None and self._task.done())
+
+    def add_done_callback(self, callback: Callable[[Call], None]) -> None:
+        self._future().add_done_callback(lambda _t: callback(self))
 
 
 class StreamResponseCall(Call):
@@ -192,9 +293,9 @@ class StreamResponseCall(Call):
         self._ended = False
         super().__init__(run, request, timeout, metadata, deserialize)
         self._headers = loop.create_future()
-        self._task.add_done_callback(self._on_done)
+        self._future().add_done_callback(self._on_done)
 
-    def _on_done(self, task: asyncio.Task[Answer]) -> None:
+    def _on_done(self, task: asyncio.Future[Answer]) -> None:
         self._ended = True
         self._readable.set()
         if self._headers is not None and not self._headers.done():
