@@ -165,10 +165,13 @@ class EndpointBreaker:
         """Count one finished attempt against this endpoint."""
         if outcome is Outcome.CANCELLED or (outcome.is_failure and not outcome.trips_breaker):
             return  # neither sick nor healthy: a caller gone, or a busy peer shedding
-        self._now = now
         if not outcome.is_failure:
+            if self.state is BreakerState.CLOSED and not self._cb.fail_counter:
+                return  # nothing to reset: the common case skips pybreaker's lock
+            self._now = now
             self._call(_succeed)
             return
+        self._now = now
         tripping = (
             self.state is BreakerState.CLOSED and self._cb.fail_counter + 1 >= self._cb.fail_max
         )

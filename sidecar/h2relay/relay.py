@@ -22,10 +22,10 @@ from collections.abc import Callable
 from typing import Any
 
 from sidecar import metrics
+from sidecar.cells import HistogramCells, counter_cell
 from sidecar.endpoint import Endpoint
 from sidecar.h2relay import frames as F
 from sidecar.h2relay.call import Call
-from sidecar.h2relay.cells import HistogramCells, counter_cell
 from sidecar.h2relay.connection import H2Connection, Settings
 from sidecar.h2relay.hpack_codec import Block
 from sidecar.h2relay.request import Prepared, prepare, prepare_split
@@ -43,7 +43,7 @@ LocalMethod = Callable[[bytes], tuple[str, str, bytes | None]]
 
 
 def _counter(child: Any) -> Any:
-    """The child's lock-free cell (sidecar/h2relay/cells.py), else the child itself."""
+    """This plane's lock-free cell of the child (sidecar/cells.py), else the child itself."""
     return counter_cell(child) or child
 
 

@@ -74,13 +74,15 @@ async def forward(
     answer = Answer(grpc.StatusCode.UNKNOWN, "", (), ())
     try:
         if kind in ("unary", "client_stream"):
-            answer.response = await call
+            answer.response = await call  # returns only with status OK (else raises)
             answer.headers = forwardable(await call.initial_metadata())
+            answer.trailers = forwardable(await call.trailing_metadata())
+            answer.code = grpc.StatusCode.OK
         else:
             await _relay(call, context, answer)
-        answer.trailers = forwardable(await call.trailing_metadata())
-        answer.code = await call.code()
-        answer.details = await call.details() or ""
+            answer.trailers = forwardable(await call.trailing_metadata())
+            answer.code = await call.code()
+            answer.details = await call.details() or ""
     except grpc.aio.AioRpcError as err:
         answer.code = err.code()
         answer.details = err.details() or ""

@@ -56,12 +56,14 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 import grpc
 
 from sidecar import metrics
+from sidecar.cells import HistogramCells, counter_cell
 from sidecar.cluster import Cluster
 from sidecar.config import Upstream
 from sidecar.outcome import SIDECAR_ERROR_KEY, Outcome, caller_gone, classify
@@ -126,22 +128,24 @@ _CHILDREN_MAX = 10_000  # label sets cached per metric (past it: looked up each 
 
 
 class _Children:
-    """One metric's labelled children for one direction, each looked up once:
-    `labels()` validates and joins its labels and takes a lock on every call."""
+    """One metric's labelled children for one direction, each looked up once and used
+    as this pipeline's own lock-free cells (sidecar/cells.py): `labels()` validates and
+    joins its labels and takes a lock, and so does every update of a child."""
 
-    __slots__ = ("_cache", "_direction", "_metric")
+    __slots__ = ("_cache", "_direction", "_metric", "_wrap")
 
-    def __init__(self, metric: Any, direction: str) -> None:
+    def __init__(self, metric: Any, direction: str, wrap: Callable[[Any], Any]) -> None:
         self._metric = metric
         self._direction = direction
+        self._wrap = wrap
         self._cache: dict[tuple[str, ...], Any] = {}
 
     def get(self, *labels: str) -> Any:
         child = self._cache.get(labels)
         if child is None:
             child = self._metric.labels(self._direction, *labels)
-            if len(self._cache) < _CHILDREN_MAX:
-                self._cache[labels] = child
+            if len(self._cache) < _CHILDREN_MAX:  # past it: the locked child, uncached
+                child = self._cache[labels] = self._wrap(child) or child
         return child
 
 
@@ -162,10 +166,10 @@ class Pipeline:
         self.pool = pool
         self.admission: Admission = admission or AdmitAll()
         self.faults: FaultInjector = faults or NoFaults()
-        self._in_flight = _Children(metrics.IN_FLIGHT, direction)
-        self._requests = _Children(metrics.REQUESTS, direction)
-        self._duration = _Children(metrics.DURATION, direction)
-        self._attempts_total = _Children(metrics.ATTEMPTS, direction)
+        self._in_flight = _Children(metrics.IN_FLIGHT, direction, counter_cell)
+        self._requests = _Children(metrics.REQUESTS, direction, counter_cell)
+        self._duration = _Children(metrics.DURATION, direction, HistogramCells.of)
+        self._attempts_total = _Children(metrics.ATTEMPTS, direction, counter_cell)
 
     async def call(
         self,
@@ -189,7 +193,7 @@ class Pipeline:
         upstream = route.name if route is not None else "-"
         label_method = method if route is not None else "-"
         in_flight = self._in_flight.get(upstream)
-        in_flight.inc()
+        in_flight.inc(1)
         code = "CANCELLED"  # what the metrics say if the caller goes away mid-call
         try:
             try:
@@ -205,8 +209,8 @@ class Pipeline:
             if answer.local_reason is not None:
                 metrics.LOCAL_ERRORS.labels(self.direction, upstream, answer.local_reason).inc()
         finally:
-            in_flight.dec()
-            self._requests.get(upstream, label_method, code).inc()
+            in_flight.inc(-1)
+            self._requests.get(upstream, label_method, code).inc(1)
             self._duration.get(upstream, label_method).observe(time.monotonic() - started)
         return answer
 
@@ -353,7 +357,7 @@ class Pipeline:
                 host.finish(outcome, end - now, end)  # a refusal (CANCELLED) says nothing
                 if refused is None:
                     call.attempt_ended(outcome, end)
-                    self._attempts_total.get(route.name, address, outcome.value).inc()
+                    self._attempts_total.get(route.name, address, outcome.value).inc(1)
             if refused is not None:
                 return last or (_refused(refused), Outcome.CANCELLED)
             last = (answer, outcome)

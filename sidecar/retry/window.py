@@ -14,7 +14,7 @@ import math
 class SlidingCounter:
     """Counts events in the last `window_s` seconds, at `window_s / buckets` resolution."""
 
-    __slots__ = ("_counts", "_slot", "_total", "_width", "buckets", "window_s")
+    __slots__ = ("_counts", "_ends", "_slot", "_total", "_width", "buckets", "window_s")
 
     def __init__(self, window_s: float, buckets: int = 10) -> None:
         if window_s <= 0 or buckets < 1:
@@ -24,22 +24,28 @@ class SlidingCounter:
         self._width = window_s / buckets
         self._counts = [0.0] * buckets
         self._slot: int | None = None  # absolute index of the newest bucket
+        self._ends = -math.inf  # when the newest bucket ends: until then nothing moves
         self._total = 0.0
 
     def _advance(self, now: float) -> int:
-        slot = math.floor(now / self._width)
-        if self._slot is None:
-            self._slot = slot
-        elif slot > self._slot:
+        slot = self._slot
+        if now < self._ends and slot is not None:
+            return slot  # still in the newest bucket (or a clock gone backwards: "now")
+        new = math.floor(now / self._width)
+        if slot is None:
+            slot = new
+        elif new > slot:
             # Clear every bucket that fell out of the window (at most all of them).
-            for s in range(self._slot + 1, min(slot, self._slot + self.buckets) + 1):
+            for s in range(slot + 1, min(new, slot + self.buckets) + 1):
                 i = s % self.buckets
                 self._total -= self._counts[i]
                 self._counts[i] = 0.0
-            self._slot = slot
+            slot = new
         # A clock that goes backwards (it should not: callers pass a monotonic clock)
         # is treated as "now" so counts are never lost.
-        return self._slot
+        self._slot = slot
+        self._ends = (slot + 1) * self._width
+        return slot
 
     def add(self, now: float, n: float = 1.0) -> None:
         """Record `n` events at time `now`."""
@@ -50,5 +56,5 @@ class SlidingCounter:
     def total(self, now: float) -> float:
         """Events within the window ending at `now`."""
         self._advance(now)
-        # Guard against float drift from repeated add/subtract.
-        return max(0.0, self._total)
+        total = self._total
+        return total if total > 0.0 else 0.0  # float drift from repeated add/subtract
