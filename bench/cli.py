@@ -165,8 +165,10 @@ def _shape(s: Settings) -> str:
         )
     return (
         f"{s.repeats} repeats; saturation runs {s.sat_seconds:g} s (-c {s.sat_clients} "
-        f"-m {s.sat_streams}), latency runs {s.rate_seconds:g} s at {s.rate} req/s "
-        f"({s.rate_clients} connections); medians over repeats."
+        f"-m {s.sat_streams}), latency runs {s.rate_seconds:g} s at {s.rate} req/s twice: "
+        f"bursts (h2load --rps on {s.rate_clients} connections, whose 10 ms timer sends "
+        f"~{s.rate // 100} requests at once) and paced (a timing script, one request every "
+        f"{1000 / s.rate:g} ms on one connection); medians over repeats."
     )
 
 

@@ -115,19 +115,37 @@ def run_h2load(
     duration_s: float | None = None,
     requests: int | None = None,
     rps_per_client: int | None = None,
+    paced_rps: int | None = None,
     timeout_s: float = 60.0,
 ) -> H2loadResult:
-    """One h2load run against 127.0.0.1:port (h2c, prior knowledge)."""
+    """One h2load run against 127.0.0.1:port (h2c, prior knowledge).
+
+    `rps_per_client`: h2load's `--rps`, whose timer ticks at most every 10 ms, so each
+    client sends its requests in bursts (4 clients at 250/s: ~10 requests at once, every
+    10 ms). `paced_rps` (with `duration_s`): one request every 1/paced_rps s from a
+    timing script, evenly spaced, per client."""
     cmd = ["h2load", "-d", str(body_file), "-c", str(clients), "-m", str(streams)]
     for header in GRPC_HEADERS:
         cmd += ["-H", header]
+    url = f"http://127.0.0.1:{port}{ECHO_UNARY_PATH}"
+    if paced_rps is not None:
+        assert duration_s is not None
+        script = log_file.with_suffix(".script")
+        step_ms = 1000.0 / paced_rps
+        script.write_text(
+            "".join(f"{i * step_ms:.3f}\t{url}\n" for i in range(int(paced_rps * duration_s)))
+        )
+        cmd.append(f"--timing-script-file={script}")
+        duration_s = None  # the script's length is the run's
     if duration_s is not None:
         cmd += ["-D", f"{int(duration_s * 1000)}ms"]
     if requests is not None:
         cmd += ["-n", str(requests)]
     if rps_per_client is not None:
         cmd += ["--rps", str(rps_per_client)]
-    cmd += [f"--log-file={log_file}", f"http://127.0.0.1:{port}{ECHO_UNARY_PATH}"]
+    cmd.append(f"--log-file={log_file}")
+    if paced_rps is None:
+        cmd.append(url)
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
     try:
         proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout_s, check=False)

@@ -2,7 +2,8 @@
 
 Medians over repeats, per case and metric. Ratios compare cases with the same
 backend: req/s to `direct`; proxy CPU per request and added p50 latency (p50 at
-the fixed rate minus direct's) to `haproxy`.
+the fixed rate minus direct's, for h2load's bursty `--rps` and for paced arrivals)
+to `haproxy`.
 """
 
 # ruff: noqa: RUF001  (the markdown table uses typographic dashes and signs on purpose)
@@ -60,13 +61,18 @@ def summarize(case: Case) -> dict[str, Any]:
         "proxy_util": _med([r.proxy_util for r in sat]),
         "loadgen_util": _med([r.loadgen_util for r in sat]),
     }
-    if rate:
-        s |= {
-            "rate_rps": _med([r.h2load.rps for r in rate]),
-            "rate_p50_ms": _med([r.h2load.p50_ms for r in rate]),  # type: ignore[misc]
-            "rate_p99_ms": _med([r.h2load.p99_ms for r in rate]),  # type: ignore[misc]
-        }
+    for kind in LATENCY_KINDS:
+        runs = [r for r in case.runs if r.kind == kind]
+        if runs:
+            s |= {
+                f"{kind}_rps": _med([r.h2load.rps for r in runs]),
+                f"{kind}_p50_ms": _med([r.h2load.p50_ms for r in runs]),  # type: ignore[misc]
+                f"{kind}_p99_ms": _med([r.h2load.p99_ms for r in runs]),  # type: ignore[misc]
+            }
     return s
+
+
+LATENCY_KINDS = ("rate", "paced")  # h2load --rps (bursts), evenly paced: same req/s
 
 
 def add_ratios(rows: list[dict[str, Any]]) -> None:
@@ -76,40 +82,62 @@ def add_ratios(rows: list[dict[str, Any]]) -> None:
         direct, hap = by.get(("direct", r["backend"])), by.get(("haproxy", r["backend"]))
         if direct and direct.get("sat_rps") and r.get("sat_rps"):
             r["rps_vs_direct"] = r["sat_rps"] / direct["sat_rps"]
-        if direct and direct.get("rate_p50_ms") is not None and r.get("rate_p50_ms") is not None:
-            r["added_p50_ms"] = r["rate_p50_ms"] - direct["rate_p50_ms"]
-        if hap and r["path"] != "direct":
-            if hap.get("proxy_cpu_us_total") and r.get("proxy_cpu_us_total") is not None:
-                r["cpu_vs_haproxy"] = r["proxy_cpu_us_total"] / hap["proxy_cpu_us_total"]
-            if direct and hap.get("rate_p50_ms") is not None and r.get("added_p50_ms") is not None:
-                hap_added = hap["rate_p50_ms"] - direct["rate_p50_ms"]
+        if (
+            hap
+            and r["path"] != "direct"
+            and hap.get("proxy_cpu_us_total")
+            and r.get("proxy_cpu_us_total") is not None
+        ):
+            r["cpu_vs_haproxy"] = r["proxy_cpu_us_total"] / hap["proxy_cpu_us_total"]
+        for kind in LATENCY_KINDS:
+            p50, added = f"{kind}_p50_ms", f"{kind}_added_p50_ms"
+            if direct is None or direct.get(p50) is None or r.get(p50) is None:
+                continue
+            r[added] = r[p50] - direct[p50]
+            if hap and r["path"] != "direct" and hap.get(p50) is not None:
+                hap_added = hap[p50] - direct[p50]
                 if hap_added > 0:
-                    r["added_p50_vs_haproxy"] = r["added_p50_ms"] / hap_added
+                    r[f"{kind}_added_p50_vs_haproxy"] = r[added] / hap_added
 
 
 def _f(value: Any, fmt: str, dash: str = "–") -> str:
     return dash if value is None else format(value, fmt)
 
 
-def _short_rate(row: dict[str, Any], settings: Settings) -> str:
-    """Flag a latency run that could not keep the fixed rate: its latency is saturated too."""
-    achieved = row.get("rate_rps")
-    if achieved is None or achieved >= 0.95 * settings.rate:
+def _short_rate(row: dict[str, Any], kind: str, settings: Settings) -> str:
+    """Flag a latency run that could not keep the fixed rate: its latency is saturated too.
+    (Not paced runs: the script fixes when each request goes, and h2load's req/s for them
+    counts its start-up time too.)"""
+    achieved = row.get(f"{kind}_rps")
+    if kind == "paced" or achieved is None or achieved >= 0.95 * settings.rate:
         return ""
     return f" (only {achieved:,.0f}/s)"
 
 
+def _latency(row: dict[str, Any], kind: str, settings: Settings) -> str:
+    """p50 / p99, added p50 and its ratio to HAProxy's, for one latency kind."""
+    return (
+        f"| {_f(row.get(f'{kind}_p50_ms'), '.2f')} / {_f(row.get(f'{kind}_p99_ms'), '.2f')}"
+        f"{_short_rate(row, kind, settings)} "
+        f"| {_f(row.get(f'{kind}_added_p50_ms'), '+.2f')} "
+        f"| {_f(row.get(f'{kind}_added_p50_vs_haproxy'), '.1f')} "
+    )
+
+
 def markdown_table(rows: list[dict[str, Any]], settings: Settings) -> str:
+    """One row per case. Latency at the fixed rate twice: "bursts" as h2load's `--rps`
+    sends it, "paced" evenly spaced on one connection."""
     head = (
         f"| case | req/s (sat, min–max) | × direct | p50 / p99 ms (sat) "
-        f"| p50 / p99 ms @{settings.rate}/s | +p50 ms vs direct | × HAProxy +p50 "
+        f"| p50 / p99 ms @{settings.rate}/s bursts | +p50 ms | × HAProxy +p50 "
+        f"| p50 / p99 ms @{settings.rate}/s paced | +p50 ms | × HAProxy +p50 "
         f"| proxy CPU µs/req (sat / @rate) | × HAProxy CPU | proxy RSS MiB (idle → after) "
         f"| backend µs/req, % core | h2load % core |"
     )
     lines = [head, "|" + "---|" * head.count(" | ") + "---|"]
     for r in rows:
         if r["status"] != "ok" or "sat_rps" not in r:
-            lines.append(f"| {r['case']} | {r['status']}: {r['reason'][:160]} |" + " |" * 10)
+            lines.append(f"| {r['case']} | {r['status']}: {r['reason'][:160]} |" + " |" * 13)
             continue
         cpu = r["proxy_cpu_us"]
         cpu_txt = _f(r.get("proxy_cpu_us_total"), ".1f") if cpu else "–"
@@ -133,10 +161,7 @@ def markdown_table(rows: list[dict[str, Any]], settings: Settings) -> str:
             f"| {r['sat_rps']:,.0f} ({r['sat_rps_min']:,.0f}–{r['sat_rps_max']:,.0f}) "
             f"| {_f(r.get('rps_vs_direct'), '.2f')} "
             f"| {_f(r.get('sat_p50_ms'), '.2f')} / {_f(r.get('sat_p99_ms'), '.2f')} "
-            f"| {_f(r.get('rate_p50_ms'), '.2f')} / {_f(r.get('rate_p99_ms'), '.2f')}"
-            f"{_short_rate(r, settings)} "
-            f"| {_f(r.get('added_p50_ms'), '+.2f')} "
-            f"| {_f(r.get('added_p50_vs_haproxy'), '.1f')} "
+            f"{_latency(r, 'rate', settings)}{_latency(r, 'paced', settings)}"
             f"| {cpu_txt} | {_f(r.get('cpu_vs_haproxy'), '.1f')} | {rss} "
             f"| {_f(r.get('backend_cpu_us'), '.1f')}, {_f(r.get('backend_util'), '.0%')} "
             f"| {_f(r.get('loadgen_util'), '.0%')} |"

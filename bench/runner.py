@@ -7,8 +7,9 @@ Does I/O. The order of a benchmark run:
    warm-up run whose numbers are thrown away (connection setup, Python imports,
    caches).
 3. `repeats` rounds; each round runs every case at saturation, then every case at
-   the fixed rate. The case order rotates each round so no case always runs first
-   (or last) on a machine whose load drifts.
+   the fixed rate twice: as h2load's `--rps` sends it (bursts every 10 ms on 4
+   connections) and paced (evenly spaced on one connection). The case order rotates
+   each round so no case always runs first (or last) on a machine whose load drifts.
 4. CPU and RSS of every proxy process and the backend are read from /proc right
    before and after each h2load run; CPU per request = delta / requests done.
 """
@@ -63,7 +64,7 @@ class Settings:
 class Run:
     """One measured h2load run of one case."""
 
-    kind: str  # "saturation" | "rate"
+    kind: str  # "saturation" | "rate" (h2load --rps: bursts) | "paced" (evenly spaced)
     repeat: int
     h2load: H2loadResult
     wall_s: float
@@ -196,10 +197,14 @@ def _measure(
             duration_s=settings.sat_seconds,
             timeout_s=settings.sat_seconds + 30,
         )
-    else:
+    elif kind == "rate":
         res = run_h2load(case.port, body, logf, clients=settings.rate_clients,
                          streams=settings.sat_streams, duration_s=settings.rate_seconds,
                          rps_per_client=max(1, settings.rate // settings.rate_clients),
+                         timeout_s=settings.rate_seconds + 30)  # fmt: skip
+    else:  # paced: the same rate, evenly spaced on one connection
+        res = run_h2load(case.port, body, logf, clients=1, streams=settings.sat_streams,
+                         duration_s=settings.rate_seconds, paced_rps=settings.rate,
                          timeout_s=settings.rate_seconds + 30)  # fmt: skip
     wall = time.monotonic() - t0
     cpu1 = {n: cpu_seconds(p.pid) for n, p in procs.items()}
@@ -255,7 +260,7 @@ def run_all(settings: Settings, log: Any) -> list[Case]:
                 except LoadError as exc:
                     case.fail("failed", f"spot check / warm-up: {exc}")
             repeats = 1 if settings.smoke else settings.repeats
-            kinds = ("smoke",) if settings.smoke else ("saturation", "rate")
+            kinds = ("smoke",) if settings.smoke else ("saturation", "rate", "paced")
             for r in range(repeats):
                 live = [c for c in cases if c.status == "ok"]
                 order = live[r % len(live) :] + live[: r % len(live)] if live else []

@@ -390,7 +390,10 @@ class Call:
         elif self.held_flow:
             self.down.conn.consumed(self.sid, self.held_flow)
         self.held_flow = 0
-        up.kick()
+        if self.req_ended and not self.up_pending:
+            up.flush()  # a whole request: on its way now, not after the rest of the read
+        else:
+            up.kick()
 
     def _send_up(self, data: bytes, end_stream: bool, flow: int) -> None:
         up = self.up
@@ -449,7 +452,10 @@ class Call:
                     self.replayable = False
                     self.held = []
             self._send_up(data, end_stream, flow)
-            up.kick()
+            if end_stream and not self.up_pending:
+                up.flush()  # the request is whole: send it before reading on
+            else:
+                up.kick()
             return
         # no upstream stream yet (admission, connecting, between attempts): hold it, and
         # credit the window only once it is sent, so a caller cannot outrun us
@@ -483,14 +489,16 @@ class Call:
                     self.on_deadline()
                 return
             self.upstream_ended = True
-            if self._upstream_done(resp):
+            outcome = self._upstream_done(resp)
+            if outcome is None:
                 return  # a trailers-only error being retried on another endpoint
-            if self.done:
-                return
-            self.responded = True
-            self.code = resp.status or "UNKNOWN"
-            self._to_down(resp.block, True, 0, True)
-            self._close_down()
+            if not self.done:
+                self.responded = True
+                self.code = resp.status or "UNKNOWN"
+                self._to_down(resp.block, True, 0, True)  # out to the caller first...
+            self._end_attempt(outcome)  # ...then the bookkeeping
+            if not self.done:
+                self._close_down()
             return
         if self.done:
             return
@@ -606,8 +614,9 @@ class Call:
             self.next_attempt()
             self.down.kick()
 
-    def _upstream_done(self, resp: PreparedResponse) -> bool:
-        """The upstream's final status arrived: report the attempt; True if retried."""
+    def _upstream_done(self, resp: PreparedResponse) -> Outcome | None:
+        """The upstream's final status arrived: its outcome, or None if it is retried
+        (the caller reports the attempt with `_end_attempt` once the answer is out)."""
         status = resp.status or "UNKNOWN"
         outcome = classify(status, resp.peer_error)
         if status != "OK" and not self.responded and self.replayable and self.retry is not None:
@@ -615,9 +624,9 @@ class Call:
             self._detach_upstream(reset=not self.req_ended)
             self._end_attempt(outcome)
             self.last = (resp.block, status, "", None)
-            return self._retry(outcome, status, resp.pushback_ms, resp.peer_error)
-        self._end_attempt(outcome)
-        return False
+            if self._retry(outcome, status, resp.pushback_ms, resp.peer_error):
+                return None
+        return outcome
 
     def _end_attempt(self, outcome: Outcome) -> None:
         """Report the attempt once: host.finish and the call policy (seam a)."""
@@ -754,7 +763,10 @@ class Call:
                 return
             if flow and self.up is not None:
                 self.up.conn.consumed(self.up_sid, flow)
-        down.kick()
+        if end_stream:
+            down.flush()  # the answer is whole: to the caller before the next one is read
+        else:
+            down.kick()
 
     def flush_down(self) -> None:
         down = self.down

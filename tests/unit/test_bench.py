@@ -112,13 +112,15 @@ def test_generated_sidecar_configs_fit_the_schema(tmp_path: Path) -> None:
 
 
 def test_ratios_compare_with_direct_and_haproxy_of_the_same_backend() -> None:
-    """req/s against direct; CPU and added p50 against HAProxy; other backends not mixed in."""
+    """req/s against direct; CPU and added p50 (bursts and paced, each on its own) against
+    HAProxy; other backends not mixed in."""
     rows = [
-        {"path": "direct", "backend": "nginx", "sat_rps": 40000.0, "rate_p50_ms": 0.3},
+        {"path": "direct", "backend": "nginx", "sat_rps": 40000.0, "rate_p50_ms": 0.3,
+         "paced_p50_ms": 0.1},
         {"path": "haproxy", "backend": "nginx", "sat_rps": 20000.0, "rate_p50_ms": 0.7,
-         "proxy_cpu_us_total": 20.0},
+         "paced_p50_ms": 0.2, "proxy_cpu_us_total": 20.0},
         {"path": "sidecar1", "backend": "nginx", "sat_rps": 4000.0, "rate_p50_ms": 1.1,
-         "proxy_cpu_us_total": 200.0},
+         "paced_p50_ms": 0.25, "proxy_cpu_us_total": 200.0},
         {"path": "sidecar1", "backend": "pyecho", "sat_rps": 1000.0, "rate_p50_ms": 2.0,
          "proxy_cpu_us_total": 300.0},
     ]  # fmt: skip
@@ -126,8 +128,10 @@ def test_ratios_compare_with_direct_and_haproxy_of_the_same_backend() -> None:
     side = rows[2]
     assert side["rps_vs_direct"] == pytest.approx(0.1)
     assert side["cpu_vs_haproxy"] == pytest.approx(10.0)
-    assert side["added_p50_ms"] == pytest.approx(0.8)
-    assert side["added_p50_vs_haproxy"] == pytest.approx(2.0)
+    assert side["rate_added_p50_ms"] == pytest.approx(0.8)
+    assert side["rate_added_p50_vs_haproxy"] == pytest.approx(2.0)
+    assert side["paced_added_p50_ms"] == pytest.approx(0.15)
+    assert side["paced_added_p50_vs_haproxy"] == pytest.approx(1.5)
     assert "rps_vs_direct" not in rows[3] and "cpu_vs_haproxy" not in rows[3]
 
 
@@ -139,7 +143,9 @@ def _run(kind: str, rps: float, cpu: dict[str, float]) -> Run:
 def test_markdown_rows_have_every_column() -> None:
     """A measured pair, a skipped case: each table line has the header's number of cells."""
     pair = Case("sidecar2", "nginx")
-    pair.runs = [_run(k, 1000.0, {"s-out": 300.0, "s-in": 200.0}) for k in ("saturation", "rate")]
+    pair.runs = [
+        _run(k, 1000.0, {"s-out": 300.0, "s-in": 200.0}) for k in ("saturation", "rate", "paced")
+    ]
     skipped = Case("sidecar1", "pyecho", status="skipped", reason="services.echo missing")
     rows = [summarize(c) for c in (pair, skipped)]
     add_ratios(rows)
