@@ -26,7 +26,7 @@ class Outcome(enum.Enum):
     @property
     def is_failure(self) -> bool:
         """Does this count against the endpoint's latency score and retry budget?"""
-        return self not in (Outcome.SUCCESS, Outcome.CANCELLED)
+        return self is not _SUCCESS and self is not _CANCELLED  # (on every attempt: cheap)
 
     @property
     def trips_breaker(self) -> bool:
@@ -38,7 +38,10 @@ class Outcome(enum.Enum):
         to ~38 calls/s while one instance sat ejected). Drops feed the latency score,
         retries (always safe) and adaptive throttling instead.
         """
-        return self.is_failure and self is not Outcome.OVERLOADED
+        return self is not _SUCCESS and self is not _CANCELLED and self is not _OVERLOADED
+
+
+_SUCCESS, _CANCELLED, _OVERLOADED = Outcome.SUCCESS, Outcome.CANCELLED, Outcome.OVERLOADED
 
 
 # grpc-timeout is rounded up on the wire (~1%, FACTS.md), so the caller gives up a

@@ -73,20 +73,28 @@ class ChannelPool:
         self._entries: dict[str, PooledChannel] = {}
         self._sweeper: asyncio.Task[None] | None = None
 
-    @contextlib.contextmanager
-    def lease(self, address: str, now: float) -> Iterator[PooledChannel]:
-        """The channel to `address` (opened on first use), held open while leased."""
+    def acquire(self, address: str, now: float) -> PooledChannel:
+        """The channel to `address` (opened on first use), held open until `release`."""
         entry = self._entries.get(address)
         if entry is None:
             entry = PooledChannel(grpc.aio.insecure_channel(address, options=self._options))
             self._entries[address] = entry
         entry.leases += 1
         entry.last_used = now
+        return entry
+
+    def release(self, entry: PooledChannel, now: float) -> None:
+        entry.leases -= 1
+        entry.last_used = now
+
+    @contextlib.contextmanager
+    def lease(self, address: str, now: float) -> Iterator[PooledChannel]:
+        """`acquire` and `release` around a block."""
+        entry = self.acquire(address, now)
         try:
             yield entry
         finally:
-            entry.leases -= 1
-            entry.last_used = time.monotonic()
+            self.release(entry, time.monotonic())
 
     async def sweep(self, now: float) -> int:
         """Close channels idle for longer than the idle timeout; return how many."""

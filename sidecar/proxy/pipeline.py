@@ -79,6 +79,7 @@ from sidecar.proxy.headers import (
 )
 from sidecar.proxy.replay import RequestStream
 from sidecar.proxy.seams import (
+    NO_TOKEN,
     Admission,
     AdmitAll,
     AttemptResult,
@@ -88,6 +89,7 @@ from sidecar.proxy.seams import (
     NoFaults,
     OneAttempt,
     Refusal,
+    Token,
 )
 from sidecar.shedding import PRIORITY_KEY
 
@@ -165,6 +167,7 @@ class Pipeline:
         self.direction = direction
         self.pool = pool
         self.admission: Admission = admission or AdmitAll()
+        self._admit_all = type(self.admission) is AdmitAll  # no wait, no token to release
         self.faults: FaultInjector = faults or NoFaults()
         self._in_flight = _Children(metrics.IN_FLIGHT, direction, counter_cell)
         self._requests = _Children(metrics.REQUESTS, direction, counter_cell)
@@ -239,12 +242,15 @@ class Pipeline:
         # 3. Headers.
         metadata, _request_id = with_request_id(forwardable(context.invocation_metadata()))
         # 4. Admit.
-        priority = value_of(metadata, PRIORITY_KEY)
-        admitted = await self.admission.acquire(
-            priority if isinstance(priority, str) else None, deadline
-        )
-        if isinstance(admitted, Refusal):
-            return _refused(admitted)
+        admitted: Token = NO_TOKEN
+        if not self._admit_all:
+            priority = value_of(metadata, PRIORITY_KEY)
+            got = await self.admission.acquire(
+                priority if isinstance(priority, str) else None, deadline
+            )
+            if isinstance(got, Refusal):
+                return _refused(got)
+            admitted = got
         outcome = Outcome.CANCELLED
         try:
             # 5. Fault.
@@ -334,22 +340,26 @@ class Pipeline:
             outcome = Outcome.CANCELLED
             answered = False
             refused: Refusal | None = None
+            pooled = self.pool.acquire(address, now)
             try:
-                with self.pool.lease(address, now) as pooled:
-                    # 7c. Forward (once connected, or failing fast past max_pending).
+                # 7c. Forward (once connected, or failing fast past max_pending).
+                if pooled.channel.get_state(try_to_connect=True) in _CONNECTING:
                     refused = await _connection(pooled, call, ends)
-                    if refused is None:
-                        timeout = None if ends is None else max(0.001, ends - time.monotonic())
-                        body = stream.replay() if stream is not None else request
-                        answer = await forward(
-                            kind, pooled, method, body, context, metadata, timeout
-                        )
-                        answered = True
-                        # 7d. Classify.
-                        outcome = self._classify(answer, route, address, ends)
+                if refused is None:
+                    timeout = None if ends is None else max(0.001, ends - time.monotonic())
+                    body = stream.replay() if stream is not None else request
+                    answer = await forward(kind, pooled, method, body, context, metadata, timeout)
+                    answered = True
+                    # 7d. Classify.
+                    outcome = (
+                        Outcome.SUCCESS
+                        if answer.code is grpc.StatusCode.OK
+                        else self._classify(answer, route, address, ends)
+                    )
             finally:
                 # 7e. Report.
                 end = time.monotonic()
+                self.pool.release(pooled, end)
                 if not answered and refused is None:
                     # cancelled: as the time ran out (grpcio cancels a handler at its
                     # caller's deadline) that means the endpoint did not answer in time

@@ -32,6 +32,7 @@ from sidecar.retry.window import SlidingCounter
 _REJECTED = frozenset(
     {Outcome.OVERLOADED, Outcome.UNAVAILABLE, Outcome.CONNECT_FAILED, Outcome.TIMEOUT}
 )
+_SUCCESS = Outcome.SUCCESS  # the common case, checked first (an enum hashes in Python)
 
 
 def reject_probability(requests: float, accepts: float, k: float) -> float:
@@ -53,9 +54,9 @@ class AdaptiveThrottle:
 
     def probability(self, now: float) -> float:
         """Current local rejection probability."""
-        requests = max(0.0, self._requests.total(now) - self.in_flight)
-        if requests < self.min_requests:
-            return 0.0
+        requests = self._requests.total(now) - self.in_flight
+        if requests <= 0.0 or requests < self.min_requests:
+            return 0.0  # (the formula gives 0 for no requests too)
         return reject_probability(requests, self._accepts.total(now), self.k)
 
     def allow(self, now: float, rng: random.Random) -> bool:
@@ -69,6 +70,7 @@ class AdaptiveThrottle:
 
     def record(self, now: float, outcome: Outcome) -> None:
         """An attempt that was sent has ended with `outcome`."""
-        self.in_flight = max(0, self.in_flight - 1)
-        if outcome not in _REJECTED:
+        if self.in_flight:
+            self.in_flight -= 1
+        if outcome is _SUCCESS or outcome not in _REJECTED:
             self._accepts.add(now)
