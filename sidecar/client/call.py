@@ -152,10 +152,12 @@ class Call:
                     return _metadata((await waiter).headers)
                 waiter.cancel()
             return _metadata(self._headers.result())
-        return _metadata((await self._answer()).headers)
+        answer = await (await self._answer()).complete()
+        return _metadata(answer.headers)
 
     async def trailing_metadata(self) -> grpc.aio.Metadata:
-        return _metadata((await self._answer()).trailers)
+        answer = await (await self._answer()).complete()
+        return _metadata(answer.trailers)
 
     async def code(self) -> grpc.StatusCode:
         return (await self._answer()).code

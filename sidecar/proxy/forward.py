@@ -52,6 +52,17 @@ class Answer:
     response: bytes | None = None  # unary-response kinds, when OK
     committed: bool = False  # headers or messages already went to the caller
     local_reason: str | None = None  # set when this sidecar made the error (x-sidecar-error)
+    unread: Any = None  # an OK unary answer's upstream call: headers and trailers not read
+
+    async def complete(self) -> Answer:
+        """Read the headers and trailers an OK unary answer left with its upstream call
+        (most callers never look at them: the in-process client reads them on demand)."""
+        call = self.unread
+        if call is not None:
+            self.unread = None
+            self.headers = forwardable(await call.initial_metadata())
+            self.trailers = forwardable(await call.trailing_metadata())
+        return self
 
 
 async def forward(
@@ -75,9 +86,8 @@ async def forward(
     try:
         if kind in ("unary", "client_stream"):
             answer.response = await call  # returns only with status OK (else raises)
-            answer.headers = forwardable(await call.initial_metadata())
-            answer.trailers = forwardable(await call.trailing_metadata())
             answer.code = grpc.StatusCode.OK
+            answer.unread = call  # its metadata: read by `Answer.complete()` when wanted
         else:
             await _relay(call, context, answer)
             answer.trailers = forwardable(await call.trailing_metadata())

@@ -476,6 +476,7 @@ def _str_or_none(value: Any) -> str | None:
 
 
 async def _deliver(answer: Answer, context: grpc.aio.ServicerContext[Any, Any]) -> bytes | None:
+    await answer.complete()
     if answer.headers and not answer.committed:
         await context.send_initial_metadata(answer.headers)
     if answer.code is grpc.StatusCode.OK:
