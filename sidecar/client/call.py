@@ -49,11 +49,17 @@ def _pairs(metadata: Any) -> Pairs:
 
 
 class _Sink:
-    """The pipeline's view of an in-process call (sidecar.proxy.forward.Caller)."""
+    """The pipeline's view of an in-process call (sidecar.proxy.forward.Caller).
+
+    Only a streamed response's sink holds its call (to relay into it). A unary-response
+    call gets its answer whole, and its sink holds nothing back: no reference cycle, so
+    the call and all it holds are freed as soon as the caller drops them, without
+    waiting for the garbage collector (whose passes cost ~10-20 us per call otherwise).
+    """
 
     __slots__ = ("_call", "_deadline", "_metadata")
 
-    def __init__(self, call: Call, deadline: float | None, metadata: Pairs) -> None:
+    def __init__(self, call: Call | None, deadline: float | None, metadata: Pairs) -> None:
         self._call = call
         self._deadline = deadline
         self._metadata = metadata
@@ -65,9 +71,13 @@ class _Sink:
         return self._metadata
 
     async def send_initial_metadata(self, metadata: Any) -> None:
+        if self._call is None:
+            raise RuntimeError("a unary response is delivered with the pipeline's answer")
         self._call._set_headers(_pairs(metadata))
 
     async def write(self, message: Any) -> None:
+        if self._call is None:
+            raise RuntimeError("a unary response is delivered with the pipeline's answer")
         await self._call._relayed(message)
 
 
@@ -85,15 +95,17 @@ class Call:
         self._deserialize = deserialize
         self._headers: asyncio.Future[Pairs] | None = None
         deadline = None if timeout is None else time.monotonic() + timeout
-        self._sink = _Sink(self, deadline, _pairs(metadata))
+        self._sink = _Sink(self if self._relays else None, deadline, _pairs(metadata))
         self._task: asyncio.Future[Answer] | None = self._launch(run(request, self._sink))
+
+    _relays = False  # does the pipeline relay a streamed response into this call?
+
+    async def _relayed(self, message: bytes) -> None:
+        raise NotImplementedError  # only StreamResponseCall's sink points at its call
 
     def _launch(self, run: Coroutine[Any, Any, Answer]) -> asyncio.Future[Answer] | None:
         """Start the pipeline: as a task of its own (streamed responses need one)."""
         return asyncio.get_running_loop().create_task(run)
-
-    async def _relayed(self, message: bytes) -> None:
-        raise RuntimeError("a unary response is delivered with the pipeline's answer")
 
     def _set_headers(self, headers: Pairs) -> None:
         if self._headers is not None and not self._headers.done():
@@ -278,6 +290,8 @@ class UnaryResponseCall(Call):
 
 class StreamResponseCall(Call):
     """Server-streaming and bidi calls: `read()` / `async for`."""
+
+    _relays = True
 
     def __init__(
         self,
