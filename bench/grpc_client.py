@@ -18,6 +18,9 @@ Modes:
   `--target inprocess:FILE` calls through the in-process client (sidecar.client) with
   the sidecar config FILE; `--target xds:///echo` through grpcio's xDS client (its
   bootstrap from GRPC_XDS_BOOTSTRAP).
+- `alternate`: `closed` blocks of `--seconds` against `--target` and each `--also`
+  target in turn, `--blocks` rounds, in this one process (side by side without the
+  noise between processes).
 """
 
 from __future__ import annotations
@@ -273,6 +276,38 @@ async def _closed_channel(target: str) -> Any:
     return _channel(target)
 
 
+async def _closed_block(
+    stub: Any, req: Any, concurrency: int, seconds: float, deadline_ms: float
+) -> dict[str, Any]:
+    """`concurrency` callers back to back for `seconds`: statuses, latencies, CPU."""
+    lat: list[float] = []
+    statuses: Counter[str] = Counter()
+    stop_at = time.monotonic() + seconds
+
+    async def worker() -> None:
+        while time.monotonic() < stop_at:
+            t = time.monotonic()
+            try:
+                await stub.Unary(req, timeout=deadline_ms / 1000)
+                lat.append(time.monotonic() - t)
+                statuses["OK"] += 1
+            except grpc.aio.AioRpcError as exc:
+                statuses[exc.code().name] += 1
+
+    t0, cpu0 = time.monotonic(), time.process_time()
+    await asyncio.gather(*(worker() for _ in range(concurrency)))
+    wall = time.monotonic() - t0
+    return {
+        "concurrency": concurrency,
+        "wall_s": wall,
+        "loop_cpu_s": time.process_time() - cpu0,  # the calls only: no imports, no connect
+        "statuses": dict(statuses),
+        "ok_per_s": statuses["OK"] / wall,
+        "p50_ms": _ms(percentile(lat, 50)),
+        "p99_ms": _ms(percentile(lat, 99)),
+    }
+
+
 async def closed(
     target: str, concurrency: int, seconds: float, delay_ms: int, deadline_ms: float
 ) -> dict[str, Any]:
@@ -280,32 +315,35 @@ async def closed(
         stub = echo_pb2_grpc.EchoStub(ch)
         await ch.channel_ready()
         req = echo_pb2.EchoRequest(payload=b"c" * 100, delay_ms=delay_ms)
-        lat: list[float] = []
-        statuses: Counter[str] = Counter()
-        stop_at = time.monotonic() + seconds
+        return await _closed_block(stub, req, concurrency, seconds, deadline_ms)
 
-        async def worker() -> None:
-            while time.monotonic() < stop_at:
-                t = time.monotonic()
-                try:
-                    await stub.Unary(req, timeout=deadline_ms / 1000)
-                    lat.append(time.monotonic() - t)
-                    statuses["OK"] += 1
-                except grpc.aio.AioRpcError as exc:
-                    statuses[exc.code().name] += 1
 
-        t0, cpu0 = time.monotonic(), time.process_time()
-        await asyncio.gather(*(worker() for _ in range(concurrency)))
-        wall = time.monotonic() - t0
-        return {
-            "concurrency": concurrency,
-            "wall_s": wall,
-            "loop_cpu_s": time.process_time() - cpu0,  # the calls only: no imports, no connect
-            "statuses": dict(statuses),
-            "ok_per_s": statuses["OK"] / wall,
-            "p50_ms": _ms(percentile(lat, 50)),
-            "p99_ms": _ms(percentile(lat, 99)),
-        }
+async def alternate(
+    targets: list[str], concurrency: int, seconds: float, blocks: int, deadline_ms: float
+) -> dict[str, Any]:
+    """`closed` blocks of `seconds` against each target in turn (rotating the order),
+    `blocks` times, all in this one process: the paths share the process, its warm-up
+    and its CPU, so their ratio is not the noise between processes."""
+    channels = [await _closed_channel(t) for t in targets]
+    try:
+        stubs = [echo_pb2_grpc.EchoStub(ch) for ch in channels]
+        for ch in channels:
+            await ch.channel_ready()
+        req = echo_pb2.EchoRequest(payload=b"c" * 100)
+        for stub in stubs:  # warm-up, thrown away
+            await _closed_block(stub, req, concurrency, min(seconds, 0.5), deadline_ms)
+        runs: dict[str, list[dict[str, Any]]] = {t: [] for t in targets}
+        for b in range(blocks):
+            order = list(range(len(targets)))
+            order = order[b % len(order) :] + order[: b % len(order)]
+            for i in order:
+                runs[targets[i]].append(
+                    await _closed_block(stubs[i], req, concurrency, seconds, deadline_ms)
+                )
+        return {"targets": targets, "runs": runs}
+    finally:
+        for ch in channels:
+            await ch.close()
 
 
 def _ms(seconds: float | None) -> float | None:
@@ -314,8 +352,10 @@ def _ms(seconds: float | None) -> float | None:
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m bench.grpc_client")
-    p.add_argument("mode", choices=("streams", "big", "bidi", "openloop", "closed"))
+    p.add_argument("mode", choices=("streams", "big", "bidi", "openloop", "closed", "alternate"))
     p.add_argument("--target", required=True, help="host:port")
+    p.add_argument("--also", action="append", default=[], help="alternate: more targets")
+    p.add_argument("--blocks", type=int, default=5, help="alternate: blocks per target")
     p.add_argument("-n", type=int, default=1000, help="streams: how many")
     p.add_argument("--batch", type=int, default=500, help="streams: opened at a time")
     p.add_argument("--size", type=int, default=1 << 20, help="big/bidi: payload bytes")
@@ -338,6 +378,8 @@ def main(argv: list[str] | None = None) -> int:
         coro = bidi(a.target, a.seconds, a.window, a.size)
     elif a.mode == "openloop":
         coro = openloop(a.target, a.rate, a.seconds, a.deadline_ms, a.delay_ms, a.max_in_flight)
+    elif a.mode == "alternate":
+        coro = alternate([a.target, *a.also], a.concurrency, a.seconds, a.blocks, a.deadline_ms)
     else:
         coro = closed(a.target, a.concurrency, a.seconds, a.delay_ms, a.deadline_ms)
     try:

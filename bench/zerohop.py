@@ -2,7 +2,9 @@
 
 Does I/O: starts `python -m services.echo`, a sidecar pair, HAProxy and `sidecar xds`,
 then runs `bench/grpc_client.py closed` (a grpcio process of its own) against each path,
-in rotating order, `repeats` times; medians over the repeats. Paths:
+in rotating order, `repeats` times; medians over the repeats. Then direct, in-process
+and xDS once more side by side in one client process (`alternate`: blocks in turn),
+which takes the noise between processes out of their ratio. Paths:
 
 - `direct`: grpcio channel → echo;
 - `inprocess`: `sidecar.client.connect("echo", FILE)` in the client process → echo
@@ -156,6 +158,7 @@ def run_zerohop(s: ZeroHopSettings, tree: Path, log: Log, argv: list[str], out: 
                     failures.append(f"{path}: non-OK statuses {bad}")
                 runs[path].append(r)
                 log(f"zerohop {repeat + 1}/{s.repeats} {path}: {r['ok_per_s']:,.0f} calls/s")
+        paired = _alternate(targets, s, log, failures)
     m["loadavg_end"] = __import__("os").getloadavg()
     rows, summary = _rows(runs, skipped)
     md = [
@@ -168,11 +171,62 @@ def run_zerohop(s: ZeroHopSettings, tree: Path, log: Log, argv: list[str], out: 
             ["path", "calls/s (min–max)", "× direct", "p50 / p99 ms", "client CPU µs/call"], rows
         ),
         "",
+        f"The same paths side by side in **one** client process ({ALTERNATE_BLOCKS} rounds of "
+        f"{s.seconds / 2:g} s blocks, each path in turn, order rotating): no noise between "
+        'processes. "× direct" is the median over rounds of the ratio to the direct block '
+        "of the same round.",
+        "",
+        *table(["path", "calls/s (min–max)", "× direct", "client CPU µs/call"], paired),
+        "",
         *(f"- FAILED {f}" for f in failures),
     ]
-    write(out, "zerohop", md, {"meta": m, "runs": runs, "summary": summary,
+    write(out, "zerohop", md, {"meta": m, "runs": runs, "summary": summary, "paired": paired,
                                "skipped": skipped, "failures": failures})  # fmt: skip
     return 1 if failures or not runs["direct"] else 0
+
+
+ALTERNATE_BLOCKS = 6
+_ONE_PROCESS = ("direct", "inprocess", "xds")  # paths a single client process can hold
+
+
+def _alternate(
+    targets: dict[str, tuple[str, dict[str, str]]],
+    s: ZeroHopSettings,
+    log: Log,
+    failures: list[str],
+) -> list[list[object]]:
+    """Direct, in-process and xDS in one client process, alternating blocks (table rows)."""
+    paths = [p for p in _ONE_PROCESS if p in targets]
+    if len(paths) < 2 or paths[0] != "direct":
+        return []
+    env = {k: v for p in paths for k, v in targets[p][1].items()}  # xds needs its bootstrap
+    also = [a for p in paths[1:] for a in ("--also", targets[p][0])]
+    block_s = s.seconds / 2
+    cmd = client_cmd("alternate", targets["direct"][0], *also, "--concurrency",
+                     str(s.concurrency), "--seconds", str(block_s), "--blocks",
+                     str(ALTERNATE_BLOCKS), "--deadline-ms", "5000")  # fmt: skip
+    timeout = 120 + 2 * block_s * ALTERNATE_BLOCKS * len(paths)
+    proc = subprocess.run(cmd, capture_output=True, text=True, cwd=REPO, env=env,
+                          timeout=timeout, check=False)  # fmt: skip
+    lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("{")]
+    if proc.returncode != 0 or not lines:
+        failures.append(f"alternate: client exited {proc.returncode}: {proc.stderr[-800:]}")
+        return []
+    by_target: dict[str, list[dict[str, Any]]] = json.loads(lines[-1])["runs"]
+    blocks = {p: by_target[targets[p][0]] for p in paths}
+    rows: list[list[object]] = []
+    for p in paths:
+        rates = [b["ok_per_s"] for b in blocks[p]]
+        ratios = [b["ok_per_s"] / d["ok_per_s"] for b, d in zip(blocks[p], blocks["direct"],
+                                                                 strict=True)]  # fmt: skip
+        cpu = [b["loop_cpu_s"] / max(1, sum(b["statuses"].values())) * 1e6 for b in blocks[p]]
+        bad = {k: v for b in blocks[p] for k, v in b["statuses"].items() if k != "OK"}
+        if bad:
+            failures.append(f"alternate {p}: non-OK statuses {bad}")
+        rows.append([p, f"{statistics.median(rates):,.0f} ({min(rates):,.0f}–{max(rates):,.0f})",
+                     statistics.median(ratios), statistics.median(cpu)])  # fmt: skip
+        log(f"zerohop alternate {p}: {statistics.median(rates):,.0f} calls/s")
+    return rows
 
 
 def _rows(
