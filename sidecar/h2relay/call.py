@@ -391,7 +391,7 @@ class Call:
             self.down.conn.consumed(self.sid, self.held_flow)
         self.held_flow = 0
         if self.req_ended and not self.up_pending:
-            up.flush()  # a whole request: on its way now, not after the rest of the read
+            up.write_now()  # a whole request: on its way now, not after the rest of the read
         else:
             up.kick()
 
@@ -453,7 +453,7 @@ class Call:
                     self.held = []
             self._send_up(data, end_stream, flow)
             if end_stream and not self.up_pending:
-                up.flush()  # the request is whole: send it before reading on
+                up.write_now()  # the request is whole: send it before reading on
             else:
                 up.kick()
             return
@@ -764,7 +764,7 @@ class Call:
             if flow and self.up is not None:
                 self.up.conn.consumed(self.up_sid, flow)
         if end_stream:
-            down.flush()  # the answer is whole: to the caller before the next one is read
+            down.write_now()  # the answer is whole: to the caller before the next one is read
         else:
             down.kick()
 

@@ -63,6 +63,11 @@ class _Flusher:
 
     def flush(self) -> None:
         self._scheduled = False
+        self.write_now()
+
+    def write_now(self) -> None:
+        """Write what is queued at once (a whole request or answer: it should not wait for
+        the rest of the read); a flush already scheduled for this turn still runs."""
         out = self.conn.out
         if out and self.transport is not None:
             self.transport.write(b"".join(out))
