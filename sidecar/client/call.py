@@ -392,8 +392,9 @@ class UnaryStreamCall(StreamResponseCall):
     """Server streaming."""
 
 
-class StreamUnaryCall(UnaryResponseCall):
-    """Client streaming: requests from the stub's iterator or `write()`."""
+class _SendsStream(Call):
+    """What a call with a request stream adds: requests from the stub's iterator, or
+    `write()` until `done_writing()`."""
 
     def __init__(
         self, run: Runner, requests: RequestStream, timeout: float | None, metadata: Any,
@@ -409,18 +410,9 @@ class StreamUnaryCall(UnaryResponseCall):
         await self._requests.done_writing()
 
 
-class StreamStreamCall(StreamResponseCall):
+class StreamUnaryCall(_SendsStream, UnaryResponseCall):
+    """Client streaming."""
+
+
+class StreamStreamCall(_SendsStream, StreamResponseCall):
     """Bidi: requests as for StreamUnaryCall, responses as for UnaryStreamCall."""
-
-    def __init__(
-        self, run: Runner, requests: RequestStream, timeout: float | None, metadata: Any,
-        deserialize: Deserializer,
-    ) -> None:  # fmt: skip
-        self._requests = requests
-        super().__init__(run, requests, timeout, metadata, deserialize)
-
-    async def write(self, message: Any) -> None:
-        await self._requests.write(message)
-
-    async def done_writing(self) -> None:
-        await self._requests.done_writing()
