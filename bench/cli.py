@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import datetime
+import importlib
 import json
 import os
 import platform
@@ -77,51 +78,22 @@ def _sections(args: argparse.Namespace, argv: list[str]) -> int:
     def log(msg: str) -> None:
         print(msg, flush=True)
 
+    # (flag, module, settings class, run function): imported only when asked for
+    sections = (
+        ("zerohop", "bench.zerohop", "ZeroHopSettings", "run_zerohop"),
+        ("scale", "bench.scale", "ScaleSettings", "run_scale"),
+        ("streams", "bench.streams", "StreamSettings", "run_streams"),
+        ("overload", "bench.overload", "OverloadSettings", "run_overload"),
+    )
     status = 0
-    if args.zerohop or args.all:
-        from bench.zerohop import ZeroHopSettings, run_zerohop
-
-        zh = (
-            ZeroHopSettings.tiny()
-            if args.smoke
-            else ZeroHopSettings.quick()
-            if args.quick
-            else ZeroHopSettings()
-        )
-        status = max(status, run_zerohop(zh, tree, log, argv, args.out))
-    if args.scale or args.all:
-        from bench.scale import ScaleSettings, run_scale
-
-        ss = (
-            ScaleSettings.tiny()
-            if args.smoke
-            else ScaleSettings.quick()
-            if args.quick
-            else ScaleSettings()
-        )
-        status = max(status, run_scale(ss, tree, log, argv, args.out))
-    if args.streams or args.all:
-        from bench.streams import StreamSettings, run_streams
-
-        st = (
-            StreamSettings.tiny()
-            if args.smoke
-            else StreamSettings.quick()
-            if args.quick
-            else StreamSettings()
-        )
-        status = max(status, run_streams(st, tree, log, argv, args.out))
-    if args.overload or args.all:
-        from bench.overload import OverloadSettings, run_overload
-
-        ov = (
-            OverloadSettings.tiny()
-            if args.smoke
-            else OverloadSettings.quick()
-            if args.quick
-            else OverloadSettings()
-        )
-        status = max(status, run_overload(ov, tree, log, argv, args.out))
+    for flag, module_name, settings_name, run_name in sections:
+        if not (getattr(args, flag) or args.all):
+            continue
+        module = importlib.import_module(module_name)
+        kind = getattr(module, settings_name)
+        settings = kind.tiny() if args.smoke else kind.quick() if args.quick else kind()
+        run = getattr(module, run_name)
+        status = max(status, run(settings, tree, log, argv, args.out))
     return status
 
 

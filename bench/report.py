@@ -15,6 +15,8 @@ from typing import Any
 
 from bench.runner import Case, Run, Settings
 
+LATENCY_KINDS = ("rate", "paced")  # h2load --rps (bursts), evenly paced: same req/s
+
 
 def _med(values: list[float]) -> float | None:
     vals = [v for v in values if v is not None]
@@ -70,9 +72,6 @@ def summarize(case: Case) -> dict[str, Any]:
                 f"{kind}_p99_ms": _med([r.h2load.p99_ms for r in runs]),  # type: ignore[misc]
             }
     return s
-
-
-LATENCY_KINDS = ("rate", "paced")  # h2load --rps (bursts), evenly paced: same req/s
 
 
 def add_ratios(rows: list[dict[str, Any]]) -> None:

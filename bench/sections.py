@@ -86,11 +86,14 @@ def client_env() -> dict[str, str]:
     return _python_env(REPO)
 
 
-def run_client(mode: str, target: str, *args: str, timeout_s: float = 120) -> dict[str, Any]:
-    """Run the grpcio client to completion; its JSON result (RuntimeError if it failed)."""
+def run_client(
+    mode: str, target: str, *args: str, timeout_s: float = 120, env: dict[str, str] | None = None
+) -> dict[str, Any]:
+    """Run the grpcio client to completion (`env`: client_env()'s unless given); its JSON
+    result (RuntimeError if it failed)."""
     proc = subprocess.run(
-        client_cmd(mode, target, *args),
-        capture_output=True, text=True, cwd=REPO, env=client_env(), timeout=timeout_s, check=False,
+        client_cmd(mode, target, *args), capture_output=True, text=True, cwd=REPO,
+        env=env or client_env(), timeout=timeout_s, check=False,
     )  # fmt: skip
     lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("{")]
     if proc.returncode != 0 or not lines:

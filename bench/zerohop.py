@@ -36,15 +36,15 @@ from bench.procs import Managed, StartFailed, Unavailable, free_port
 from bench.sections import (
     ECHO_PROTO,
     Log,
-    client_cmd,
     client_env,
     header,
     meta,
+    run_client,
     start_echo_sidecar,
     table,
     write,
 )
-from bench.targets import REPO, _python_env, start, start_haproxy, start_pyecho
+from bench.targets import _python_env, start, start_haproxy, start_pyecho
 
 PATHS = ("direct", "inprocess", "xds", "sidecar2", "haproxy")
 
@@ -65,16 +65,9 @@ class ZeroHopSettings:
 
 
 def _run(target: str, s: ZeroHopSettings, env: dict[str, str]) -> dict[str, Any]:
-    proc = subprocess.run(
-        client_cmd("closed", target, "--concurrency", str(s.concurrency),
-                   "--seconds", str(s.seconds), "--deadline-ms", "5000"),
-        capture_output=True, text=True, cwd=REPO, env=env, timeout=120 + s.seconds, check=False,
-    )  # fmt: skip
-    lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("{")]
-    if proc.returncode != 0 or not lines:
-        raise RuntimeError(f"client exited {proc.returncode}: {proc.stderr[-800:]}")
-    result: dict[str, Any] = json.loads(lines[-1])
-    return result
+    return run_client("closed", target, "--concurrency", str(s.concurrency),
+                      "--seconds", str(s.seconds), "--deadline-ms", "5000",
+                      timeout_s=120 + s.seconds, env=env)  # fmt: skip
 
 
 def _start_xds(wd: Path, echo_port: int, tree: Path) -> tuple[Managed, Path]:
@@ -202,17 +195,15 @@ def _alternate(
     env = {k: v for p in paths for k, v in targets[p][1].items()}  # xds needs its bootstrap
     also = [a for p in paths[1:] for a in ("--also", targets[p][0])]
     block_s = s.seconds / 2
-    cmd = client_cmd("alternate", targets["direct"][0], *also, "--concurrency",
-                     str(s.concurrency), "--seconds", str(block_s), "--blocks",
-                     str(ALTERNATE_BLOCKS), "--deadline-ms", "5000")  # fmt: skip
-    timeout = 120 + 2 * block_s * ALTERNATE_BLOCKS * len(paths)
-    proc = subprocess.run(cmd, capture_output=True, text=True, cwd=REPO, env=env,
-                          timeout=timeout, check=False)  # fmt: skip
-    lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("{")]
-    if proc.returncode != 0 or not lines:
-        failures.append(f"alternate: client exited {proc.returncode}: {proc.stderr[-800:]}")
+    try:
+        result = run_client("alternate", targets["direct"][0], *also, "--concurrency",
+                            str(s.concurrency), "--seconds", str(block_s), "--blocks",
+                            str(ALTERNATE_BLOCKS), "--deadline-ms", "5000", env=env,
+                            timeout_s=120 + 2 * block_s * ALTERNATE_BLOCKS * len(paths))  # fmt: skip
+    except (RuntimeError, subprocess.TimeoutExpired) as exc:
+        failures.append(f"alternate: {exc}")
         return []
-    by_target: dict[str, list[dict[str, Any]]] = json.loads(lines[-1])["runs"]
+    by_target: dict[str, list[dict[str, Any]]] = result["runs"]
     blocks = {p: by_target[targets[p][0]] for p in paths}
     rows: list[list[object]] = []
     for p in paths:

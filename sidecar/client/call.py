@@ -293,23 +293,17 @@ class StreamResponseCall(Call):
 
     _relays = True
 
-    def __init__(
-        self,
-        run: Runner,
-        request: Any,
-        timeout: float | None,
-        metadata: Any,
-        deserialize: Deserializer,
-    ) -> None:
+    def _launch(self, run: Coroutine[Any, Any, Answer]) -> asyncio.Future[Answer] | None:
         loop = asyncio.get_running_loop()
         self._items: collections.deque[bytes] = collections.deque()
         self._readable = asyncio.Event()
         self._room = asyncio.Event()
         self._room.set()
         self._ended = False
-        super().__init__(run, request, timeout, metadata, deserialize)
         self._headers = loop.create_future()
-        self._future().add_done_callback(self._on_done)
+        task = loop.create_task(run)
+        task.add_done_callback(self._on_done)
+        return task
 
     def _on_done(self, task: asyncio.Future[Answer]) -> None:
         self._ended = True

@@ -343,8 +343,9 @@ class Pipeline:
             pooled = self.pool.acquire(address, now)
             try:
                 # 7c. Forward (once connected, or failing fast past max_pending).
-                if pooled.channel.get_state(try_to_connect=True) in _CONNECTING:
-                    refused = await _connection(pooled, call, ends)
+                state = pooled.channel.get_state(try_to_connect=True)
+                if state in _CONNECTING:
+                    refused = await _connection(pooled, state, call, ends)
                 if refused is None:
                     timeout = None if ends is None else max(0.001, ends - time.monotonic())
                     body = stream.replay() if stream is not None else request
@@ -438,13 +439,13 @@ def _refused(refusal: Refusal) -> Answer:
 _CONNECTING = frozenset({grpc.ChannelConnectivity.IDLE, grpc.ChannelConnectivity.CONNECTING})
 
 
-async def _connection(pooled: PooledChannel, call: CallState, ends: float | None) -> Refusal | None:
-    """Wait until the endpoint's channel has left connecting, counted against the
-    upstream's `limits.max_pending` (Envoy's pending requests); a refusal when full."""
+async def _connection(
+    pooled: PooledChannel, state: grpc.ChannelConnectivity, call: CallState, ends: float | None
+) -> Refusal | None:
+    """The endpoint's channel is connecting (`state`): wait until it has left that,
+    counted against the upstream's `limits.max_pending` (Envoy's pending requests); a
+    refusal when full."""
     channel = pooled.channel
-    state = channel.get_state(try_to_connect=True)
-    if state not in _CONNECTING:
-        return None
     refusal = call.pending()
     if refusal is not None:
         return refusal

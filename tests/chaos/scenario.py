@@ -93,6 +93,39 @@ def update_summary(folder: Path, summary: dict[str, Any], **more: Any) -> None:
     (folder / "summary.json").write_text(json.dumps(summary, indent=2, sort_keys=True) + "\n")
 
 
+def check_traffic_moved(
+    sc: Scenario,
+    folder: Path,
+    summary: dict[str, Any],
+    victim: Instance,
+    within_s: float,
+    **more: Any,
+) -> float:
+    """After a fault on `victim` (the scenario's first mark): record when the caller
+    marked it unhealthy and stopped sending to it, and its share before, with `more`;
+    check that every failure is explained and that traffic moved within `within_s`.
+    Returns the fault's time."""
+    calls, t = sc.loop.calls, sc.events[0][0]
+    samples = sc.pollers["clusters"].samples
+    eject = timeline.eject_time(samples, "echo", victim.address, t)
+    moved = timeline.moved_time(samples, "echo", victim.address, t)
+    update_summary(
+        folder,
+        summary,
+        victim=victim.name,
+        victim_share_before=round(timeline.share(calls, victim.name, t - 2.0, t), 4),
+        eject_s=eject,
+        moved_s=moved,
+        **more,
+    )
+    checks.clear_failures(calls, folder)
+    assert moved is not None and moved <= within_s, (
+        f"traffic still sent to {victim.name} {moved}s after the fault (marked unhealthy "
+        f"after {eject}s; see {folder})"
+    )
+    return t
+
+
 def failures_after(calls: list[Call], t: float) -> list[Call]:
     return [c for c in calls if c.t >= t and c.status != "OK"]
 

@@ -4,8 +4,7 @@ nowhere to go says `no_endpoints` as a sidecar would."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterator
-from pathlib import Path
+from collections.abc import AsyncIterator
 
 import grpc
 import pytest
@@ -13,18 +12,9 @@ import pytest
 import sidecar.client
 from meshtest.echo.v1 import echo_pb2, echo_pb2_grpc
 from tests.component.xds.test_xds_discovery import Backend
-from tests.dns_servers import BindServer, Srv, free_port, make_server
+from tests.dns_servers import BindServer, Srv, free_port
 
 pytestmark = pytest.mark.timeout(60)
-
-
-@pytest.fixture
-def bind(tmp_path: Path) -> Iterator[BindServer]:
-    server = make_server("bind", tmp_path / "bind")
-    try:
-        yield server  # type: ignore[misc]
-    finally:
-        server.stop()
 
 
 @pytest.fixture

@@ -17,7 +17,7 @@ import pytest
 import sidecar.client
 import sidecar.config
 from meshtest.echo.v1 import echo_pb2, echo_pb2_grpc
-from tests.component.client.test_inprocess_discovery import bind, config  # noqa: F401
+from tests.component.client.test_inprocess_discovery import config
 from tests.dns_servers import BindServer, Srv, free_port
 from tests.integration.procs import echo_process
 
@@ -185,7 +185,7 @@ def test_interceptors(channel: sidecar.client.SyncChannel) -> None:
     assert dict(call.trailing_metadata())["echo-x-intercepted"] == "yes"
 
 
-def test_retry_off_a_dead_endpoint(bind: BindServer, echo_port: int) -> None:  # noqa: F811
+def test_retry_off_a_dead_endpoint(bind: BindServer, echo_port: int) -> None:
     """Endpoints from SRV records, one on a closed port: every call succeeds on the live one
     (connect failures are retried on the other endpoint, as in the async client)."""
     live = Srv(10, 10, echo_port, "live.hosts.example.net.")

@@ -5,11 +5,7 @@ test sets, so the host's active health checks decide EDS health."""
 
 from __future__ import annotations
 
-import asyncio
-import json
-import os
-import sys
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import grpc
@@ -19,8 +15,8 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from meshtest.echo.v1 import echo_pb2_grpc
 from sidecar.config import parse_config
 from sidecar.xds.feed import XdsHost
-from tests.component.xds.test_xds_grpcio import CLIENT, ROOT, Client, Echo
-from tests.dns_servers import BindServer, Srv, make_server
+from tests.component.xds.test_xds_grpcio import Client, Echo, xds_client
+from tests.dns_servers import BindServer, Srv
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -44,15 +40,6 @@ class Backend:
             else (health_pb2.HealthCheckResponse.NOT_SERVING)
         )
         await self.health.set("", status)
-
-
-@pytest.fixture
-def bind(tmp_path: Path) -> Iterator[BindServer]:
-    server = make_server("bind", tmp_path / "bind")
-    try:
-        yield server  # type: ignore[misc]
-    finally:
-        server.stop()
 
 
 @pytest.fixture
@@ -97,29 +84,8 @@ async def host(bind: BindServer) -> AsyncIterator[XdsHost]:
 
 @pytest.fixture
 async def client(host: XdsHost, tmp_path: Path) -> AsyncIterator[Client]:
-    bootstrap = tmp_path / "bootstrap.json"
-    server_uri = f"127.0.0.1:{host.server.port}"
-    bootstrap.write_text(
-        json.dumps(
-            {
-                "xds_servers": [
-                    {"server_uri": server_uri, "channel_creds": [{"type": "insecure"}]}
-                ],
-                "node": {"id": "discovery-test"},
-            }
-        )
-    )
-    env = {**os.environ, "GRPC_XDS_BOOTSTRAP": str(bootstrap), "PYTHONPATH": str(ROOT)}
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable, str(CLIENT), "xds:///playlist", cwd=ROOT, env=env,
-        stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
-    )  # fmt: skip
-    try:
-        yield Client(proc)
-    finally:
-        if proc.returncode is None:
-            proc.kill()
-        await proc.wait()
+    async with xds_client(host.server.port, tmp_path, {"id": "discovery-test"}) as c:
+        yield c
 
 
 def site(name: str) -> str:

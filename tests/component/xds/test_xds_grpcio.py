@@ -8,6 +8,7 @@ moment to converge, so each expectation is polled until it holds, within a bound
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import sys
@@ -113,39 +114,33 @@ async def backends() -> AsyncIterator[Backends]:
         await b.close()
 
 
-@pytest.fixture
-async def client(xds: XdsServer, tmp_path: Path) -> AsyncIterator[Client]:
+@contextlib.asynccontextmanager
+async def xds_client(
+    port: int, tmp_path: Path, node: dict[str, Any], **server: Any
+) -> AsyncIterator[Client]:
+    """The client process (xds_client.py, `xds:///playlist`), bootstrapped to the ADS
+    server on `port` as `node`; `server`: more fields of the bootstrap's server entry."""
     bootstrap = tmp_path / "bootstrap.json"
-    bootstrap.write_text(
-        json.dumps(
-            {
-                "xds_servers": [
-                    {
-                        "server_uri": f"127.0.0.1:{xds.port}",
-                        "channel_creds": [{"type": "insecure"}],
-                        "server_features": ["xds_v3"],
-                    }
-                ],
-                "node": {"id": "test-client", "locality": {"zone": "a"}},
-            }
-        )
-    )
+    entry = {"server_uri": f"127.0.0.1:{port}", "channel_creds": [{"type": "insecure"}]}
+    bootstrap.write_text(json.dumps({"xds_servers": [entry | server], "node": node}))
     env = {**os.environ, "GRPC_XDS_BOOTSTRAP": str(bootstrap), "PYTHONPATH": str(ROOT)}
     proc = await asyncio.create_subprocess_exec(
-        sys.executable,
-        str(CLIENT),
-        f"xds:///{NAME}",
-        cwd=ROOT,
-        env=env,
-        stdin=asyncio.subprocess.PIPE,
-        stdout=asyncio.subprocess.PIPE,
-    )
+        sys.executable, str(CLIENT), f"xds:///{NAME}", cwd=ROOT, env=env,
+        stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
+    )  # fmt: skip
     try:
         yield Client(proc)
     finally:
         if proc.returncode is None:
             proc.kill()
         await proc.wait()
+
+
+@pytest.fixture
+async def client(xds: XdsServer, tmp_path: Path) -> AsyncIterator[Client]:
+    node = {"id": "test-client", "locality": {"zone": "a"}}
+    async with xds_client(xds.port, tmp_path, node, server_features=["xds_v3"]) as c:
+        yield c
 
 
 def snap(*endpoints: Endpoint, unhealthy: tuple[Endpoint, ...] = ()) -> dict[str, UpstreamSnapshot]:
