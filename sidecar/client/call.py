@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import threading
 import time
 from collections.abc import AsyncIterator, Callable, Coroutine, Generator
 from typing import Any
@@ -46,6 +47,39 @@ def _pairs(metadata: Any) -> Pairs:
     if not metadata:
         return ()
     return tuple((str(k), v) for k, v in metadata)
+
+
+class _Unstarted:
+    """Unary-response calls made on one loop and not yet awaited. The next loop turn
+    starts whichever of them nobody awaited meanwhile: one callback per turn for all
+    of them, instead of one scheduled callback per call (~5 us of ~20 us per call)."""
+
+    __slots__ = ("_calls", "loop")
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self.loop = loop
+        self._calls: list[UnaryResponseCall] = []
+
+    def add(self, call: UnaryResponseCall) -> None:
+        if not self._calls:
+            self.loop.call_soon(self._start)
+        self._calls.append(call)
+
+    def _start(self) -> None:
+        calls, self._calls = self._calls, []
+        for call in calls:
+            call._start_if_idle()
+
+
+_this_thread = threading.local()  # .unstarted: the _Unstarted of this thread's loop
+
+
+def _unstarted() -> _Unstarted:
+    loop = asyncio.get_running_loop()
+    unstarted: _Unstarted | None = getattr(_this_thread, "unstarted", None)
+    if unstarted is None or unstarted.loop is not loop:
+        unstarted = _this_thread.unstarted = _Unstarted(loop)
+    return unstarted
 
 
 class _Sink:
@@ -200,7 +234,7 @@ class UnaryResponseCall(Call):
         self._inline: asyncio.Task[Any] | None = None  # the awaiting task running it
         self._result: Answer | None = None  # the answer, once it ran inline
         self._cancelled = False  # cancel() ended it before it ran, or while inline
-        asyncio.get_running_loop().call_soon(self._start_if_idle)
+        _unstarted().add(self)
         return None
 
     def _start_if_idle(self) -> None:
