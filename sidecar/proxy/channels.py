@@ -18,7 +18,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -31,6 +31,7 @@ class PooledChannel:
     costs measurable CPU: FACTS.md)."""
 
     channel: grpc.aio.Channel
+    wire: Any = None  # unary attempts go over this instead, when set (sidecar/client/wire.py)
     leases: int = 0
     last_used: float = 0.0
     stubs: dict[tuple[str, str], Any] = field(default_factory=dict)
@@ -67,8 +68,14 @@ def idle_keys(entries: Mapping[str, tuple[int, float]], now: float, idle_s: floa
 
 
 class ChannelPool:
-    def __init__(self, max_message_bytes: int, idle_timeout_s: float = 300.0) -> None:
+    def __init__(
+        self,
+        max_message_bytes: int,
+        idle_timeout_s: float = 300.0,
+        wire: Callable[[str], Any] | None = None,
+    ) -> None:
         self._options = channel_options(max_message_bytes)
+        self._wire = wire  # address -> the endpoint's wire for unary attempts
         self._idle_s = idle_timeout_s
         self._entries: dict[str, PooledChannel] = {}
         self._sweeper: asyncio.Task[None] | None = None
@@ -77,7 +84,8 @@ class ChannelPool:
         """The channel to `address` (opened on first use), held open until `release`."""
         entry = self._entries.get(address)
         if entry is None:
-            entry = PooledChannel(grpc.aio.insecure_channel(address, options=self._options))
+            channel = grpc.aio.insecure_channel(address, options=self._options)
+            entry = PooledChannel(channel, None if self._wire is None else self._wire(address))
             self._entries[address] = entry
         entry.leases += 1
         entry.last_used = now

@@ -35,7 +35,9 @@ The steps, and why each sits where it sits:
    b. ask (seam a) whether to send it: adaptive throttling, per attempt because retries
       load the upstream too; after the pick, so a refusal leaves no host started;
    c. forward raw bytes over the endpoint's pooled channel (sidecar/proxy/forward.py),
-      bounded by the per-try timeout and the call's deadline; a request stream is read
+      or a unary attempt over the pooled entry's wire when it has one (the in-process
+      client's: sidecar/client/wire.py), bounded by the per-try timeout and the call's
+      deadline; a request stream is read
       through a replay buffer (`retries.buffer_bytes`) so a retry can resend it. While
       the channel is still connecting the attempt waits for it holding one of the
       upstream's `limits.max_pending` slots (none left: fail fast, `overloaded`), so a
@@ -342,21 +344,32 @@ class Pipeline:
             refused: Refusal | None = None
             pooled = self.pool.acquire(address, now)
             try:
-                # 7c. Forward (once connected, or failing fast past max_pending).
-                state = pooled.channel.get_state(try_to_connect=True)
-                if state in _CONNECTING:
-                    refused = await _connection(pooled, state, call, ends)
+                # 7c. Forward (once connected, or failing fast past max_pending). A unary
+                # attempt goes over the endpoint's wire when the pool has one (the
+                # in-process client's), which waits for its connection itself.
+                wire = pooled.wire if kind == "unary" else None
+                if wire is None:
+                    state = pooled.channel.get_state(try_to_connect=True)
+                    if state in _CONNECTING:
+                        refused = await _connection(pooled, state, call, ends)
                 if refused is None:
                     timeout = None if ends is None else max(0.001, ends - time.monotonic())
-                    body = stream.replay() if stream is not None else request
-                    answer = await forward(kind, pooled, method, body, context, metadata, timeout)
-                    answered = True
-                    # 7d. Classify.
-                    outcome = (
-                        Outcome.SUCCESS
-                        if answer.code is grpc.StatusCode.OK
-                        else self._classify(answer, route, address, ends)
-                    )
+                    if wire is not None:
+                        got = await wire.unary(call, method, request, metadata, timeout)
+                    else:
+                        body = stream.replay() if stream is not None else request
+                        got = await forward(kind, pooled, method, body, context, metadata, timeout)
+                    if isinstance(got, Refusal):
+                        refused = got
+                    else:
+                        answer = got
+                        answered = True
+                        # 7d. Classify.
+                        outcome = (
+                            Outcome.SUCCESS
+                            if answer.code is grpc.StatusCode.OK
+                            else self._classify(answer, route, address, ends)
+                        )
             finally:
                 # 7e. Report.
                 end = time.monotonic()
