@@ -49,7 +49,7 @@ from sidecar.h2relay.grpcwire import (
 )
 from sidecar.h2relay.hpack_codec import Block, encode_field, encode_literal
 from sidecar.h2relay.request import Prepared, PreparedResponse, prepare_response
-from sidecar.outcome import Outcome, caller_gone, classify
+from sidecar.outcome import EXPLAIN, Outcome, caller_gone, classify
 from sidecar.proxy.seams import NO_TOKEN, AttemptResult, CallState, Refusal
 
 if TYPE_CHECKING:
@@ -73,13 +73,6 @@ _LOCAL_HEADERS = encode_field(b":status", b"200") + encode_field(
     b"content-type", b"application/grpc"
 )
 _REQUEST_ID = b"x-request-id"
-
-_EXPLAIN = {
-    "connect_failed": "sidecar could not connect to",
-    "connection_lost": "sidecar lost its connection to",
-    "timeout": "deadline expired while the sidecar waited on",
-    "message_too_large": "message over max_message_bytes from",
-}
 
 
 def _response(block: Block) -> PreparedResponse:
@@ -569,7 +562,7 @@ class Call:
         self._end_attempt(outcome)
         if self.done:
             return
-        message = f"{_EXPLAIN[reason]} {self._target()} at {self.address}: {why}"
+        message = f"{EXPLAIN[reason]} {self._target()} at {self.address}: {why}"
         self.last = (None, "UNAVAILABLE", message, reason)
         if self._retry(outcome, "UNAVAILABLE", None, reason):
             return
@@ -710,7 +703,7 @@ class Call:
         self._detach_upstream(reset=not self.upstream_ended)
         self.up = None
         self._end_attempt(Outcome.TIMEOUT)
-        message = f"{_EXPLAIN['timeout']} {self._target()} at {self.address}"
+        message = f"{EXPLAIN['timeout']} {self._target()} at {self.address}"
         self.last = (None, "DEADLINE_EXCEEDED", message, "timeout")
         if not self._retry(Outcome.TIMEOUT, "DEADLINE_EXCEEDED", None, "timeout"):
             self.fail("DEADLINE_EXCEEDED", message, "timeout")
@@ -733,7 +726,7 @@ class Call:
         else:
             self.fail(
                 "DEADLINE_EXCEEDED",
-                f"{_EXPLAIN['timeout']} {self._target()} at {self.address}",
+                f"{EXPLAIN['timeout']} {self._target()} at {self.address}",
                 "timeout",
             )
         self.down.kick()
