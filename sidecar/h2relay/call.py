@@ -37,6 +37,7 @@ import os
 import time
 from typing import TYPE_CHECKING, Any
 
+from sidecar.h2relay import answers
 from sidecar.h2relay import frames as F
 from sidecar.h2relay.drive import Driver
 from sidecar.h2relay.grpcwire import (
@@ -44,10 +45,8 @@ from sidecar.h2relay.grpcwire import (
     STATUS_FOR_RST,
     MessageLimit,
     encode_timeout,
-    status_trailers,
-    trailers_only,
 )
-from sidecar.h2relay.hpack_codec import Block, encode_field, encode_literal
+from sidecar.h2relay.hpack_codec import Block, encode_literal
 from sidecar.h2relay.request import Prepared, PreparedResponse, prepare_response
 from sidecar.outcome import EXPLAIN, Outcome, caller_gone, classify
 from sidecar.proxy.seams import NO_TOKEN, AttemptResult, CallState, Refusal
@@ -69,9 +68,6 @@ def _new_request_id() -> bytes:
 
 
 _TIMEOUT_NAME = b"grpc-timeout"
-_LOCAL_HEADERS = encode_field(b":status", b"200") + encode_field(
-    b"content-type", b"application/grpc"
-)
 _REQUEST_ID = b"x-request-id"
 
 
@@ -552,11 +548,6 @@ class Call:
         self._attempt_failed("connection_lost", Outcome.UNAVAILABLE, "peer went away")
         self.down.kick()
 
-    def _target(self) -> str:
-        if self.plane.direction == "inbound":
-            return "the local app"
-        return f"upstream {self.req.route.name}"
-
     def _attempt_failed(self, reason: str, outcome: Outcome, why: str) -> None:
         self._detach_upstream(reset=False)
         self._end_attempt(outcome)
@@ -790,92 +781,6 @@ class Call:
         self.up = None
         self._finish_call()
 
-    def refuse(self, refusal: Refusal) -> None:
-        extra: tuple[tuple[str, str], ...] = ()
-        if refusal.pushback_ms is not None:
-            extra = (("grpc-retry-pushback-ms", str(refusal.pushback_ms)),)
-        self.fail(refusal.status, refusal.message, refusal.reason, extra)
-
-    def fail(
-        self,
-        status: str,
-        message: str,
-        reason: str | None,
-        extra: tuple[Any, ...] = (),
-        block: bytes | None = None,
-    ) -> None:
-        """End the call toward the caller with a sidecar-made status (or, `block`, an
-        upstream's trailers-only answer kept from an earlier attempt)."""
-        if self.done:
-            return
-        self._cancel_upstream(Outcome.CANCELLED)
-        self.down_pending = []
-        self.down.blocked.discard(self)
-        if block is not None:
-            pass
-        elif self.responded:
-            block = status_trailers(status, message, reason)
-        else:
-            block = trailers_only(status, message, reason, extra)
-        self.responded = True
-        self.down.conn.send_headers(self.sid, block, True)
-        self.code = status
-        self.local_reason = reason
-        self.done = True
-        self._finish_call()
-        self.down.kick()
-
-    def _answer_locally(self) -> None:
-        handler = self.waiter
-        self.waiter = None
-        body = b"".join(self.held)
-        self.down.conn.consumed(self.sid, self.held_flow)
-        self.held_flow = 0
-        request = body[5:] if len(body) >= 5 else b""
-        if getattr(handler, "streaming", False):
-            # a server stream answered by the sidecar (Health/Watch): the handler sends
-            # through local_send / local_end and may keep `waiter` to be told of a cancel
-            self.waiter = handler.open(self, request)
-            return
-        status, message, reply = handler(request)
-        if status != "OK" or reply is None:
-            self.fail(status, message, None)
-            return
-        conn = self.down.conn
-        conn.send_headers(
-            self.sid,
-            encode_field(b":status", b"200") + encode_field(b"content-type", b"application/grpc"),
-            False,
-        )
-        conn.send_data(self.sid, b"\0" + len(reply).to_bytes(4, "big") + reply, False)
-        conn.send_headers(self.sid, encode_field(b"grpc-status", b"0"), True)
-        self.responded = self.done = True
-        self.code = "OK"
-        self._finish_call()
-
-    def local_send(self, message: bytes) -> None:
-        """One message of a stream the sidecar answers itself (headers go first)."""
-        if self.done:
-            return
-        if not self.responded:
-            self.responded = True
-            self._to_down(_LOCAL_HEADERS, False, 0, True)
-        self._to_down(b"\0" + len(message).to_bytes(4, "big") + message, False, 0, False)
-
-    def local_end(self, status: str, message: str) -> None:
-        """End a stream the sidecar answers itself."""
-        if self.done:
-            return
-        self.waiter = None
-        if not self.responded:
-            self.fail(status, message, None)
-            return
-        self.code = status
-        self.upstream_ended = True
-        self._to_down(status_trailers(status, message, None), True, 0, True)
-        self._close_down()
-        self.down.kick()
-
     def guard(self, step: Any, *args: Any) -> None:
         """Run a timer's step; a bug in it ends this call, not the connection."""
         try:
@@ -929,3 +834,12 @@ class Call:
             self.token.release(classify(self.code), _monotonic())
             self.token = NO_TOKEN
         self.plane.call_done(self)
+
+    # ---- what the sidecar answers itself (answers.py) ------------------------------
+
+    _target = answers._target
+    refuse = answers.refuse
+    fail = answers.fail
+    _answer_locally = answers._answer_locally
+    local_send = answers.local_send
+    local_end = answers.local_end
