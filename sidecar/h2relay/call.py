@@ -37,7 +37,7 @@ import os
 import time
 from typing import TYPE_CHECKING, Any
 
-from sidecar.h2relay import answers
+from sidecar.h2relay import answers, deadlines
 from sidecar.h2relay import frames as F
 from sidecar.h2relay.drive import Driver
 from sidecar.h2relay.grpcwire import (
@@ -647,88 +647,6 @@ class Call:
         self.up = None
         self._end_attempt(outcome)
 
-    def _expired(self) -> bool:
-        """This attempt's time (per-try timeout, else the deadline) is up, or within 2 ms."""
-        ends = self.try_ends or self.deadline
-        return ends is not None and _monotonic() >= ends - 0.002
-
-    def _arm(self, when: float) -> None:
-        """(Re)set the call's one timer: the deadline, or an earlier per-try timeout."""
-        wheel = self.plane.wheel
-        if self.timer is not None:
-            wheel.remove(self.timer, self)
-        self.timer = wheel.add(when, self)
-
-    def fire(self) -> None:
-        """The wheel's callback: the timer's slot came."""
-        self.timer = None
-        self.guard(self.on_timer)
-
-    def on_timer(self) -> None:
-        """The call's one timer rang: the deadline, this attempt's per-try timeout, or a
-        wake-up left from an attempt that has ended since (then sleep on to what is left)."""
-        self.timer = None
-        if self.done:
-            return
-        now = _monotonic()
-        deadline = self.deadline
-        if deadline is not None and now >= deadline - 0.0005:
-            self.on_deadline()
-            return
-        try_ends = self.try_ends
-        if try_ends is not None and self.attempt_open:
-            if now >= try_ends - 0.0005:
-                self._per_try_timeout()
-            else:
-                self._arm(try_ends)
-            return
-        self.try_ends = None
-        if deadline is not None:
-            self._arm(deadline)
-
-    def _per_try_timeout(self) -> None:
-        """`per_try_timeout_ms` ran out on this attempt: DEADLINE_EXCEEDED with
-        `x-sidecar-error: timeout`, retried only if `retries.on` lists it (the grpcio
-        pipeline's rule); the breaker and EWMA see a TIMEOUT."""
-        self.try_ends = None
-        self._detach_upstream(reset=not self.upstream_ended)
-        self.up = None
-        self._end_attempt(Outcome.TIMEOUT)
-        message = f"{EXPLAIN['timeout']} {self._target()} at {self.address}"
-        self.last = (None, "DEADLINE_EXCEEDED", message, "timeout")
-        if not self._retry(Outcome.TIMEOUT, "DEADLINE_EXCEEDED", None, "timeout"):
-            self.fail("DEADLINE_EXCEEDED", message, "timeout")
-        elif not self.done and self.timer is None and self.deadline is not None:
-            self._arm(self.deadline)  # a backoff before the next attempt
-        self.down.kick()
-
-    def on_deadline(self) -> None:
-        self.timer = None
-        if self.done:
-            return
-        if not self.attempt_open and self.last is not None:
-            self._give_last()  # waiting to retry when the time ran out
-            self.down.kick()
-            return
-        reason = "timeout" if self.attempt_open else "deadline"
-        self._cancel_upstream(Outcome.TIMEOUT)
-        if reason == "deadline":
-            self.fail("DEADLINE_EXCEEDED", self._deadline_message(), "deadline")
-        else:
-            self.fail(
-                "DEADLINE_EXCEEDED",
-                f"{EXPLAIN['timeout']} {self._target()} at {self.address}",
-                "timeout",
-            )
-        self.down.kick()
-
-    def _deadline_message(self) -> str:
-        name = self.req.route.name if self.req.route is not None else "-"
-        return (
-            f"deadline spent before the sidecar could call {name} "
-            f"(raise the caller's deadline or the upstream's timeout_ms)"
-        )
-
     # ---- 7: toward the caller -----------------------------------------------------
 
     def _to_down(self, data: bytes, end_stream: bool, flow: int, is_headers: bool) -> None:
@@ -843,3 +761,13 @@ class Call:
     _answer_locally = answers._answer_locally
     local_send = answers.local_send
     local_end = answers.local_end
+
+    # ---- the call's timer (deadlines.py) ---------------------------------------------
+
+    _expired = deadlines._expired
+    _arm = deadlines._arm
+    fire = deadlines.fire
+    on_timer = deadlines.on_timer
+    _per_try_timeout = deadlines._per_try_timeout
+    on_deadline = deadlines.on_deadline
+    _deadline_message = deadlines._deadline_message
