@@ -13,6 +13,14 @@ import enum
 # Reasons the sidecar itself puts in `x-sidecar-error` trailing metadata.
 SIDECAR_ERROR_KEY = "x-sidecar-error"
 
+# How a sidecar error's message begins, per local-origin reason ("<this> <target> at <address>")
+EXPLAIN = {
+    "connect_failed": "sidecar could not connect to",
+    "connection_lost": "sidecar lost its connection to",
+    "timeout": "deadline expired while the sidecar waited on",
+    "message_too_large": "message over max_message_bytes from",
+}
+
 
 class Outcome(enum.Enum):
     SUCCESS = "success"  # OK, or an application status: the endpoint is healthy

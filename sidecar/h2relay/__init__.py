@@ -3,8 +3,10 @@
 Files, in the order a call meets them: relay.py (sockets, pool, listener), connection.py
 (sans-IO HTTP/2), hpack_codec.py (HPACK with block caching), request.py (what a header
 block says: route, deadline, forwarded headers), call.py (the call's steps, same as
-sidecar/proxy/pipeline.py), grpcwire.py (grpc-timeout, statuses, message limits),
-timers.py (the deadline wheel), drive.py (admission without a Task), wiring.py (the
-composition root's hook, Health/Check and Health/Watch). Policies plug in through
+sidecar/proxy/pipeline.py), attempts.py (its attempts and retries), deadlines.py (its
+timer: deadline, per-try timeout), forwarding.py (its frames both ways), answers.py
+(what the sidecar answers a caller itself), grpcwire.py (grpc-timeout, statuses, message
+limits), timers.py (the deadline wheel), drive.py (admission without a Task), wiring.py
+(the composition root's hook, Health/Check and Health/Watch). Policies plug in through
 sidecar/proxy/seams.py; per-call metrics go through sidecar/cells.py (lock-free).
 """

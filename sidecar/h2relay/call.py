@@ -26,6 +26,13 @@ where it sits (numbers match the grpcio pipeline):
    trailers-only error answer (nothing of it was forwarded yet).
 7. Deliver: headers, DATA and trailers are forwarded as they come; the caller's
    RST_STREAM becomes an upstream RST_STREAM(CANCEL) and the reverse.
+
+This module holds the call's state, steps 1-5 and the call's end. The rest are methods
+of `Call` written as functions of the call in their own modules and bound in its class
+body (a call looks them up as it would a method defined here): attempts.py (6: the
+attempts, retries and their bookkeeping), deadlines.py (the call's one timer),
+forwarding.py (6 and 7 in frames, both ways), answers.py (what the sidecar answers the
+caller itself: its own statuses, local methods).
 """
 
 from __future__ import annotations
@@ -37,27 +44,19 @@ import os
 import time
 from typing import TYPE_CHECKING, Any
 
+from sidecar.h2relay import answers, attempts, deadlines, forwarding
 from sidecar.h2relay import frames as F
 from sidecar.h2relay.drive import Driver
-from sidecar.h2relay.grpcwire import (
-    STATUS_BY_WIRE,
-    STATUS_FOR_RST,
-    MessageLimit,
-    encode_timeout,
-    status_trailers,
-    trailers_only,
-)
-from sidecar.h2relay.hpack_codec import Block, encode_field, encode_literal
-from sidecar.h2relay.request import Prepared, PreparedResponse, prepare_response
-from sidecar.outcome import Outcome, caller_gone, classify
-from sidecar.proxy.seams import NO_TOKEN, AttemptResult, CallState, Refusal
+from sidecar.h2relay.grpcwire import MessageLimit
+from sidecar.h2relay.request import Prepared
+from sidecar.outcome import Outcome, classify
+from sidecar.proxy.seams import NO_TOKEN, CallState, Refusal
 
 if TYPE_CHECKING:
     from sidecar.h2relay.relay import Downstream, Plane, Upstream
 
 log = logging.getLogger(__name__)
 _monotonic = time.monotonic
-_NONE_TRIED: frozenset[tuple[str, int]] = frozenset()
 # x-request-id: 32 hex digits like a uuid4's, a random per-process prefix and a counter
 # (unique, which is all an id needs; uuid4() cost ~6 µs, 7% of a relayed call's CPU)
 _ID_PREFIX = os.urandom(8).hex().encode()
@@ -66,27 +65,6 @@ _ids = itertools.count(int.from_bytes(os.urandom(4), "big"))
 
 def _new_request_id() -> bytes:
     return b"%s%016x" % (_ID_PREFIX, next(_ids))
-
-
-_TIMEOUT_NAME = b"grpc-timeout"
-_LOCAL_HEADERS = encode_field(b":status", b"200") + encode_field(
-    b"content-type", b"application/grpc"
-)
-_REQUEST_ID = b"x-request-id"
-
-_EXPLAIN = {
-    "connect_failed": "sidecar could not connect to",
-    "connection_lost": "sidecar lost its connection to",
-    "timeout": "deadline expired while the sidecar waited on",
-    "message_too_large": "message over max_message_bytes from",
-}
-
-
-def _response(block: Block) -> PreparedResponse:
-    found = block.prepared
-    if found is None:
-        found = block.prepared = prepare_response(block.headers, STATUS_BY_WIRE)
-    return found  # type: ignore[return-value]
 
 
 class Call:
@@ -276,612 +254,7 @@ class Call:
             self.next_attempt()
         self.down.kick()
 
-    # ---- 6: attempts ---------------------------------------------------------------
-
-    def next_attempt(self) -> None:
-        route = self.req.route
-        now = _monotonic()
-        if self.deadline is not None and now >= self.deadline:
-            self._stop_retrying("DEADLINE_EXCEEDED", self._deadline_message(), "deadline")
-            return
-        host = route.cluster.pick(
-            now, hash_key=self.req.hash_value, exclude=self.tried or _NONE_TRIED
-        )
-        if host is None:
-            self._stop_retrying(
-                "UNAVAILABLE",
-                f"upstream {route.name} has no endpoint to call (check its endpoints or "
-                f"discovery, and /clusters on the admin port)",
-                "no_endpoints",
-            )
-            return
-        assert self.retry is not None  # began in after_admission
-        refusal = self.retry.attempt(now)  # adaptive throttling, per attempt
-        if refusal is not None:
-            self._stop_retrying(refusal.status, refusal.message, refusal.reason, refusal)
-            return
-        up = self.plane.pool.get(host.endpoint)
-        ready = up.ready and up.has_slot()
-        if not ready:
-            # waiting for a connection or a stream slot: bounded by limits.max_pending
-            limits = self.plane.pending_limits(route)
-            if limits is not None:
-                if limits.pending >= limits.max_pending:
-                    self._stop_retrying(
-                        "RESOURCE_EXHAUSTED",
-                        f"upstream {route.name} already has {limits.max_pending} calls "
-                        f"waiting for a connection (limits.max_pending): failing fast",
-                        "overloaded",
-                    )
-                    return
-                limits.pending += 1
-                self.pending = limits
-        self.attempt += 1
-        self.host = host
-        self.address = host.endpoint.address
-        host.start(now)
-        self.attempt_started = now
-        self.attempt_open = True
-        per_try = route.per_try_timeout_s
-        if per_try is not None:
-            ends = now + per_try
-            if self.deadline is None or ends < self.deadline:
-                self.try_ends = ends
-                self._arm(ends)
-            elif self.try_ends is not None:  # an earlier attempt's timer: back to the deadline
-                self.try_ends = None
-                self._arm(self.deadline)
-        if ready:
-            self.open_upstream(up)
-        else:
-            up.waiting.append(self)
-            self.up = up
-
-    def _leave_pending(self) -> None:
-        limits = self.pending
-        if limits is not None:
-            self.pending = None
-            limits.pending -= 1
-
-    def _stop_retrying(
-        self, status: str, message: str, reason: str | None, refusal: Refusal | None = None
-    ) -> None:
-        """No (further) attempt: the caller gets the last attempt's failure when there
-        was one (as the grpcio pipeline returns `last`), else this sidecar error."""
-        if self.last is not None:
-            self._give_last()
-        elif refusal is not None:
-            self.refuse(refusal)
-        else:
-            self.fail(status, message, reason)
-
-    def _give_last(self) -> None:
-        assert self.last is not None
-        block, status, message, reason = self.last
-        if block is None:
-            self.fail(status, message, reason)
-        else:
-            self.fail(status, "", None, block=block)
-
-    def open_upstream(self, up: Upstream) -> None:
-        """Open our stream on `up` and send the headers and any request bytes held."""
-        if self.pending is not None:
-            self._leave_pending()
-        self.up = up
-        conn = up.conn
-        sid = self.up_sid = conn.open_stream()
-        up.calls[sid] = self
-        block = self.req.block
-        ends = self.try_ends or self.deadline
-        if ends is not None:
-            remaining = ends - _monotonic()
-            block += encode_literal(_TIMEOUT_NAME, encode_timeout(max(remaining, 0.001)))
-        if self.request_id:
-            block += encode_literal(_REQUEST_ID, self.request_id)
-        conn.send_headers(sid, block, self.req_ended and not self.held)
-        held = self.held
-        if held:
-            last = len(held) - 1
-            for i, chunk in enumerate(held):
-                flow = self.held_flow if i == last else 0
-                self._send_up(chunk, self.req_ended and i == last, flow)
-            if not self.replayable:
-                self.held = []
-        elif self.held_flow:
-            self.down.conn.consumed(self.sid, self.held_flow)
-        self.held_flow = 0
-        if self.req_ended and not self.up_pending:
-            up.write_now()  # a whole request: on its way now, not after the rest of the read
-        else:
-            up.kick()
-
-    def _send_up(self, data: bytes, end_stream: bool, flow: int) -> None:
-        up = self.up
-        assert up is not None
-        if self.up_pending:
-            self.up_pending.append([data, end_stream, flow])
-            return
-        sent = up.conn.send_data(self.up_sid, data, end_stream)
-        if sent < len(data):
-            self.up_pending.append([data[sent:], end_stream, flow])
-            up.blocked.add(self)
-        elif flow:
-            self.down.conn.consumed(self.sid, flow)
-
-    def flush_up(self) -> None:
-        """The upstream stream's window grew: send what waits."""
-        up = self.up
-        if up is None:
-            return
-        pending = self.up_pending
-        while pending:
-            data, end_stream, flow = pending[0]
-            sent = up.conn.send_data(self.up_sid, data, end_stream)
-            if sent < len(data):
-                pending[0][0] = data[sent:]
-                return
-            pending.pop(0)
-            if flow:
-                self.down.conn.consumed(self.sid, flow)
-        up.blocked.discard(self)
-        self.down.kick()
-
-    # ---- events from the caller (Downstream) ------------------------------------
-
-    def on_data(self, data: bytes, end_stream: bool, flow: int) -> None:
-        if self.done:
-            self.down.conn.consumed(self.sid, flow)
-            return
-        if end_stream:
-            self.req_ended = True
-        if data and not self.req_limit.feed(data):
-            self.down.conn.consumed(self.sid, flow)
-            self.fail(
-                "RESOURCE_EXHAUSTED",
-                f"request message over max_message_bytes ({self.plane.max_message_bytes})",
-                "message_too_large",
-            )
-            return
-        up = self.up
-        if up is not None and self.up_sid:
-            if self.replayable:  # keep a copy for a replay, up to the retry buffer
-                if self.held_bytes + len(data) <= self.plane.retry_buffer:
-                    self.held.append(data)
-                    self.held_bytes += len(data)
-                else:
-                    self.replayable = False
-                    self.held = []
-            self._send_up(data, end_stream, flow)
-            if end_stream and not self.up_pending:
-                up.write_now()  # the request is whole: send it before reading on
-            else:
-                up.kick()
-            return
-        # no upstream stream yet (admission, connecting, between attempts): hold it, and
-        # credit the window only once it is sent, so a caller cannot outrun us
-        self.held.append(data)
-        self.held_bytes += len(data)
-        self.held_flow += flow
-        if self.held_bytes > self.plane.retry_buffer:
-            self.replayable = False
-        if end_stream and self.req.route is None and self.waiter is not None:
-            self._answer_locally()
-
-    def on_reset(self, code: int) -> None:
-        """The caller reset its stream: cancel upstream; at the deadline that is a timeout."""
-        self.done = True
-        self.code = "CANCELLED"
-        self._cancel_upstream(caller_gone(self.started, self.deadline, _monotonic()))
-        self._finish_call()
-
-    # ---- events from the upstream (Upstream) ------------------------------------
-
-    def on_up_headers(self, block: Block, end_stream: bool) -> None:
-        resp = _response(block)
-        if end_stream:
-            if resp.status == "DEADLINE_EXCEEDED" and resp.peer_error is None and self._expired():
-                # the peer gave up on the budget we sent it, as our own timer was due: our
-                # timeout (the grpcio pipeline's local_reason rule), not the app's answer
-                self.upstream_ended = True
-                if self.try_ends is not None:
-                    self._per_try_timeout()
-                else:
-                    self.on_deadline()
-                return
-            self.upstream_ended = True
-            outcome = self._upstream_done(resp)
-            if outcome is None:
-                return  # a trailers-only error being retried on another endpoint
-            if not self.done:
-                self.responded = True
-                self.code = resp.status or "UNKNOWN"
-                self._to_down(resp.block, True, 0, True)  # out to the caller first...
-            self._end_attempt(outcome)  # ...then the bookkeeping
-            if not self.done:
-                self._close_down()
-            return
-        if self.done:
-            return
-        self.responded = True
-        self.held = []
-        self.replayable = False
-        self.resp_limit = MessageLimit(self.plane.max_message_bytes)
-        self._to_down(resp.block, False, 0, True)
-
-    def on_up_data(self, data: bytes, end_stream: bool, flow: int) -> None:
-        up = self.up
-        if self.done or up is None:
-            if up is not None:
-                up.conn.consumed(self.up_sid, flow)
-            return
-        limit = self.resp_limit
-        if data and limit is not None and not limit.feed(data):
-            up.conn.consumed(self.up_sid, flow)
-            self._end_attempt(Outcome.SUCCESS)
-            self.fail(
-                "RESOURCE_EXHAUSTED",
-                f"response message over max_message_bytes ({self.plane.max_message_bytes})",
-                "message_too_large",
-            )
-            return
-        self._to_down(data, end_stream, flow, False)
-
-    def on_up_reset(self, code: int) -> None:
-        """The upstream reset our stream."""
-        status = STATUS_FOR_RST.get(code, "INTERNAL")
-        if code == F.REFUSED_STREAM and not self.responded:
-            self._attempt_failed("connection_lost", Outcome.UNAVAILABLE, "refused the stream")
-            return
-        self._detach_upstream(reset=False)
-        self._end_attempt(classify(status))
-        if self.done:
-            return
-        if self.responded or code == F.CANCEL:
-            self.down.conn.reset(self.sid, code)  # relay the RST as it came
-            self.done = True
-            self.code = status
-            self._finish_call()
-        else:
-            self.fail(status, f"upstream reset the stream (HTTP/2 error {code})", None)
-
-    def on_up_lost(self, why: str, connect: bool) -> None:
-        """The pooled connection failed (or never connected) under this call."""
-        if self.done:
-            self._end_attempt(Outcome.CANCELLED)
-            return
-        reason = "connect_failed" if connect else "connection_lost"
-        outcome = Outcome.CONNECT_FAILED if connect else Outcome.UNAVAILABLE
-        self._attempt_failed(reason, outcome, why)
-        self.down.kick()
-
-    def on_up_refused(self) -> None:
-        """GOAWAY said the peer never processed our stream: always safe to replay."""
-        self._attempt_failed("connection_lost", Outcome.UNAVAILABLE, "peer went away")
-        self.down.kick()
-
-    def _target(self) -> str:
-        if self.plane.direction == "inbound":
-            return "the local app"
-        return f"upstream {self.req.route.name}"
-
-    def _attempt_failed(self, reason: str, outcome: Outcome, why: str) -> None:
-        self._detach_upstream(reset=False)
-        self._end_attempt(outcome)
-        if self.done:
-            return
-        message = f"{_EXPLAIN[reason]} {self._target()} at {self.address}: {why}"
-        self.last = (None, "UNAVAILABLE", message, reason)
-        if self._retry(outcome, "UNAVAILABLE", None, reason):
-            return
-        self.fail("UNAVAILABLE", message, reason)
-
-    def _retry(
-        self, outcome: Outcome, status: str, pushback: bytes | None, sidecar_error: str | None
-    ) -> bool:
-        """Start another attempt if the policy allows and nothing reached the caller."""
-        if self.retry is None or self.responded or not self.replayable:
-            return False
-        now = _monotonic()
-        result = AttemptResult(
-            attempt=self.attempt,
-            status=status,
-            outcome=outcome,
-            committed=self.responded,
-            replayable=self.replayable,
-            sidecar_error=sidecar_error,
-            pushback=pushback,  # as received: garbage or negative means "stop" (gRPC A6)
-            remaining_s=None if self.deadline is None else self.deadline - now,
-        )
-        backoff = self.retry.retry(result, now)
-        if backoff is None:
-            return False
-        if self.tried is None:
-            self.tried = set()
-        self.tried.add(self.host.endpoint.key)
-        self.up = None
-        self.up_sid = 0
-        self.up_pending = []
-        self.upstream_ended = False  # the next attempt's upstream has not ended
-        if backoff > 0:
-            self.waiter = self.plane.loop.call_later(backoff, self.guard, self._retry_now)
-        else:
-            self.next_attempt()
-        return True
-
-    def _retry_now(self) -> None:
-        self.waiter = None
-        if not self.done:
-            self.next_attempt()
-            self.down.kick()
-
-    def _upstream_done(self, resp: PreparedResponse) -> Outcome | None:
-        """The upstream's final status arrived: its outcome, or None if it is retried
-        (the caller reports the attempt with `_end_attempt` once the answer is out)."""
-        status = resp.status or "UNKNOWN"
-        outcome = classify(status, resp.peer_error)
-        if status != "OK" and not self.responded and self.replayable and self.retry is not None:
-            # a trailers-only answer: nothing went to the caller, so it may be retried
-            self._detach_upstream(reset=not self.req_ended)
-            self._end_attempt(outcome)
-            self.last = (resp.block, status, "", None)
-            if self._retry(outcome, status, resp.pushback_ms, resp.peer_error):
-                return None
-        return outcome
-
-    def _end_attempt(self, outcome: Outcome) -> None:
-        """Report the attempt once: host.finish and the call policy (seam a)."""
-        if not self.attempt_open:
-            return
-        self.attempt_open = False
-        now = _monotonic()
-        self.host.finish(outcome, now - self.attempt_started, now)
-        if self.retry is not None:
-            self.retry.attempt_ended(outcome, now)
-        self.plane.attempt_done(self, outcome)
-
-    def _detach_upstream(self, reset: bool) -> None:
-        up = self.up
-        if up is not None and self.up_sid:
-            up.calls.pop(self.up_sid, None)
-            up.blocked.discard(self)
-            if reset:
-                up.conn.reset(self.up_sid, F.CANCEL)
-            else:
-                up.conn.close_stream(self.up_sid)
-            up.kick()
-        elif up is not None and self in up.waiting:
-            up.waiting.remove(self)
-        if self.pending is not None:
-            self._leave_pending()
-
-    def _cancel_upstream(self, outcome: Outcome) -> None:
-        cancel = getattr(self.waiter, "cancel", None)  # admission task or timer
-        if cancel is not None:
-            cancel()
-            self.waiter = None
-        self._detach_upstream(reset=not self.upstream_ended)
-        self.up = None
-        self._end_attempt(outcome)
-
-    def _expired(self) -> bool:
-        """This attempt's time (per-try timeout, else the deadline) is up, or within 2 ms."""
-        ends = self.try_ends or self.deadline
-        return ends is not None and _monotonic() >= ends - 0.002
-
-    def _arm(self, when: float) -> None:
-        """(Re)set the call's one timer: the deadline, or an earlier per-try timeout."""
-        wheel = self.plane.wheel
-        if self.timer is not None:
-            wheel.remove(self.timer, self)
-        self.timer = wheel.add(when, self)
-
-    def fire(self) -> None:
-        """The wheel's callback: the timer's slot came."""
-        self.timer = None
-        self.guard(self.on_timer)
-
-    def on_timer(self) -> None:
-        """The call's one timer rang: the deadline, this attempt's per-try timeout, or a
-        wake-up left from an attempt that has ended since (then sleep on to what is left)."""
-        self.timer = None
-        if self.done:
-            return
-        now = _monotonic()
-        deadline = self.deadline
-        if deadline is not None and now >= deadline - 0.0005:
-            self.on_deadline()
-            return
-        try_ends = self.try_ends
-        if try_ends is not None and self.attempt_open:
-            if now >= try_ends - 0.0005:
-                self._per_try_timeout()
-            else:
-                self._arm(try_ends)
-            return
-        self.try_ends = None
-        if deadline is not None:
-            self._arm(deadline)
-
-    def _per_try_timeout(self) -> None:
-        """`per_try_timeout_ms` ran out on this attempt: DEADLINE_EXCEEDED with
-        `x-sidecar-error: timeout`, retried only if `retries.on` lists it (the grpcio
-        pipeline's rule); the breaker and EWMA see a TIMEOUT."""
-        self.try_ends = None
-        self._detach_upstream(reset=not self.upstream_ended)
-        self.up = None
-        self._end_attempt(Outcome.TIMEOUT)
-        message = f"{_EXPLAIN['timeout']} {self._target()} at {self.address}"
-        self.last = (None, "DEADLINE_EXCEEDED", message, "timeout")
-        if not self._retry(Outcome.TIMEOUT, "DEADLINE_EXCEEDED", None, "timeout"):
-            self.fail("DEADLINE_EXCEEDED", message, "timeout")
-        elif not self.done and self.timer is None and self.deadline is not None:
-            self._arm(self.deadline)  # a backoff before the next attempt
-        self.down.kick()
-
-    def on_deadline(self) -> None:
-        self.timer = None
-        if self.done:
-            return
-        if not self.attempt_open and self.last is not None:
-            self._give_last()  # waiting to retry when the time ran out
-            self.down.kick()
-            return
-        reason = "timeout" if self.attempt_open else "deadline"
-        self._cancel_upstream(Outcome.TIMEOUT)
-        if reason == "deadline":
-            self.fail("DEADLINE_EXCEEDED", self._deadline_message(), "deadline")
-        else:
-            self.fail(
-                "DEADLINE_EXCEEDED",
-                f"{_EXPLAIN['timeout']} {self._target()} at {self.address}",
-                "timeout",
-            )
-        self.down.kick()
-
-    def _deadline_message(self) -> str:
-        name = self.req.route.name if self.req.route is not None else "-"
-        return (
-            f"deadline spent before the sidecar could call {name} "
-            f"(raise the caller's deadline or the upstream's timeout_ms)"
-        )
-
-    # ---- 7: toward the caller -----------------------------------------------------
-
-    def _to_down(self, data: bytes, end_stream: bool, flow: int, is_headers: bool) -> None:
-        down = self.down
-        if self.down_pending:
-            self.down_pending.append([data, end_stream, flow, is_headers])
-            return
-        if is_headers:
-            down.conn.send_headers(self.sid, data, end_stream)
-        else:
-            sent = down.conn.send_data(self.sid, data, end_stream)
-            if sent < len(data):
-                self.down_pending.append([data[sent:], end_stream, flow, False])
-                down.blocked.add(self)
-                down.kick()
-                return
-            if flow and self.up is not None:
-                self.up.conn.consumed(self.up_sid, flow)
-        if end_stream:
-            down.write_now()  # the answer is whole: to the caller before the next one is read
-        else:
-            down.kick()
-
-    def flush_down(self) -> None:
-        down = self.down
-        pending = self.down_pending
-        while pending:
-            data, end_stream, flow, is_headers = pending[0]
-            if is_headers:
-                down.conn.send_headers(self.sid, data, end_stream)
-            else:
-                sent = down.conn.send_data(self.sid, data, end_stream)
-                if sent < len(data):
-                    pending[0][0] = data[sent:]
-                    return
-                if flow and self.up is not None:
-                    self.up.conn.consumed(self.up_sid, flow)
-                    self.up.kick()
-            pending.pop(0)
-        down.blocked.discard(self)
-        if self.upstream_ended and not self.done:
-            self._close_down()
-
-    def _close_down(self) -> None:
-        """The final frame went (or is queued behind data) to the caller."""
-        if self.down_pending:
-            return  # flush_down calls back when the trailers are out
-        self.done = True
-        self._detach_upstream(reset=not (self.req_ended and not self.up_pending))
-        self.up = None
-        self._finish_call()
-
-    def refuse(self, refusal: Refusal) -> None:
-        extra: tuple[tuple[str, str], ...] = ()
-        if refusal.pushback_ms is not None:
-            extra = (("grpc-retry-pushback-ms", str(refusal.pushback_ms)),)
-        self.fail(refusal.status, refusal.message, refusal.reason, extra)
-
-    def fail(
-        self,
-        status: str,
-        message: str,
-        reason: str | None,
-        extra: tuple[Any, ...] = (),
-        block: bytes | None = None,
-    ) -> None:
-        """End the call toward the caller with a sidecar-made status (or, `block`, an
-        upstream's trailers-only answer kept from an earlier attempt)."""
-        if self.done:
-            return
-        self._cancel_upstream(Outcome.CANCELLED)
-        self.down_pending = []
-        self.down.blocked.discard(self)
-        if block is not None:
-            pass
-        elif self.responded:
-            block = status_trailers(status, message, reason)
-        else:
-            block = trailers_only(status, message, reason, extra)
-        self.responded = True
-        self.down.conn.send_headers(self.sid, block, True)
-        self.code = status
-        self.local_reason = reason
-        self.done = True
-        self._finish_call()
-        self.down.kick()
-
-    def _answer_locally(self) -> None:
-        handler = self.waiter
-        self.waiter = None
-        body = b"".join(self.held)
-        self.down.conn.consumed(self.sid, self.held_flow)
-        self.held_flow = 0
-        request = body[5:] if len(body) >= 5 else b""
-        if getattr(handler, "streaming", False):
-            # a server stream answered by the sidecar (Health/Watch): the handler sends
-            # through local_send / local_end and may keep `waiter` to be told of a cancel
-            self.waiter = handler.open(self, request)
-            return
-        status, message, reply = handler(request)
-        if status != "OK" or reply is None:
-            self.fail(status, message, None)
-            return
-        conn = self.down.conn
-        conn.send_headers(
-            self.sid,
-            encode_field(b":status", b"200") + encode_field(b"content-type", b"application/grpc"),
-            False,
-        )
-        conn.send_data(self.sid, b"\0" + len(reply).to_bytes(4, "big") + reply, False)
-        conn.send_headers(self.sid, encode_field(b"grpc-status", b"0"), True)
-        self.responded = self.done = True
-        self.code = "OK"
-        self._finish_call()
-
-    def local_send(self, message: bytes) -> None:
-        """One message of a stream the sidecar answers itself (headers go first)."""
-        if self.done:
-            return
-        if not self.responded:
-            self.responded = True
-            self._to_down(_LOCAL_HEADERS, False, 0, True)
-        self._to_down(b"\0" + len(message).to_bytes(4, "big") + message, False, 0, False)
-
-    def local_end(self, status: str, message: str) -> None:
-        """End a stream the sidecar answers itself."""
-        if self.done:
-            return
-        self.waiter = None
-        if not self.responded:
-            self.fail(status, message, None)
-            return
-        self.code = status
-        self.upstream_ended = True
-        self._to_down(status_trailers(status, message, None), True, 0, True)
-        self._close_down()
-        self.down.kick()
+    # ---- the end of a call: a bug of ours, and the one report of the call ----------
 
     def guard(self, step: Any, *args: Any) -> None:
         """Run a timer's step; a bug in it ends this call, not the connection."""
@@ -936,3 +309,52 @@ class Call:
             self.token.release(classify(self.code), _monotonic())
             self.token = NO_TOKEN
         self.plane.call_done(self)
+
+    # ---- 6: attempts (attempts.py) --------------------------------------------------
+
+    next_attempt = attempts.next_attempt
+    _leave_pending = attempts._leave_pending
+    _stop_retrying = attempts._stop_retrying
+    _give_last = attempts._give_last
+    _attempt_failed = attempts._attempt_failed
+    _retry = attempts._retry
+    _retry_now = attempts._retry_now
+    _upstream_done = attempts._upstream_done
+    _end_attempt = attempts._end_attempt
+    _detach_upstream = attempts._detach_upstream
+    _cancel_upstream = attempts._cancel_upstream
+
+    # ---- the call's timer (deadlines.py) ---------------------------------------------
+
+    _expired = deadlines._expired
+    _arm = deadlines._arm
+    fire = deadlines.fire
+    on_timer = deadlines.on_timer
+    _per_try_timeout = deadlines._per_try_timeout
+    on_deadline = deadlines.on_deadline
+    _deadline_message = deadlines._deadline_message
+
+    # ---- 6-7 in frames, both ways (forwarding.py) -----------------------------------
+
+    open_upstream = forwarding.open_upstream
+    _send_up = forwarding._send_up
+    flush_up = forwarding.flush_up
+    on_data = forwarding.on_data
+    on_reset = forwarding.on_reset
+    on_up_headers = forwarding.on_up_headers
+    on_up_data = forwarding.on_up_data
+    on_up_reset = forwarding.on_up_reset
+    on_up_lost = forwarding.on_up_lost
+    on_up_refused = forwarding.on_up_refused
+    _to_down = forwarding._to_down
+    flush_down = forwarding.flush_down
+    _close_down = forwarding._close_down
+
+    # ---- what the sidecar answers itself (answers.py) ------------------------------
+
+    _target = answers._target
+    refuse = answers.refuse
+    fail = answers.fail
+    _answer_locally = answers._answer_locally
+    local_send = answers.local_send
+    local_end = answers.local_end

@@ -68,7 +68,7 @@ from sidecar import metrics
 from sidecar.cells import HistogramCells, counter_cell
 from sidecar.cluster import Cluster
 from sidecar.config import Upstream
-from sidecar.outcome import SIDECAR_ERROR_KEY, Outcome, caller_gone, classify
+from sidecar.outcome import EXPLAIN, SIDECAR_ERROR_KEY, Outcome, caller_gone, classify
 from sidecar.proxy.channels import ChannelPool, PooledChannel
 from sidecar.proxy.forward import Answer, Caller, forward
 from sidecar.proxy.headers import (
@@ -424,20 +424,12 @@ class Pipeline:
         answer.trailers = (*answer.trailers, *sidecar_error(reason))
         answer.local_reason = reason
         target = "the local app" if self.direction == "inbound" else f"upstream {route.name}"
-        answer.details = f"{_EXPLAIN[reason]} {target} at {address}: {answer.details}"
+        answer.details = f"{EXPLAIN[reason]} {target} at {address}: {answer.details}"
         if reason == "connect_failed":
             return Outcome.CONNECT_FAILED
         if reason == "timeout":
             return Outcome.TIMEOUT
         return classify(code, None)
-
-
-_EXPLAIN = {
-    "connect_failed": "sidecar could not connect to",
-    "connection_lost": "sidecar lost its connection to",
-    "timeout": "deadline expired while the sidecar waited on",
-    "message_too_large": "message over max_message_bytes from",
-}
 
 
 def _refused(refusal: Refusal) -> Answer:
