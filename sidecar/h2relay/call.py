@@ -349,6 +349,7 @@ class Call:
     _to_down = forwarding._to_down
     flush_down = forwarding.flush_down
     _close_down = forwarding._close_down
+    settle = forwarding.settle
 
     # ---- what the sidecar answers itself (answers.py) ------------------------------
 

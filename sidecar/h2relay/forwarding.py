@@ -171,9 +171,13 @@ def on_up_headers(self: Call, block: Block, end_stream: bool) -> None:
             self.responded = True
             self.code = resp.status or "UNKNOWN"
             self._to_down(resp.block, True, 0, True)  # out to the caller first...
-        self._end_attempt(outcome)  # ...then the bookkeeping
-        if not self.done:
-            self._close_down()
+        up = self.up
+        if up is not None:
+            # ...its bookkeeping once this read is done (Pool.settle): the other answers
+            # in the read go out before it, not after every earlier answer's bookkeeping
+            up.pool.answered.append((self, outcome))
+            return
+        settle(self, outcome)
         return
     if self.done:
         return
@@ -290,3 +294,11 @@ def _close_down(self: Call) -> None:
     self._detach_upstream(reset=not (self.req_ended and not self.up_pending))
     self.up = None
     self._finish_call()
+
+
+def settle(self: Call, outcome: Outcome) -> None:
+    """The bookkeeping of a call whose final status came from its upstream: the
+    attempt's report (breaker, EWMA, throttling, metrics), then the call's end."""
+    self._end_attempt(outcome)
+    if not self.done:
+        self._close_down()

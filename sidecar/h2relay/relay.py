@@ -3,9 +3,12 @@ connections (Upstream), the per-endpoint pool, and the listener (`Plane`).
 
 Does I/O (sockets, timers). Protocols, not streams: `data_received` feeds the sans-IO
 connection (sidecar/h2relay/connection.py), whose handler calls move frames to the call
-(sidecar/h2relay/call.py); what each connection queued is written once per loop turn
-(`kick` schedules one flush), so a burst of requests costs one `write` per connection
-rather than one per frame.
+(sidecar/h2relay/call.py). What each connection queued is written once per loop turn
+(`kick` schedules one flush), so a burst of frames costs one `write` per connection
+rather than one per frame; but a whole request or answer is written at once
+(`write_now`) rather than after the rest of the read, and the bookkeeping of the calls
+an upstream read answered runs after that read (`Pool.settle`), so an answer in a
+burst waits for the earlier answers' frames, not for their breakers and metrics.
 
 Pool: one HTTP/2 connection per endpoint, more only when the peer's
 MAX_CONCURRENT_STREAMS is reached or it sent GOAWAY; closed after
@@ -366,16 +369,19 @@ class Upstream(_Flusher, asyncio.Protocol):
         try:
             self.conn.receive(data)
         except F.ProtocolError as exc:
+            self.pool.settle()
             self.conn.goaway(exc.code, str(exc))
             self.flush()
             self._fail(f"HTTP/2 protocol error from the peer: {exc}", connect=False)
             return
         except Exception:
+            self.pool.settle()
             log.exception("relay failed on an upstream connection")
             self.conn.goaway(F.INTERNAL_ERROR, "sidecar internal error")
             self.flush()
             self._fail("sidecar internal error", connect=False)
             return
+        self.pool.settle()
         self.flush()
 
     def connection_lost(self, exc: Exception | None) -> None:
@@ -462,6 +468,9 @@ class Pool:
         self.idle_s = idle_s
         self.connect_timeout_s = connect_timeout_s
         self.conns: dict[str, list[Upstream]] = {}
+        # calls answered during the upstream read being handled, and how their attempt
+        # ended: their bookkeeping runs once the read is done (settle)
+        self.answered: list[tuple[Call, Outcome]] = []
         self._tasks: set[asyncio.Task[None]] = set()
         self._sweeper: asyncio.TimerHandle | None = None
 
@@ -486,6 +495,16 @@ class Pool:
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
         return up
+
+    def settle(self) -> None:
+        """The bookkeeping of the calls answered during the read just handled. Nothing
+        else of theirs can happen meanwhile: their upstream stream has ended, and their
+        caller's connection is read only after this read."""
+        answered = self.answered
+        if answered:
+            self.answered = []
+            for call, outcome in answered:
+                _guard(call, call.settle, outcome)
 
     def forget(self, up: Upstream) -> None:
         conns = self.conns.get(up.endpoint.address)
