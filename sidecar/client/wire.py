@@ -255,9 +255,9 @@ class _Exchange:
                 self._fail(grpc.StatusCode.INTERNAL, "a second header block before the trailers")
                 return
             http = _http_status(block)
-            if http != 200:
-                self._answer(_FOR_HTTP.get(http, grpc.StatusCode.UNKNOWN),
-                             f"Received http2 header with status: {http}", (), ())  # fmt: skip
+            if http != 200:  # no gRPC server: stop its stream, answer by the HTTP status
+                self._fail(_FOR_HTTP.get(http, grpc.StatusCode.UNKNOWN),
+                           f"Received http2 header with status: {http}")  # fmt: skip
                 return
             self.headers = _metadata(block)
             return
@@ -305,7 +305,8 @@ class _Exchange:
                            f"Received message larger than max ({length} vs. {self.limit})")  # fmt: skip
                 return
         if end_stream:
-            self._fail(grpc.StatusCode.INTERNAL, "the peer ended the stream without trailers")
+            self._answer(grpc.StatusCode.INTERNAL, "the peer ended the stream without trailers",
+                         self.headers or (), ())  # fmt: skip
 
     def on_up_reset(self, code: int) -> None:
         if code == F.REFUSED_STREAM and self.headers is None:

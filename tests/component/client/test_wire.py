@@ -145,9 +145,12 @@ def _block(*fields: tuple[bytes, bytes]) -> Block:
     [(b"404", grpc.StatusCode.UNIMPLEMENTED), (b"503", grpc.StatusCode.UNAVAILABLE),
      (b"418", grpc.StatusCode.UNKNOWN)],
 )  # fmt: skip
-async def test_an_http_status_without_grpc_status(status: bytes, code: grpc.StatusCode) -> None:
+@pytest.mark.parametrize("end_stream", [True, False], ids=["trailers-only", "headers"])
+async def test_an_http_status_without_grpc_status(
+    status: bytes, code: grpc.StatusCode, end_stream: bool
+) -> None:
     exchange = _Exchange(asyncio.get_running_loop().create_future(), b"", b"", 100)
-    exchange.on_up_headers(_block((b":status", status)), True)
+    exchange.on_up_headers(_block((b":status", status)), end_stream)
     answer = exchange.future.result()
     assert (answer.code, answer.details) == (
         code,
