@@ -252,7 +252,10 @@ class Downstream(_Flusher, asyncio.Protocol):
         self.calls[stream_id] = call
         if end_stream:
             call.req_ended = True
-        _guard(call, call.start)
+        try:  # (each call's step guarded as `_guard` does, inline on the per-request path)
+            call.start()
+        except Exception:
+            call.crashed()
 
     def on_oversized(self, stream_id: int) -> None:
         self.conn.send_headers(
@@ -267,7 +270,10 @@ class Downstream(_Flusher, asyncio.Protocol):
         if call is None:
             self.conn.consumed(stream_id, flow)
             return
-        _guard(call, call.on_data, data, end_stream, flow)
+        try:
+            call.on_data(data, end_stream, flow)
+        except Exception:
+            call.crashed()
 
     def on_reset(self, stream_id: int, code: int) -> None:
         call = self.calls.get(stream_id)
@@ -406,7 +412,10 @@ class Upstream(_Flusher, asyncio.Protocol):
     def on_headers(self, stream_id: int, block: Block, end_stream: bool) -> None:
         call = self.calls.get(stream_id)
         if call is not None:
-            _guard(call, call.on_up_headers, block, end_stream)
+            try:
+                call.on_up_headers(block, end_stream)
+            except Exception:
+                call.crashed()
 
     def on_oversized(self, stream_id: int) -> None:
         call = self.calls.get(stream_id)
@@ -419,7 +428,10 @@ class Upstream(_Flusher, asyncio.Protocol):
         if call is None:
             self.conn.consumed(stream_id, flow)
             return
-        _guard(call, call.on_up_data, data, end_stream, flow)
+        try:
+            call.on_up_data(data, end_stream, flow)
+        except Exception:
+            call.crashed()
 
     def on_reset(self, stream_id: int, code: int) -> None:
         call = self.calls.get(stream_id)
@@ -504,7 +516,10 @@ class Pool:
         if answered:
             self.answered = []
             for call, outcome in answered:
-                _guard(call, call.settle, outcome)
+                try:
+                    call.settle(outcome)
+                except Exception:
+                    call.crashed()
 
     def forget(self, up: Upstream) -> None:
         conns = self.conns.get(up.endpoint.address)
