@@ -215,7 +215,7 @@ def _alternate(
         if bad:
             failures.append(f"alternate {p}: non-OK statuses {bad}")
         rows.append([p, f"{statistics.median(rates):,.0f} ({min(rates):,.0f}–{max(rates):,.0f})",
-                     statistics.median(ratios), statistics.median(cpu)])  # fmt: skip
+                     statistics.median(ratios), f"{statistics.median(cpu):.0f}"])  # fmt: skip
         log(f"zerohop alternate {p}: {statistics.median(rates):,.0f} calls/s")
     return rows
 
@@ -252,6 +252,6 @@ def _rows(
             f"{got['calls_per_s']:,.0f} ({got['min']:,.0f}–{got['max']:,.0f})",
             ratio,
             f"{got['p50_ms']:.2f} / {got['p99_ms']:.2f}",
-            got["client_cpu_us"],
+            f"{got['client_cpu_us']:.0f}",
         ])  # fmt: skip
     return rows, summary
