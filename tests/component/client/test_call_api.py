@@ -21,19 +21,6 @@ pytestmark = pytest.mark.timeout(30)
 
 
 @pytest.fixture
-async def echo() -> AsyncIterator[tuple[Echo, int]]:
-    server = grpc.aio.server()
-    servicer = Echo("e")
-    echo_pb2_grpc.add_EchoServicer_to_server(servicer, server)
-    port = server.add_insecure_port("127.0.0.1:0")
-    await server.start()
-    try:
-        yield servicer, port
-    finally:
-        await server.stop(None)
-
-
-@pytest.fixture
 async def stub(echo: tuple[Echo, int]) -> AsyncIterator[Any]:
     config = {"upstreams": {"echo": {"endpoints": [f"127.0.0.1:{echo[1]}"]}}}
     async with await sidecar.client.connect("echo", config) as channel:

@@ -8,7 +8,7 @@ from __future__ import annotations
 import asyncio
 import socket
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from typing import Any
 
 import grpc
@@ -21,19 +21,6 @@ from sidecar.client.wire import _Exchange
 from sidecar.h2relay.hpack_codec import Block
 
 pytestmark = pytest.mark.timeout(30)
-
-
-@pytest.fixture
-async def echo() -> AsyncIterator[tuple[Echo, int]]:
-    server = grpc.aio.server(options=[("grpc.max_receive_message_length", 1 << 22)])
-    servicer = Echo("e")
-    echo_pb2_grpc.add_EchoServicer_to_server(servicer, server)
-    port = server.add_insecure_port("127.0.0.1:0")
-    await server.start()
-    try:
-        yield servicer, port
-    finally:
-        await server.stop(None)
 
 
 def config(*addresses: str, **extra: Any) -> dict[str, Any]:
