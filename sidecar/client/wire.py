@@ -143,7 +143,7 @@ class Wire:
                 return refusal
             exchange.pending = call
             exchange.up = up
-            up.waiting.append(exchange)  # type: ignore[arg-type]  # a relayed Call's events
+            up.waiting.append(exchange)
         slot = (
             None if timeout_s is None else wires.wheel.add(time.monotonic() + timeout_s, exchange)
         )
@@ -175,8 +175,8 @@ def _encode_metadata(metadata: Pairs) -> bytes:
 
 
 class _Exchange:
-    """One attempt's stream, as the connection's `Upstream` drives a relayed call
-    (`open_upstream`, `flush_up` and the `on_up_*` events)."""
+    """One attempt's stream: a `Stream` (sidecar/h2relay/relay.py) that an `Upstream`
+    connection drives as it drives a relayed call."""
 
     __slots__ = (
         "block",
@@ -222,13 +222,13 @@ class _Exchange:
         self.up = up
         conn = up.conn
         sid = self.sid = conn.open_stream()
-        up.calls[sid] = self  # type: ignore[assignment]  # the same events as a relayed Call
+        up.calls[sid] = self
         conn.send_headers(sid, self.block, False)
         body, self.body = self.body, b""
         sent = conn.send_data(sid, body, True)
         if sent < len(body):
             self.up_pending.append(memoryview(body)[sent:])
-            up.blocked.add(self)  # type: ignore[arg-type]
+            up.blocked.add(self)
         up.kick()  # one write per connection per loop turn for all calls started in it
 
     def flush_up(self) -> None:
@@ -371,8 +371,8 @@ class _Exchange:
                 up.kick()
             else:
                 up.conn.close_stream(self.sid)
-        elif self in up.waiting:  # type: ignore[comparison-overlap]
-            up.waiting.remove(self)  # type: ignore[arg-type]
+        elif self in up.waiting:
+            up.waiting.remove(self)
 
     def _message(self) -> bytes | None:
         """The one uncompressed message of a unary answer, or None."""

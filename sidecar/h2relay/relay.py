@@ -21,8 +21,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable
-from typing import Any
+from collections.abc import Callable, Sized
+from typing import Any, Protocol
 
 from sidecar import metrics
 from sidecar.cells import HistogramCells, counter_cell
@@ -45,6 +45,32 @@ REUSE_PORT = False
 LocalMethod = Callable[[bytes], tuple[str, str, bytes | None]]
 
 
+class _Kickable(Protocol):
+    def kick(self) -> None: ...
+
+
+class Stream(Protocol):
+    """What an `Upstream` connection drives, one per stream it carries: a relayed `Call`,
+    or an in-process client's unary exchange (sidecar/client/wire.py)."""
+
+    @property
+    def down(self) -> _Kickable:
+        """Whoever to kick once the stream opened (the caller's connection)."""
+
+    @property
+    def up_pending(self) -> Sized:
+        """Request bytes held back by flow control (non-empty: `flush_up` on a window)."""
+
+    def open_upstream(self, up: Upstream) -> None: ...
+    def flush_up(self) -> None: ...
+    def on_up_headers(self, block: Block, end_stream: bool) -> None: ...
+    def on_up_data(self, data: bytes, end_stream: bool, flow: int) -> None: ...
+    def on_up_reset(self, code: int) -> None: ...
+    def on_up_lost(self, why: str, connect: bool) -> None: ...
+    def on_up_refused(self) -> None: ...
+    def crashed(self) -> None: ...
+
+
 def _counter(child: Any) -> Any:
     """This plane's lock-free cell of the child (sidecar/cells.py), else the child itself."""
     return counter_cell(child) or child
@@ -57,7 +83,6 @@ class _Flusher:
     conn: H2Connection
     loop: asyncio.AbstractEventLoop
     _scheduled = False
-    blocked: set[Call]
 
     def kick(self) -> None:
         if not self._scheduled:
@@ -201,7 +226,7 @@ class Downstream(_Flusher, asyncio.Protocol):
         self.loop = plane.loop
         self.conn = H2Connection(self, client=False, settings=plane.settings)
         self.calls: dict[int, Call] = {}
-        self.blocked = set()
+        self.blocked: set[Call] = set()  # calls whose answer waits for the caller's window
         self.transport = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -323,9 +348,9 @@ class Upstream(_Flusher, asyncio.Protocol):
         self.endpoint = endpoint
         self.loop = pool.loop
         self.conn = H2Connection(self, client=True, settings=pool.settings)
-        self.calls: dict[int, Call] = {}
-        self.waiting: list[Call] = []
-        self.blocked = set()
+        self.calls: dict[int, Stream] = {}
+        self.waiting: list[Stream] = []  # streams waiting for a slot (or the connection)
+        self.blocked: set[Stream] = set()  # streams whose request waits for the peer's window
         self.transport = None
         self.ready = False
         self.closed = False
