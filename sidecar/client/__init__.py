@@ -6,7 +6,9 @@
 
 `connect(upstream, config)` takes a `Config`, a path to a YAML file, or the parsed
 mapping, in the sidecar's own schema; it runs discovery, balancing, breakers, health
-checks, retries and limits for that upstream in this process (sidecar/client/channel.py).
+checks, retries and limits for that upstream in this process (sidecar/client/channel.py);
+unary calls travel over the h2relay data plane's HTTP/2 connections (sidecar/client/wire.py),
+streaming calls over grpcio channels.
 `connect_sync(upstream, config)` is the same for blocking code: a `grpc.Channel` for
 generated sync stubs, driving the async channel from a thread of its own
 (sidecar/client/sync.py). Does I/O.
