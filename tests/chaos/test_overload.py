@@ -166,7 +166,13 @@ async def test_data_service_hangs_behind_perimeter(mesh: Mesh, tmp_path: Path) -
     mesh.wait_endpoints(view.sidecar, "playlist", 1)
     mesh.wait_endpoints(ap.sidecar, "playlistview", 1)
 
-    rate, deadline, hang_at, hang_s, duration = 40.0, 1.0, 3.0, 8.0, 20.0
+    rate, deadline, hang_at, hang_s, duration = 40.0, 1.0, 3.0, 8.0, 25.0
+    # Full answers are asserted from `settle_s` after metadata returns: its breakers close
+    # after their open time, and the view's sidecar throttles itself (adaptive throttling:
+    # rejects with p = (requests - 2 x accepts) / (requests + 1) over 2 minutes) until its
+    # accepts catch up with the requests the outage failed. The last degraded answer came
+    # 6.1-6.6 s after this 8 s outage (0 s with throttling off).
+    settle_s = 8.0
     load = LoadLoop(ap.address, rate, duration, deadline, call=open_playlist_call())
     pollers = {
         "clusters": Poller(view.sidecar.url("/clusters"), 0.1),
@@ -215,7 +221,9 @@ async def test_data_service_hangs_behind_perimeter(mesh: Mesh, tmp_path: Path) -
     during = [c for c in calls if times["hang"] + 1.0 <= c.t < times["back"]]
     during_ok = sum(c.status == "OK" for c in during) / max(len(during), 1)
     degraded = sum(c.served_by == "degraded" for c in during) / max(len(during), 1)
-    tail = [c for c in calls if c.t >= times["back"] + 5.0]
+    tail = [c for c in calls if c.t >= times["back"] + settle_s]
+    last_degraded = max((c.t for c in calls if c.t >= times["back"] and c.served_by != "full"),
+                        default=times["back"])  # fmt: skip
     tail_ok = sum(c.status == "OK" and c.served_by == "full" for c in tail) / max(len(tail), 1)
     bound = rate * deadline * 1.5 + 10
     peak = max((v for _, v in ap_inflight), default=0.0)
@@ -225,6 +233,7 @@ async def test_data_service_hangs_behind_perimeter(mesh: Mesh, tmp_path: Path) -
         ok_during_hang=round(during_ok, 4),
         degraded_during_hang=round(degraded, 4),
         full_after_recovery=round(tail_ok, 4),
+        last_degraded_after_back_s=round(last_degraded - times["back"], 2),
         perimeter_in_flight_max=peak,
         view_metadata_in_flight_max=max((v for _, v in view_inflight), default=0.0),
     )
@@ -232,4 +241,6 @@ async def test_data_service_hangs_behind_perimeter(mesh: Mesh, tmp_path: Path) -
     assert ap_inflight, f"no /metrics samples from the perimeter's sidecar ({folder})"
     assert peak <= bound, f"perimeter in-flight peaked at {peak} > {bound} ({folder})"
     assert during_ok >= 0.99, f"only {during_ok:.1%} answered while metadata hung ({folder})"
-    assert tail_ok >= 0.99, f"only {tail_ok:.1%} full answers 5 s after recovery ({folder})"
+    assert tail_ok >= 0.99, (
+        f"only {tail_ok:.1%} full answers {settle_s:.0f} s after metadata returned ({folder})"
+    )
