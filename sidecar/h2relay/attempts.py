@@ -54,6 +54,7 @@ def next_attempt(self: Call) -> None:
         limits = self.plane.pending_limits(route)
         if limits is not None:
             if limits.pending >= limits.max_pending:
+                self.retry.attempt_unsent(now)
                 self._stop_retrying(
                     "RESOURCE_EXHAUSTED",
                     f"upstream {route.name} already has {limits.max_pending} calls "

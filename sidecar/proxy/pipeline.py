@@ -382,6 +382,8 @@ class Pipeline:
                 if refused is None:
                     call.attempt_ended(outcome, end)
                     self._attempts_total.get(route.name, address, outcome.value).inc(1)
+                else:
+                    call.attempt_unsent(end)
             if refused is not None:
                 return last or (_refused(refused), Outcome.CANCELLED)
             last = (answer, outcome)

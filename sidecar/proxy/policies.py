@@ -80,6 +80,9 @@ class _Call:
     def attempt_ended(self, outcome: Outcome, now: float) -> None:
         self._calls.policy.record(now, outcome)
 
+    def attempt_unsent(self, now: float) -> None:
+        self._calls.policy.unsent(now)
+
     def retry(self, result: AttemptResult, now: float) -> float | None:
         retry = self._calls.policy.retry
         if retry is None:

@@ -71,6 +71,10 @@ class CallState(Protocol):
     def attempt_ended(self, outcome: Outcome, now: float) -> None:
         """An attempt that was sent ended with `outcome`."""
 
+    def attempt_unsent(self, now: float) -> None:
+        """An attempt `attempt()` let through was refused here before it was sent
+        (`limits.max_pending` full, metadata no peer would take)."""
+
     def retry(self, result: AttemptResult, now: float) -> float | None:
         """Seconds to wait before another attempt on a different endpoint, or None to stop."""
 
@@ -115,6 +119,9 @@ class _PassThrough:
         return None
 
     def attempt_ended(self, outcome: Outcome, now: float) -> None:
+        return None
+
+    def attempt_unsent(self, now: float) -> None:
         return None
 
     def retry(self, result: AttemptResult, now: float) -> float | None:

@@ -68,6 +68,12 @@ class AdaptiveThrottle:
         self.in_flight += 1
         return True
 
+    def unsent(self, now: float) -> None:
+        """An allowed attempt was refused locally before it was sent (a full pending
+        queue): no longer in flight, and a request that no backend accepted."""
+        if self.in_flight:
+            self.in_flight -= 1
+
     def record(self, now: float, outcome: Outcome) -> None:
         """An attempt that was sent has ended with `outcome`."""
         if self.in_flight:

@@ -67,3 +67,8 @@ class UpstreamPolicy:
         """An attempt that was sent ended with `outcome` (from `sidecar.outcome.classify`)."""
         if self.throttle is not None:
             self.throttle.record(now, outcome)
+
+    def unsent(self, now: float) -> None:
+        """An attempt `allow_attempt` let through was refused locally before it was sent."""
+        if self.throttle is not None:
+            self.throttle.unsent(now)

@@ -134,6 +134,9 @@ class Retrying:
     def attempt_ended(self, outcome: Outcome, now: float) -> None:
         return None
 
+    def attempt_unsent(self, now: float) -> None:
+        return None
+
     def retry(self, result: AttemptResult, now: float) -> float | None:
         return 0.0
 

@@ -73,6 +73,35 @@ def test_throttle_ignores_attempts_in_flight() -> None:
     assert t.probability(0.01) == pytest.approx(100 / 101)
 
 
+def test_throttle_counts_an_attempt_refused_before_it_was_sent() -> None:
+    """Allowed attempts refused locally before sending (a full pending queue) leave the
+    in-flight count and stay requests that nothing accepted."""
+    t = AdaptiveThrottle(k=2, window_s=10)
+    rng = random.Random(0)
+    assert all(t.allow(0.0, rng) for _ in range(10))
+    for _ in range(10):
+        t.unsent(0.01)
+    assert t.in_flight == 0
+    assert t.probability(0.01) == pytest.approx(10 / 11)
+
+
+def test_a_full_pending_queue_hands_the_attempt_back_to_the_throttle() -> None:
+    """The seam: `attempt()` lets an attempt through, `pending()` refuses it (max_pending 0),
+    `attempt_unsent()` takes it off the throttle's in-flight count."""
+    from sidecar.proxy.policies import UpstreamCalls
+    from sidecar.proxy.seams import Refusal
+
+    calls = UpstreamCalls("u", Upstream(endpoints=["127.0.0.1:1"], limits={"max_pending": 0}))
+    state = calls.begin(0.0)
+    assert not isinstance(state, Refusal)
+    assert state.attempt(0.0) is None
+    throttle = calls.policy.throttle
+    assert throttle is not None and throttle.in_flight == 1
+    assert state.pending() is calls._pending_full
+    state.attempt_unsent(0.0)
+    assert throttle.in_flight == 0
+
+
 def test_throttle_quiet_below_min_requests() -> None:
     """Fewer requests than min_requests in the window: never a local rejection, even all failing."""
     t = AdaptiveThrottle(k=2, window_s=10, min_requests=20)
