@@ -31,6 +31,7 @@ import binascii
 import re
 import time
 import urllib.parse
+from dataclasses import dataclass
 from typing import Any
 
 import grpc
@@ -38,7 +39,7 @@ import grpc
 from sidecar import __version__
 from sidecar.endpoint import Endpoint, parse_hostport
 from sidecar.h2relay import frames as F
-from sidecar.h2relay.grpcwire import STATUS_BY_WIRE, STATUS_FOR_RST, encode_timeout
+from sidecar.h2relay.grpcwire import STATUS_BY_WIRE, STATUS_FOR_RST, MessageLimit, encode_timeout
 from sidecar.h2relay.hpack_codec import Block, encode_field, encode_literal
 from sidecar.h2relay.relay import Pool, Upstream
 from sidecar.h2relay.timers import Wheel
@@ -187,7 +188,6 @@ class _Exchange:
         "headers",
         "limit",
         "pending",
-        "received",
         "sid",
         "up",
         "up_pending",
@@ -197,13 +197,12 @@ class _Exchange:
         self.future = future
         self.block = block
         self.body = body
-        self.limit = limit
+        self.limit = MessageLimit(limit)  # walks the answer's length prefixes
         self.up: Upstream | None = None
         self.sid = 0
         self.up_pending: list[memoryview] = []  # request bytes the windows held back
         self.headers: Pairs | None = None  # response headers, once they came
         self.chunks: list[bytes] = []
-        self.received = 0
         self.pending: CallState | None = None  # the max_pending slot held while queued
         self.down = self  # Upstream kicks a queued call's caller once it opened
 
@@ -250,43 +249,36 @@ class _Exchange:
     def on_up_headers(self, block: Block, end_stream: bool) -> None:
         if self.future.done():
             return
+        read = _read(block)
         if not end_stream:
             if self.headers is not None:
                 self._fail(grpc.StatusCode.INTERNAL, "a second header block before the trailers")
-                return
-            http = _http_status(block)
-            if http != 200:  # no gRPC server: stop its stream, answer by the HTTP status
-                self._fail(_FOR_HTTP.get(http, grpc.StatusCode.UNKNOWN),
-                           f"Received http2 header with status: {http}")  # fmt: skip
-                return
-            self.headers = _metadata(block)
+            elif read.http != 200:  # no gRPC server: stop its stream, answer by the HTTP status
+                self._fail(_FOR_HTTP.get(read.http, grpc.StatusCode.UNKNOWN),
+                           f"Received http2 header with status: {read.http}")  # fmt: skip
+            else:
+                self.headers = read.metadata
             return
-        headers = self.headers
-        if headers is None:  # trailers-only: its metadata is the call's trailing metadata
-            headers = ()
-            http = _http_status(block)
-            if http != 200 and _field(block, b"grpc-status") is None:
-                self._answer(_FOR_HTTP.get(http, grpc.StatusCode.UNKNOWN),
-                             f"Received http2 header with status: {http}", (), ())  # fmt: skip
-                return
-        wire_status = _field(block, b"grpc-status")
-        if wire_status is None:
-            self._answer(grpc.StatusCode.UNKNOWN, "missing grpc-status", headers, ())
+        # the trailers; without headers before them a trailers-only answer, whose
+        # metadata is the call's trailing metadata
+        headers = self.headers or ()
+        if read.code is None:
+            if self.headers is None and read.http != 200:
+                self._answer(_FOR_HTTP.get(read.http, grpc.StatusCode.UNKNOWN),
+                             f"Received http2 header with status: {read.http}", (), ())  # fmt: skip
+            else:
+                self._answer(grpc.StatusCode.UNKNOWN, "missing grpc-status", headers, ())
             return
-        code = _CODES.get(STATUS_BY_WIRE.get(wire_status, "UNKNOWN"), grpc.StatusCode.UNKNOWN)
-        message = _field(block, b"grpc-message")
-        details = "" if message is None else urllib.parse.unquote(message.decode("latin-1"))
-        trailers = _metadata(block)
-        if code is not grpc.StatusCode.OK:
-            self._answer(code, details, headers, trailers)
+        if read.code is not grpc.StatusCode.OK:
+            self._answer(read.code, read.details, headers, read.metadata)
             return
         response = self._message()
         if response is None:
             self._answer(grpc.StatusCode.INTERNAL,
                          "the peer answered OK without exactly one uncompressed message",
-                         headers, trailers)  # fmt: skip
+                         headers, read.metadata)  # fmt: skip
             return
-        self._answer(code, details, headers, trailers, response)
+        self._answer(read.code, read.details, headers, read.metadata, response)
 
     def on_up_data(self, data: bytes, end_stream: bool, flow: int) -> None:
         up = self.up
@@ -295,15 +287,11 @@ class _Exchange:
         up.conn.consumed(self.sid, flow)
         if self.future.done():
             return
+        if not self.limit.feed(data):
+            self._fail(grpc.StatusCode.RESOURCE_EXHAUSTED,
+                       f"Received message larger than max ({self.limit.limit} bytes)")  # fmt: skip
+            return
         self.chunks.append(data)
-        self.received += len(data)
-        if self.received >= 5:
-            first = self.chunks[0] if len(self.chunks[0]) >= 5 else b"".join(self.chunks)
-            length = int.from_bytes(first[1:5], "big")
-            if length > self.limit:
-                self._fail(grpc.StatusCode.RESOURCE_EXHAUSTED,
-                           f"Received message larger than max ({length} vs. {self.limit})")  # fmt: skip
-                return
         if end_stream:
             self._answer(grpc.StatusCode.INTERNAL, "the peer ended the stream without trailers",
                          self.headers or (), ())  # fmt: skip
@@ -382,30 +370,32 @@ class _Exchange:
         return data[5:]
 
 
-def _http_status(block: Block) -> int:
-    value = _field(block, b":status")
-    try:
-        return int(value) if value is not None else 0
-    except ValueError:
-        return 0
+@dataclass(slots=True)
+class _Read:
+    """What a response header block says, read once per distinct block (the
+    connection's decoder hands back the same Block for the same bytes)."""
+
+    http: int  # :status, 0 when missing or not a number
+    code: grpc.StatusCode | None  # grpc-status, None when absent
+    details: str  # grpc-message, percent-decoded
+    metadata: Pairs  # as grpcio shows it: reserved keys dropped, `-bin` values decoded
 
 
-def _field(block: Block, name: bytes) -> bytes | None:
-    for key, value in block.headers:
-        if key == name:
-            return value
-    return None
-
-
-def _metadata(block: Block) -> Pairs:
-    """A header block as grpcio shows metadata: reserved keys dropped, `-bin` values
-    decoded; cached on the block (the connection's decoder hands back the same Block
-    for the same bytes)."""
+def _read(block: Block) -> _Read:
     found = block.prepared
-    if isinstance(found, tuple):
+    if isinstance(found, _Read):
         return found
+    http = 0
+    code = None
+    details = ""
     pairs: list[tuple[str, Any]] = []
     for raw_key, raw in block.headers:
+        if raw_key == b":status":
+            http = int(raw) if raw.isdigit() else 0
+        elif raw_key == b"grpc-status":
+            code = _CODES.get(STATUS_BY_WIRE.get(raw, "UNKNOWN"), grpc.StatusCode.UNKNOWN)
+        elif raw_key == b"grpc-message":
+            details = urllib.parse.unquote(raw.decode("latin-1"))
         key = raw_key.decode("latin-1")
         if key.endswith("-bin"):
             try:
@@ -414,6 +404,5 @@ def _metadata(block: Block) -> Pairs:
                 continue  # undecodable binary metadata is dropped, as grpcio does
         else:
             pairs.append((key, raw.decode("latin-1")))
-    result = forwardable(pairs)
-    block.prepared = result
-    return result
+    read = block.prepared = _Read(http, code, details, forwardable(pairs))
+    return read

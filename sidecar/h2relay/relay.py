@@ -397,22 +397,20 @@ class Upstream(_Flusher, asyncio.Protocol):
         self.flush()  # opens the waiting calls' streams (as many as the peer allows)
 
     def data_received(self, data: bytes) -> None:
+        failed: tuple[int, str, str] | None = None  # (GOAWAY code, its message, why)
         try:
             self.conn.receive(data)
         except F.ProtocolError as exc:
-            self.pool.settle()
-            self.conn.goaway(exc.code, str(exc))
-            self.flush()
-            self._fail(f"HTTP/2 protocol error from the peer: {exc}", connect=False)
-            return
+            failed = (exc.code, str(exc), f"HTTP/2 protocol error from the peer: {exc}")
         except Exception:
-            self.pool.settle()
             log.exception("relay failed on an upstream connection")
-            self.conn.goaway(F.INTERNAL_ERROR, "sidecar internal error")
+            failed = (F.INTERNAL_ERROR, "sidecar internal error", "sidecar internal error")
+        self.pool.settle()  # the calls this read answered, before a failure ends the rest
+        if failed is not None:
+            self.conn.goaway(failed[0], failed[1])
             self.flush()
-            self._fail("sidecar internal error", connect=False)
+            self._fail(failed[2], connect=False)
             return
-        self.pool.settle()
         self.flush()
 
     def connection_lost(self, exc: Exception | None) -> None:
