@@ -1,12 +1,17 @@
 # Multi-stage build. The build stage does what `make proto` and a wheel build do, with
-# the same script (scripts/gen-stubs); tests/unit/test_dockerfile.py runs these steps
+# the same script (scripts/gen-stubs); tests/integration/test_dockerfile_build.py runs these steps
 # in CI, where no Docker engine runs. (No `make` here: python:3.11-slim has none.)
 FROM python:3.11-slim AS build
 WORKDIR /src
+# A C compiler for the wheel build: it compiles the relay's per-request modules with
+# mypyc (setup.py; without one they install as plain Python). Build stage only.
+RUN apt-get update \
+ && apt-get install -y --no-install-recommends gcc libc6-dev \
+ && rm -rf /var/lib/apt/lists/*
 # Stub tools in a throwaway venv, pinned as in pyproject's dev extras.
 RUN python -m venv /opt/tools \
  && /opt/tools/bin/pip install --no-cache-dir "grpcio-tools>=1.85,<1.86" "mypy-protobuf>=3.6,<6"
-COPY pyproject.toml README.md ./
+COPY pyproject.toml setup.py README.md ./
 COPY scripts ./scripts
 COPY proto ./proto
 COPY sidecar ./sidecar

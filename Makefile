@@ -8,7 +8,7 @@ PROTOS := $(shell find proto -name '*.proto')
 STAMP := $(VENV)/.installed-stamp
 PROTO_STAMP := music/.generated
 
-.PHONY: help venv proto test test-unit test-component test-integration chaos lint fmt demo bench clean
+.PHONY: help venv proto native pure test test-unit test-component test-integration chaos lint fmt demo bench clean
 
 help:
 	@echo "make demo   run the two-site mesh demo (embedded DNS registry, sidecars, services, load)"
@@ -17,11 +17,13 @@ help:
 	@echo "make chaos  run every chaos scenario"
 	@echo "make bench  run the benchmarks (results in bench/out/)"
 	@echo "make proto  generate Python stubs from proto/"
+	@echo "make native compile the relay's per-request modules (mypyc; every target does it)"
+	@echo "make pure   remove them: the relay runs as plain Python"
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
-	$(BIN)/pip install -q -e '.[dev]'
+	SIDECAR_PURE_PYTHON=1 $(BIN)/pip install -q -e '.[dev]'
 	@touch $@
 
 venv: $(STAMP)
@@ -35,26 +37,46 @@ $(PROTO_STAMP): $(STAMP) $(PROTOS) scripts/gen-stubs
 
 proto: $(PROTO_STAMP)
 
+# The relay's per-request modules compiled in place with mypyc (setup.py; the list is
+# sidecar/h2relay/native.py's), rebuilt whenever one of them changes: a compiled module
+# hides its source, and the package refuses to import stale ones. Fails loudly here,
+# where `pip install` would fall back to pure Python. SIDECAR_PURE_PYTHON=1 skips it.
+NATIVE := sidecar/h2relay/_native.json
+NATIVE_SOURCES := $(wildcard sidecar/h2relay/*.py) setup.py scripts/mypyc.ini
+
+$(NATIVE): $(STAMP) $(NATIVE_SOURCES)
+	@if [ -n "$$SIDECAR_PURE_PYTHON" ]; then \
+	  echo "SIDECAR_PURE_PYTHON is set: the relay runs as plain Python"; \
+	  rm -f $(NATIVE) sidecar/h2relay/*.so; \
+	else \
+	  SIDECAR_NATIVE_STRICT=1 $(BIN)/python setup.py -q build_ext --inplace; \
+	fi
+
+native: $(NATIVE)
+
+pure:
+	rm -f $(NATIVE) sidecar/h2relay/*.so
+
 PYTEST := $(BIN)/python -m pytest
 
-test: $(PROTO_STAMP)
+test: $(PROTO_STAMP) $(NATIVE)
 	$(PYTEST) -q tests -m "not slow"
 
-test-unit: $(PROTO_STAMP)
+test-unit: $(PROTO_STAMP) $(NATIVE)
 	$(PYTEST) -q tests/unit
 
-test-component: $(PROTO_STAMP)
+test-component: $(PROTO_STAMP) $(NATIVE)
 	$(PYTEST) -q tests/component
 
-test-integration: $(PROTO_STAMP)
+test-integration: $(PROTO_STAMP) $(NATIVE)
 	$(PYTEST) -q tests/integration
 
 # Every chaos scenario (the smoke tier that `make test` runs, plus the `slow` ones).
 # Needs root for the network-namespace cases (skipped, with the reason, otherwise).
-chaos: $(PROTO_STAMP)
+chaos: $(PROTO_STAMP) $(NATIVE)
 	$(PYTEST) -q tests/chaos -m chaos
 
-lint: $(PROTO_STAMP)
+lint: $(PROTO_STAMP) $(NATIVE)
 	$(BIN)/ruff check sidecar services tests bench
 	$(BIN)/ruff format --check sidecar services tests bench
 	$(BIN)/mypy
@@ -63,11 +85,12 @@ fmt: $(STAMP)
 	$(BIN)/ruff check --fix sidecar services tests bench
 	$(BIN)/ruff format sidecar services tests bench
 
-demo: $(PROTO_STAMP)
+demo: $(PROTO_STAMP) $(NATIVE)
 	$(BIN)/python -m sidecar demo $(DEMO_ARGS)
 
-bench: $(PROTO_STAMP)
+bench: $(PROTO_STAMP) $(NATIVE)
 	$(BIN)/python -m bench $(BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) music meshtest build *.egg-info .pytest_cache .mypy_cache .ruff_cache
+	rm -f $(NATIVE) sidecar/h2relay/*.so

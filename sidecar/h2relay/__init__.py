@@ -11,4 +11,11 @@ limits), timers.py (the deadline wheel), drive.py (admission without a Task), wi
 sidecar/proxy/seams.py; per-call metrics go through sidecar/cells.py (lock-free). The
 in-process client's unary attempts ride the same client connections (`Pool`, `Upstream`):
 sidecar/client/wire.py is a second kind of `relay.Stream`.
+
+The per-request modules are compiled to C at install time when a compiler is there
+(native.py says which, and refuses compiled modules older than their source).
 """
+
+from sidecar.h2relay import native
+
+native.check()

@@ -1,7 +1,7 @@
 """What the sidecar answers a caller itself: its own statuses and the local methods.
 
-Methods of `Call` (sidecar/h2relay/call.py), written as functions of the call and bound
-in its class body, so calling one costs what calling a method defined there would.
+Methods of `Call` (sidecar/h2relay/call.py), written as functions of the call; each is
+called through a one-line method of the same name in `Call`'s body.
 Does I/O only by queueing frames on the caller's sans-IO connection: a sidecar-made
 status (`fail`, `refuse`: trailers-only before any response header, trailers after),
 the answer of a local method (Health/Check, or a stream such as Health/Watch through

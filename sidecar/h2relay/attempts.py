@@ -1,7 +1,7 @@
 """Step 6 of a call: its attempts, their retries, and the bookkeeping of each.
 
-Methods of `Call` (sidecar/h2relay/call.py), written as functions of the call and bound
-in its class body, so calling one costs what calling a method defined there would.
+Methods of `Call` (sidecar/h2relay/call.py), written as functions of the call; each is
+called through a one-line method of the same name in `Call`'s body.
 Does no I/O of its own beyond opening, resetting or closing the attempt's upstream
 stream; it decides. Per attempt: pick an endpoint (excluding those tried), ask seam a
 (throttling), wait for a pooled connection within `limits.max_pending`, and report the

@@ -27,12 +27,12 @@ where it sits (numbers match the grpcio pipeline):
 7. Deliver: headers, DATA and trailers are forwarded as they come; the caller's
    RST_STREAM becomes an upstream RST_STREAM(CANCEL) and the reverse.
 
-This module holds the call's state, steps 1-5 and the call's end. The rest are methods
-of `Call` written as functions of the call in their own modules and bound in its class
-body (a call looks them up as it would a method defined here): attempts.py (6: the
-attempts, retries and their bookkeeping), deadlines.py (the call's one timer),
-forwarding.py (6 and 7 in frames, both ways), answers.py (what the sidecar answers the
-caller itself: its own statuses, local methods).
+This module holds the call's state, steps 1-5 and the call's end. The rest are written
+as functions of the call in their own modules, each behind a one-line method of `Call`
+(a compiled class, see sidecar/h2relay/native.py, takes methods only from its own body):
+attempts.py (6: the attempts, retries and their bookkeeping), deadlines.py (the call's
+one timer), forwarding.py (6 and 7 in frames, both ways), answers.py (what the sidecar
+answers the caller itself: its own statuses, local methods).
 """
 
 from __future__ import annotations
@@ -48,7 +48,8 @@ from sidecar.h2relay import answers, attempts, deadlines, forwarding
 from sidecar.h2relay import frames as F
 from sidecar.h2relay.drive import Driver
 from sidecar.h2relay.grpcwire import MessageLimit
-from sidecar.h2relay.request import Prepared
+from sidecar.h2relay.hpack_codec import Block
+from sidecar.h2relay.request import Prepared, PreparedResponse
 from sidecar.outcome import Outcome, classify
 from sidecar.proxy.seams import NO_TOKEN, CallState, Refusal
 
@@ -312,50 +313,133 @@ class Call:
 
     # ---- 6: attempts (attempts.py) --------------------------------------------------
 
-    next_attempt = attempts.next_attempt
-    _leave_pending = attempts._leave_pending
-    _stop_retrying = attempts._stop_retrying
-    _give_last = attempts._give_last
-    _attempt_failed = attempts._attempt_failed
-    _retry = attempts._retry
-    _retry_now = attempts._retry_now
-    _upstream_done = attempts._upstream_done
-    _end_attempt = attempts._end_attempt
-    _detach_upstream = attempts._detach_upstream
-    _cancel_upstream = attempts._cancel_upstream
+    def next_attempt(self) -> None:
+        attempts.next_attempt(self)
+
+    def _leave_pending(self) -> None:
+        attempts._leave_pending(self)
+
+    def _stop_retrying(
+        self, status: str, message: str, reason: str | None, refusal: Refusal | None = None
+    ) -> None:
+        attempts._stop_retrying(self, status, message, reason, refusal)
+
+    def _give_last(self) -> None:
+        attempts._give_last(self)
+
+    def _attempt_failed(self, reason: str, outcome: Outcome, why: str) -> None:
+        attempts._attempt_failed(self, reason, outcome, why)
+
+    def _retry(
+        self, outcome: Outcome, status: str, pushback: bytes | None, sidecar_error: str | None
+    ) -> bool:
+        return attempts._retry(self, outcome, status, pushback, sidecar_error)
+
+    def _retry_now(self) -> None:
+        attempts._retry_now(self)
+
+    def _upstream_done(self, resp: PreparedResponse) -> Outcome | None:
+        return attempts._upstream_done(self, resp)
+
+    def _end_attempt(self, outcome: Outcome) -> None:
+        attempts._end_attempt(self, outcome)
+
+    def _detach_upstream(self, reset: bool) -> None:
+        attempts._detach_upstream(self, reset)
+
+    def _cancel_upstream(self, outcome: Outcome) -> None:
+        attempts._cancel_upstream(self, outcome)
 
     # ---- the call's timer (deadlines.py) ---------------------------------------------
 
-    _expired = deadlines._expired
-    _arm = deadlines._arm
-    fire = deadlines.fire
-    on_timer = deadlines.on_timer
-    _per_try_timeout = deadlines._per_try_timeout
-    on_deadline = deadlines.on_deadline
-    _deadline_message = deadlines._deadline_message
+    def _expired(self) -> bool:
+        return deadlines._expired(self)
+
+    def _arm(self, when: float) -> None:
+        deadlines._arm(self, when)
+
+    def fire(self) -> None:
+        deadlines.fire(self)
+
+    def on_timer(self) -> None:
+        deadlines.on_timer(self)
+
+    def _per_try_timeout(self) -> None:
+        deadlines._per_try_timeout(self)
+
+    def on_deadline(self) -> None:
+        deadlines.on_deadline(self)
+
+    def _deadline_message(self) -> str:
+        return deadlines._deadline_message(self)
 
     # ---- 6-7 in frames, both ways (forwarding.py) -----------------------------------
 
-    open_upstream = forwarding.open_upstream
-    _send_up = forwarding._send_up
-    flush_up = forwarding.flush_up
-    on_data = forwarding.on_data
-    on_reset = forwarding.on_reset
-    on_up_headers = forwarding.on_up_headers
-    on_up_data = forwarding.on_up_data
-    on_up_reset = forwarding.on_up_reset
-    on_up_lost = forwarding.on_up_lost
-    on_up_refused = forwarding.on_up_refused
-    _to_down = forwarding._to_down
-    flush_down = forwarding.flush_down
-    _close_down = forwarding._close_down
-    settle = forwarding.settle
+    def open_upstream(self, up: Upstream) -> None:
+        forwarding.open_upstream(self, up)
+
+    def _send_up(self, data: bytes, end_stream: bool, flow: int) -> None:
+        forwarding._send_up(self, data, end_stream, flow)
+
+    def flush_up(self) -> None:
+        forwarding.flush_up(self)
+
+    def on_data(self, data: bytes, end_stream: bool, flow: int) -> None:
+        forwarding.on_data(self, data, end_stream, flow)
+
+    def on_reset(self, code: int) -> None:
+        forwarding.on_reset(self, code)
+
+    def on_up_headers(self, block: Block, end_stream: bool) -> None:
+        forwarding.on_up_headers(self, block, end_stream)
+
+    def on_up_data(self, data: bytes, end_stream: bool, flow: int) -> None:
+        forwarding.on_up_data(self, data, end_stream, flow)
+
+    def on_up_reset(self, code: int) -> None:
+        forwarding.on_up_reset(self, code)
+
+    def on_up_lost(self, why: str, connect: bool) -> None:
+        forwarding.on_up_lost(self, why, connect)
+
+    def on_up_refused(self) -> None:
+        forwarding.on_up_refused(self)
+
+    def _to_down(self, data: bytes, end_stream: bool, flow: int, is_headers: bool) -> None:
+        forwarding._to_down(self, data, end_stream, flow, is_headers)
+
+    def flush_down(self) -> None:
+        forwarding.flush_down(self)
+
+    def _close_down(self) -> None:
+        forwarding._close_down(self)
+
+    def settle(self, outcome: Outcome) -> None:
+        forwarding.settle(self, outcome)
 
     # ---- what the sidecar answers itself (answers.py) ------------------------------
 
-    _target = answers._target
-    refuse = answers.refuse
-    fail = answers.fail
-    _answer_locally = answers._answer_locally
-    local_send = answers.local_send
-    local_end = answers.local_end
+    def _target(self) -> str:
+        return answers._target(self)
+
+    def refuse(self, refusal: Refusal) -> None:
+        answers.refuse(self, refusal)
+
+    def fail(
+        self,
+        status: str,
+        message: str,
+        reason: str | None,
+        extra: tuple[Any, ...] = (),
+        block: bytes | None = None,
+    ) -> None:
+        answers.fail(self, status, message, reason, extra, block)
+
+    def _answer_locally(self) -> None:
+        answers._answer_locally(self)
+
+    def local_send(self, message: bytes) -> None:
+        answers.local_send(self, message)
+
+    def local_end(self, status: str, message: str) -> None:
+        answers.local_end(self, status, message)

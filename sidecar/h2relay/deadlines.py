@@ -1,7 +1,7 @@
 """The call's one timer: its deadline, and the open attempt's per-try timeout.
 
-Methods of `Call` (sidecar/h2relay/call.py), written as functions of the call and bound
-in its class body, so calling one costs what calling a method defined there would.
+Methods of `Call` (sidecar/h2relay/call.py), written as functions of the call; each is
+called through a one-line method of the same name in `Call`'s body.
 Does I/O only through the plane's timer wheel (timers.py), one slot per call that the
 per-try timeout moves earlier and back, and by queueing the answer when time runs out:
 DEADLINE_EXCEEDED, `x-sidecar-error: deadline` when no attempt was waiting on the

@@ -1,7 +1,7 @@
 """Steps 6 and 7 in frames: a call's request toward the upstream, its answer back.
 
-Methods of `Call` (sidecar/h2relay/call.py), written as functions of the call and bound
-in its class body, so calling one costs what calling a method defined there would.
+Methods of `Call` (sidecar/h2relay/call.py), written as functions of the call; each is
+called through a one-line method of the same name in `Call`'s body.
 Does I/O only by queueing frames on the two sans-IO connections (relay.py writes them
 out). Up: the headers (with the remaining time as `grpc-timeout` and an `x-request-id`
 when none came) and the request DATA, a copy held for a replay up to `retry_buffer`

@@ -79,7 +79,7 @@ def header(length: int, ftype: int, flags: int, stream_id: int) -> bytes:
 
 
 def settings(values: dict[int, int]) -> bytes:
-    body = b"".join(_SETTING.pack(k, v) for k, v in values.items())
+    body = b"".join([_SETTING.pack(k, v) for k, v in values.items()])
     return header(len(body), SETTINGS, 0, 0) + body
 
 

@@ -8,17 +8,21 @@ same inbound health state (answered by the relay itself for grpc.health.v1 Check
 
 from __future__ import annotations
 
+import logging
 from typing import TYPE_CHECKING, Any
 
 from grpc_health.v1 import health_pb2
 
 from sidecar.endpoint import parse_hostport
+from sidecar.h2relay import native
 from sidecar.h2relay.connection import Settings
 from sidecar.h2relay.relay import LocalMethod, Plane, Pool
 
 if TYPE_CHECKING:
     from sidecar.app import Sidecar
     from sidecar.h2relay.call import Call
+
+log = logging.getLogger(__name__)
 
 
 def health_check(sidecar: Sidecar) -> LocalMethod:
@@ -116,6 +120,10 @@ class RelayDataPlane:
     async def start(self) -> dict[str, int]:
         sc = self.sidecar
         config = sc.config
+        log.info(
+            "h2relay data plane: %s",
+            "compiled (mypyc)" if native.compiled() else "pure Python (not compiled)",
+        )
         idle_s = config.outbound.channel_idle_timeout_s if config.outbound else 300.0
         settings = Settings()
         self.pool = Pool(settings, idle_s)

@@ -1,0 +1,85 @@
+"""Compiles the relay's per-request modules to C with mypyc (sidecar/h2relay/native.py
+lists them and explains why); all other metadata is in pyproject.toml.
+
+The compiled build is optional: with `SIDECAR_PURE_PYTHON=1`, without mypyc, or when
+the C compiler fails, the package installs as pure Python (same source, slower relay)
+and says so. `make native` builds in place and fails loudly instead (CI runs it).
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+from setuptools import setup
+from setuptools.command.build_ext import build_ext
+
+ROOT = Path(__file__).resolve().parent
+STRICT = os.environ.get("SIDECAR_NATIVE_STRICT") == "1"  # fail instead of falling back
+
+
+def _native() -> Any:
+    """sidecar/h2relay/native.py, loaded alone: the package's dependencies may be missing
+    in a build environment."""
+    spec = importlib.util.spec_from_file_location(
+        "_sidecar_native", ROOT / "sidecar/h2relay/native.py"
+    )
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def _say(message: str) -> None:
+    print(f"sidecar build: {message}", file=sys.stderr)
+
+
+def ext_modules() -> list[Any]:
+    if os.environ.get("SIDECAR_PURE_PYTHON"):
+        _say("SIDECAR_PURE_PYTHON is set: the relay stays pure Python")
+        return []
+    try:
+        from mypyc.build import mypycify
+    except ImportError:
+        if STRICT:
+            raise
+        _say("mypyc is missing: the relay stays pure Python")
+        return []
+    native = _native()
+    os.chdir(ROOT)  # mypyc takes paths relative to the project
+    # the record first: it describes exactly the sources compiled below
+    (ROOT / "sidecar/h2relay" / native.RECORD).write_text(
+        json.dumps(native.source_hashes(), indent=1, sort_keys=True) + "\n"
+    )
+    return mypycify(
+        # a build environment has mypyc but not the runtime dependencies: type-check
+        # with their imports as Any (mypy --strict on the whole tree is `make lint`'s)
+        ["--config-file", "scripts/mypyc.ini"]
+        + [f"sidecar/h2relay/{name}.py" for name in native.MODULES],
+        opt_level="3",
+        group_name=native.GROUP,
+    )
+
+
+class OptionalBuildExt(build_ext):
+    """Build the extensions; if that fails, remove what was made and install as Python."""
+
+    def run(self) -> None:
+        try:
+            super().run()
+        except Exception as exc:
+            native = _native()
+            for path in [*self.get_outputs(), ROOT / "sidecar/h2relay" / native.RECORD]:
+                Path(path).unlink(missing_ok=True)
+            for path in native.extensions(ROOT / "sidecar/h2relay"):
+                path.unlink(missing_ok=True)
+            if STRICT:
+                raise
+            _say(f"compiling the relay failed ({exc}): it stays pure Python")
+
+
+setup(ext_modules=ext_modules(), cmdclass={"build_ext": OptionalBuildExt})
