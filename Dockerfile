@@ -3,8 +3,8 @@
 # in CI, where no Docker engine runs. (No `make` here: python:3.11-slim has none.)
 FROM python:3.11-slim AS build
 WORKDIR /src
-# A C compiler for the wheel build: it compiles the relay's per-request modules with
-# mypyc (setup.py; without one they install as plain Python). Build stage only.
+# A C compiler for the wheel build: it compiles the per-request modules with mypyc
+# (setup.py, sidecar/native.py; without one they install as plain Python). Build stage only.
 RUN apt-get update \
  && apt-get install -y --no-install-recommends gcc libc6-dev \
  && rm -rf /var/lib/apt/lists/*

@@ -17,8 +17,8 @@ help:
 	@echo "make chaos  run every chaos scenario"
 	@echo "make bench  run the benchmarks (results in bench/out/)"
 	@echo "make proto  generate Python stubs from proto/"
-	@echo "make native compile the relay's per-request modules (mypyc; every target does it)"
-	@echo "make pure   remove them: the relay runs as plain Python"
+	@echo "make native compile the per-request modules with mypyc (every target does it)"
+	@echo "make pure   remove them: everything runs as plain Python"
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -37,17 +37,17 @@ $(PROTO_STAMP): $(STAMP) $(PROTOS) scripts/gen-stubs
 
 proto: $(PROTO_STAMP)
 
-# The relay's per-request modules compiled in place with mypyc (setup.py; the list is
-# sidecar/h2relay/native.py's), rebuilt whenever one of them changes: a compiled module
-# hides its source, and the package refuses to import stale ones. Fails loudly here,
-# where `pip install` would fall back to pure Python. SIDECAR_PURE_PYTHON=1 skips it.
-NATIVE := sidecar/h2relay/_native.json
-NATIVE_SOURCES := $(wildcard sidecar/h2relay/*.py) setup.py scripts/mypyc.ini
+# The per-request modules compiled in place with mypyc (setup.py; the list is
+# sidecar/native.py's), rebuilt whenever one of them changes: a compiled module hides
+# its source, and the package refuses to import stale ones. Fails loudly here, where
+# `pip install` would fall back to pure Python. SIDECAR_PURE_PYTHON=1 skips it.
+NATIVE := sidecar/_native.json
+NATIVE_SOURCES := $(shell $(PYTHON) sidecar/native.py) sidecar/native.py setup.py scripts/mypyc.ini
 
 $(NATIVE): $(STAMP) $(NATIVE_SOURCES)
 	@if [ -n "$$SIDECAR_PURE_PYTHON" ]; then \
 	  echo "SIDECAR_PURE_PYTHON is set: the relay runs as plain Python"; \
-	  rm -f $(NATIVE) sidecar/h2relay/*.so; \
+	  rm -f $(NATIVE); find sidecar -name '*.so' -delete; \
 	else \
 	  SIDECAR_NATIVE_STRICT=1 $(BIN)/python setup.py -q build_ext --inplace; \
 	fi
@@ -55,7 +55,8 @@ $(NATIVE): $(STAMP) $(NATIVE_SOURCES)
 native: $(NATIVE)
 
 pure:
-	rm -f $(NATIVE) sidecar/h2relay/*.so
+	rm -f $(NATIVE)
+	find sidecar -name '*.so' -delete
 
 PYTEST := $(BIN)/python -m pytest
 
@@ -93,4 +94,5 @@ bench: $(PROTO_STAMP) $(NATIVE)
 
 clean:
 	rm -rf $(VENV) music meshtest build *.egg-info .pytest_cache .mypy_cache .ruff_cache
-	rm -f $(NATIVE) sidecar/h2relay/*.so
+	rm -f $(NATIVE)
+	find sidecar -name '*.so' -delete

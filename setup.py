@@ -1,5 +1,5 @@
-"""Compiles the relay's per-request modules to C with mypyc (sidecar/h2relay/native.py
-lists them and explains why); all other metadata is in pyproject.toml.
+"""Compiles the per-request modules to C with mypyc (sidecar/native.py lists them and
+explains why); all other metadata is in pyproject.toml.
 
 The compiled build is optional: with `SIDECAR_PURE_PYTHON=1`, without mypyc, or when
 the C compiler fails, the package installs as pure Python (same source, slower relay)
@@ -23,11 +23,9 @@ STRICT = os.environ.get("SIDECAR_NATIVE_STRICT") == "1"  # fail instead of falli
 
 
 def _native() -> Any:
-    """sidecar/h2relay/native.py, loaded alone: the package's dependencies may be missing
+    """sidecar/native.py, loaded alone: the package's dependencies may be missing
     in a build environment."""
-    spec = importlib.util.spec_from_file_location(
-        "_sidecar_native", ROOT / "sidecar/h2relay/native.py"
-    )
+    spec = importlib.util.spec_from_file_location("_sidecar_native", ROOT / "sidecar/native.py")
     assert spec is not None and spec.loader is not None
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
@@ -52,14 +50,14 @@ def ext_modules() -> list[Any]:
     native = _native()
     os.chdir(ROOT)  # mypyc takes paths relative to the project
     # the record first: it describes exactly the sources compiled below
-    (ROOT / "sidecar/h2relay" / native.RECORD).write_text(
+    (ROOT / "sidecar" / native.RECORD).write_text(
         json.dumps(native.source_hashes(), indent=1, sort_keys=True) + "\n"
     )
     return mypycify(
         # a build environment has mypyc but not the runtime dependencies: type-check
         # with their imports as Any (mypy --strict on the whole tree is `make lint`'s)
         ["--config-file", "scripts/mypyc.ini"]
-        + [f"sidecar/h2relay/{name}.py" for name in native.MODULES],
+        + [str(native.source(name, Path("sidecar"))) for name in native.MODULES],
         opt_level="3",
         group_name=native.GROUP,
     )
@@ -73,9 +71,9 @@ class OptionalBuildExt(build_ext):
             super().run()
         except Exception as exc:
             native = _native()
-            for path in [*self.get_outputs(), ROOT / "sidecar/h2relay" / native.RECORD]:
+            for path in [*self.get_outputs(), ROOT / "sidecar" / native.RECORD]:
                 Path(path).unlink(missing_ok=True)
-            for path in native.extensions(ROOT / "sidecar/h2relay"):
+            for path in native.extensions(ROOT / "sidecar"):
                 path.unlink(missing_ok=True)
             if STRICT:
                 raise

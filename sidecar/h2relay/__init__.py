@@ -13,9 +13,5 @@ in-process client's unary attempts ride the same client connections (`Pool`, `Up
 sidecar/client/wire.py is a second kind of `relay.Stream`.
 
 The per-request modules are compiled to C at install time when a compiler is there
-(native.py says which, and refuses compiled modules older than their source).
+(sidecar/native.py says which).
 """
-
-from sidecar.h2relay import native
-
-native.check()

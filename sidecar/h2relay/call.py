@@ -29,7 +29,7 @@ where it sits (numbers match the grpcio pipeline):
 
 This module holds the call's state, steps 1-5 and the call's end. The rest are written
 as functions of the call in their own modules, each behind a one-line method of `Call`
-(a compiled class, see sidecar/h2relay/native.py, takes methods only from its own body):
+(a compiled class, see sidecar/native.py, takes methods only from its own body):
 attempts.py (6: the attempts, retries and their bookkeeping), deadlines.py (the call's
 one timer), forwarding.py (6 and 7 in frames, both ways), answers.py (what the sidecar
 answers the caller itself: its own statuses, local methods).

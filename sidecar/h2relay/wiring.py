@@ -13,8 +13,8 @@ from typing import TYPE_CHECKING, Any
 
 from grpc_health.v1 import health_pb2
 
+from sidecar import native
 from sidecar.endpoint import parse_hostport
-from sidecar.h2relay import native
 from sidecar.h2relay.connection import Settings
 from sidecar.h2relay.relay import LocalMethod, Plane, Pool
 

@@ -24,13 +24,14 @@ from sidecar.outcome import SIDECAR_ERROR_KEY
 class LimitExceeded(Exception):
     """The upstream is at its limit; answer the caller with `status` and `trailers`."""
 
-    status = "RESOURCE_EXHAUSTED"
-    reason = "overloaded"
-
     def __init__(self, upstream: str, which: str) -> None:
         super().__init__(f"upstream {upstream!r} is at {which}")
         self.upstream = upstream
         self.which = which  # "max_requests" or "max_pending"
+        # set here, not in the class body: a compiled exception class (sidecar/native.py)
+        # gives its instances no class-level defaults
+        self.status = "RESOURCE_EXHAUSTED"
+        self.reason = "overloaded"
 
     @property
     def trailers(self) -> tuple[tuple[str, str], ...]:

@@ -61,7 +61,7 @@ def test_build_stage_makes_a_working_wheel(tmp_path: Path) -> None:
     build = stages()[0]
     workdir = args(build, "WORKDIR")[0]
     ignored = (ROOT / ".dockerignore").read_text().split()
-    assert {"**/__pycache__", "**/*.so", "sidecar/h2relay/_native.json"} <= set(ignored)
+    assert {"**/__pycache__", "**/*.so", "sidecar/_native.json"} <= set(ignored)
     src = tmp_path / "src"
     src.mkdir()
     # The build context, exactly as the COPY lines take it: a file the build needs and
@@ -71,7 +71,7 @@ def test_build_stage_makes_a_working_wheel(tmp_path: Path) -> None:
         target = src / os.path.relpath(os.path.join(workdir, dest), workdir)
         for name in sources:
             if (ROOT / name).is_dir():
-                # what .dockerignore keeps out: caches, and a local build of the relay
+                # what .dockerignore keeps out: caches, and a local build of the compiled modules
                 ignore = shutil.ignore_patterns("__pycache__", "*.so", "_native.json")
                 shutil.copytree(ROOT / name, target, ignore=ignore)
             else:
@@ -111,10 +111,10 @@ def test_build_stage_makes_a_working_wheel(tmp_path: Path) -> None:
     assert {"sidecar", "services", "music", "meshtest"} <= tops, tops
     assert "music/playlist/v1/playlist_pb2_grpc.py" in names
     assert "meshtest/echo/v1/echo_pb2.py" in names
-    # the relay compiled (this machine has a C compiler, as the build stage does), with
+    # the per-request modules compiled (this machine has a C compiler, as the build stage does), with
     # the record of the sources it came from
-    assert "sidecar/h2relay/_native.json" in names
-    assert any(n.startswith("sidecar/h2relay/_native__mypyc.") for n in names), names
+    assert "sidecar/_native.json" in names
+    assert any(n.startswith("sidecar/_native__mypyc.") for n in names), names
     assert re.search(r"\[console_scripts\]\s*\nsidecar = sidecar\.cli:main", scripts), scripts
 
     # Installed from the wheel alone (the runtime dependencies come from the test's venv).
@@ -139,7 +139,7 @@ def test_build_stage_makes_a_working_wheel(tmp_path: Path) -> None:
             sys.executable,
             "-c",
             "import json, sidecar, music.playlist.v1.playlist_pb2_grpc as m; "
-            "from sidecar.h2relay import native; "
+            "from sidecar import native; "
             "print(json.dumps([sidecar.__file__, m.__file__, native.compiled()]))",
         ],
         tmp_path,
@@ -147,7 +147,7 @@ def test_build_stage_makes_a_working_wheel(tmp_path: Path) -> None:
     )
     *files, compiled = json.loads(where)
     assert all(Path(p).is_relative_to(target) for p in files), where
-    assert compiled, "the installed relay is not the compiled one"
+    assert compiled, "the installed modules are not the compiled ones"
     version = run([str(target / "bin" / "sidecar"), "--version"], tmp_path, **env)
     assert version.strip() == f"sidecar {__version__}"
 

@@ -1,5 +1,5 @@
-"""The compiled relay (sidecar/h2relay/native.py): what counts as stale, the refusal to
-import stale compiled modules, and that a build in use is the build of this source."""
+"""The compiled modules (sidecar/native.py): what counts as stale, the refusal to import
+stale compiled modules, and that a build in use is the build of this source."""
 
 from __future__ import annotations
 
@@ -9,20 +9,22 @@ from pathlib import Path
 
 import pytest
 
-from sidecar.h2relay import native
+from sidecar import native
 
 
 @pytest.fixture
 def package(tmp_path: Path) -> Path:
-    """A copy of the relay's compiled modules' sources, as a package directory."""
+    """A copy of the compiled modules' sources, laid out as in the package."""
     for name in native.MODULES:
-        shutil.copy(native.HERE / f"{name}.py", tmp_path / f"{name}.py")
+        target = native.source(name, tmp_path)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy(native.source(name), target)
     return tmp_path
 
 
 def _compile(directory: Path) -> None:
     """What a build leaves: extension files and the record of the sources they came from."""
-    for name in ("connection", "_native__mypyc"):
+    for name in ("h2relay/connection", "retry/window", "_native__mypyc"):
         (directory / f"{name}.cpython-311-x86_64-linux-gnu.so").write_bytes(b"\x7fELF")
     (directory / native.RECORD).write_text(json.dumps(native.source_hashes(directory)))
 
@@ -35,20 +37,23 @@ def test_source_alone_is_never_stale(package: Path) -> None:
 
 def test_a_fresh_build_is_not_stale(package: Path) -> None:
     _compile(package)
-    assert [p.name.split(".")[0] for p in native.extensions(package)] == [
+    assert {str(p.relative_to(package)).split(".")[0] for p in native.extensions(package)} == {
         "_native__mypyc",
-        "connection",
-    ]
+        "h2relay/connection",
+        "retry/window",
+    }
     assert native.stale(package) == []
     native.check(package)
 
 
 def test_an_edited_source_makes_its_module_stale_and_the_import_fails(package: Path) -> None:
     _compile(package)
-    with (package / "call.py").open("a") as f:
+    with native.source("h2relay.call", package).open("a") as f:
         f.write("# edited after the build\n")
-    assert native.stale(package) == ["call"]
-    with pytest.raises(ImportError, match=r"call changed since they were built.*make native"):
+    assert native.stale(package) == ["h2relay.call"]
+    with pytest.raises(
+        ImportError, match=r"h2relay.call changed since they were built.*make native"
+    ):
         native.check(package)
 
 
@@ -61,12 +66,12 @@ def test_extensions_without_a_record_are_all_stale(package: Path) -> None:
 
 
 def test_other_extension_files_are_not_ours(package: Path) -> None:
-    (package / "something_else.cpython-311-x86_64-linux-gnu.so").write_bytes(b"")
+    (package / "h2relay/relay.cpython-311-x86_64-linux-gnu.so").write_bytes(b"")
     assert native.extensions(package) == []
     assert native.stale(package) == []
 
 
-def test_the_relay_in_use_is_the_build_of_this_source() -> None:
+def test_the_build_in_use_is_the_build_of_this_source() -> None:
     """Compiled exactly when this package holds extension files (`make` builds them;
     a pure install has none), and then built from the sources beside them."""
     assert native.compiled() == bool(native.extensions())

@@ -1,0 +1,122 @@
+"""Which modules are compiled to C, and whether this process runs them compiled.
+
+No I/O beyond reading the package's own files; only the standard library, because
+setup.py and the Makefile load this file on its own (without the package) to learn
+what to compile (`python3 sidecar/native.py` prints the sources).
+
+The modules a relayed call runs per request (the h2relay data plane and the policies it
+asks: cluster, balancers, breakers, retries and throttling) are plain, mypy-strict
+Python. At install time setup.py compiles them with mypyc into C extensions that sit
+beside their source files (one shared library, `sidecar/_native__mypyc`, plus one small
+module per source); Python imports an extension before a source file of the same name.
+The source is unchanged and is what runs when nothing was compiled: no C compiler, or
+`SIDECAR_PURE_PYTHON=1` at install time. bench/README.md measures both builds.
+
+A compiled module hides its source, so an edited source would go on running as the old
+compiled code. The build records each source's hash (`_native.json`); importing the
+package (`check`, from sidecar/__init__.py) refuses compiled modules whose source
+changed since, and says how to rebuild (`make native`) or go back to the source
+(`make pure`).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib
+import json
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent  # the sidecar package
+# Everything a relayed call runs per request, but the asyncio protocols
+# (h2relay/relay.py: uvloop's objects are not what typeshed says, and a compiled module
+# checks such types at run time) and what runs once (wiring, config, discovery).
+# A package's classes are compiled together: Python classes cannot subclass compiled ones.
+MODULES = (
+    "balancer.base",
+    "balancer.ewma",
+    "balancer.p2c",
+    "balancer.ring_hash",
+    "balancer.round_robin",
+    "balancer.tiers",
+    "balancer.weighted_random",
+    "breaker.breaker",
+    "cluster.cluster",
+    "endpoint",
+    "h2relay.answers",
+    "h2relay.attempts",
+    "h2relay.call",
+    "h2relay.connection",
+    "h2relay.deadlines",
+    "h2relay.drive",
+    "h2relay.forwarding",
+    "h2relay.frames",
+    "h2relay.grpcwire",
+    "h2relay.hpack_codec",
+    "h2relay.request",
+    "h2relay.timers",
+    "outcome",
+    "proxy.policies",
+    "retry.backoff",
+    "retry.budget",
+    "retry.deadline",
+    "retry.limits",
+    "retry.policy",
+    "retry.throttle",
+    "retry.upstream",
+    "retry.window",
+)
+GROUP = "sidecar._native"  # the shared library's module name
+RECORD = "_native.json"  # {module: sha256 of its source when it was compiled}
+
+
+def source(name: str, package: Path = HERE) -> Path:
+    return package.joinpath(*name.split(".")).with_suffix(".py")
+
+
+def source_hashes(package: Path = HERE) -> dict[str, str]:
+    return {
+        name: hashlib.sha256(source(name, package).read_bytes()).hexdigest() for name in MODULES
+    }
+
+
+def extensions(package: Path = HERE) -> list[Path]:
+    """The compiled files present in `package` (none in a pure-Python install)."""
+    found: list[Path] = []
+    for name in (*MODULES, GROUP.rsplit(".", 1)[1] + "__mypyc"):
+        path = source(name, package)
+        found += sorted(path.parent.glob(f"{path.stem}.*.so"))
+    return found
+
+
+def stale(package: Path = HERE) -> list[str]:
+    """Modules whose compiled form no longer matches their source (all of them when
+    compiled files are present without a record of what they were built from)."""
+    if not extensions(package):
+        return []
+    try:
+        built = json.loads((package / RECORD).read_text())
+    except (OSError, ValueError):
+        return list(MODULES)
+    now = source_hashes(package)
+    return [name for name in MODULES if built.get(name) != now[name]]
+
+
+def compiled() -> bool:
+    """Whether this process runs the compiled modules (imported from extensions)."""
+    files = [getattr(importlib.import_module(f"sidecar.{n}"), "__file__", None) for n in MODULES]
+    return all(f is not None and not f.endswith(".py") for f in files)
+
+
+def check(package: Path = HERE) -> None:
+    """Refuse to run compiled modules built from other sources than these."""
+    changed = stale(package)
+    if changed:
+        raise ImportError(
+            f"sidecar: compiled modules older than their source ({', '.join(changed)} "
+            f"changed since they were built): run `make native` to compile them again, "
+            f"or `make pure` to remove them and run the source"
+        )
+
+
+if __name__ == "__main__":  # the sources, for the Makefile
+    print(" ".join(str(source(name, Path("sidecar"))) for name in MODULES))
