@@ -23,6 +23,7 @@ from typing import Any
 from bench.procs import Unavailable
 from bench.report import add_ratios, backend_check, markdown_table, summarize, to_json
 from bench.runner import BACKENDS, Case, Settings, run_all
+from bench.sections import build
 from bench.targets import REPO
 
 OUT = Path(__file__).resolve().parent / "out"
@@ -114,6 +115,7 @@ def _meta(settings: Settings, argv: Sequence[str]) -> dict[str, Any]:
         "cpus": os.cpu_count(),
         "loadavg_start": os.getloadavg(),
         "python": sys.version.split()[0],
+        "build": build(),
         "h2load": _version(["h2load", "--version"]),
         "haproxy": _version(["haproxy", "-v"]),
         "nginx": _version(["nginx", "-v"]),
@@ -188,7 +190,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             "",
             f"Host {meta['host']}, {meta['cpus']} CPUs, load average {la0[0]:.2f} at start, "
             f"{la1[0]:.2f} at end (other work on the machine makes numbers noisy).",
-            f"{meta['h2load']}; {meta['haproxy']}; {meta['nginx']}; Python {meta['python']}.",
+            f"{meta['h2load']}; {meta['haproxy']}; {meta['nginx']}; Python {meta['python']}; "
+            f"sidecar: {meta['build']}.",
             f"Command: `{meta['command']}`; {_shape(settings)}",
             "",
             markdown_table(rows, settings),

@@ -35,7 +35,15 @@ def meta(argv: Sequence[str]) -> dict[str, Any]:
         "cpus": os.cpu_count(),
         "loadavg_start": os.getloadavg(),
         "python": sys.version.split()[0],
+        "build": build(),
     }
+
+
+def build() -> str:
+    """Which sidecar the runs measure: its per-request modules compiled or not."""
+    from sidecar import native
+
+    return "compiled per-request modules (mypyc)" if native.compiled() else "pure Python"
 
 
 def header(title: str, m: dict[str, Any]) -> list[str]:
@@ -46,7 +54,7 @@ def header(title: str, m: dict[str, Any]) -> list[str]:
         "",
         f"Host {m['host']}, {m['cpus']} CPUs, load average {la0:.2f} at start, {la1:.2f} at "
         "end (the machine is shared: numbers are noisy).",
-        f"Command: `{m['command']}`; Python {m['python']}.",
+        f"Command: `{m['command']}`; Python {m['python']}; sidecar: {m['build']}.",
         "",
     ]
 

@@ -27,10 +27,10 @@ import json
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent  # the sidecar package
-# Everything a relayed call runs per request, but the asyncio protocols
-# (h2relay/relay.py: uvloop's objects are not what typeshed says, and a compiled module
-# checks such types at run time) and what runs once (wiring, config, discovery).
-# A package's classes are compiled together: Python classes cannot subclass compiled ones.
+# Everything a relayed call runs per request; not what runs once (wiring, config,
+# discovery). A compiled module checks builtin types at run time where typeshed and
+# uvloop disagree (relay.py reads uvloop's server sockets, a list, as Any). A package's
+# classes are compiled together: Python classes cannot subclass compiled ones.
 MODULES = (
     "balancer.base",
     "balancer.ewma",
@@ -52,6 +52,7 @@ MODULES = (
     "h2relay.frames",
     "h2relay.grpcwire",
     "h2relay.hpack_codec",
+    "h2relay.relay",
     "h2relay.request",
     "h2relay.timers",
     "outcome",

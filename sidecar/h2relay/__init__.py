@@ -12,6 +12,6 @@ sidecar/proxy/seams.py; per-call metrics go through sidecar/cells.py (lock-free)
 in-process client's unary attempts ride the same client connections (`Pool`, `Upstream`):
 sidecar/client/wire.py is a second kind of `relay.Stream`.
 
-The per-request modules are compiled to C at install time when a compiler is there
-(sidecar/native.py says which).
+All but wiring.py are compiled to C at install time when a compiler is there
+(sidecar/native.py).
 """

@@ -199,7 +199,8 @@ class Plane:
         self._server = await self.loop.create_server(
             lambda: Downstream(self), host, port, reuse_address=True, reuse_port=REUSE_PORT or None
         )
-        return int(self._server.sockets[0].getsockname()[1])
+        server: Any = self._server  # uvloop's: `sockets` is a list (a tuple in typeshed)
+        return int(server.sockets[0].getsockname()[1])
 
     async def stop(self, grace_s: float) -> None:
         """Stop accepting, GOAWAY every caller, let calls finish within `grace_s`."""
