@@ -26,14 +26,15 @@ from bench.grpcwire import echo_request, grpc_frame
 from bench.loadgen import run_h2load, spot_check, verify_grpc_ok
 from bench.procs import Managed, cpu_seconds
 from bench.targets import REPO, start_haproxy, start_nginx, start_sidecar_outbound
+from sidecar import native
 
-BUILDS = {"compiled": "compiled (mypyc)", "pure": "pure Python (not compiled)"}
+BUILDS = {"compiled": native.LABELS[True], "pure": native.LABELS[False]}  # as the sidecar logs
 
 
 def pure_tree(workdir: Path) -> Path:
     """This checkout's sidecar package without its compiled files."""
     tree = workdir / "pure"
-    ignore = shutil.ignore_patterns("__pycache__", "*.so", "_native.json")
+    ignore = shutil.ignore_patterns("__pycache__", *native.BUILT)
     shutil.copytree(REPO / "sidecar", tree / "sidecar", ignore=ignore)
     return tree
 

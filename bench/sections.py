@@ -43,7 +43,7 @@ def build() -> str:
     """Which sidecar the runs measure: its per-request modules compiled or not."""
     from sidecar import native
 
-    return "compiled per-request modules (mypyc)" if native.compiled() else "pure Python"
+    return native.describe()
 
 
 def header(title: str, m: dict[str, Any]) -> list[str]:

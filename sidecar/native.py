@@ -68,6 +68,8 @@ MODULES = (
 )
 GROUP = "sidecar._native"  # the shared library's module name
 RECORD = "_native.json"  # {module: sha256 of its source when it was compiled}
+BUILT = ("*.so", RECORD)  # what a build leaves beside the sources (patterns)
+LABELS = {True: "compiled (mypyc)", False: "pure Python (not compiled)"}  # as logged
 
 
 def source(name: str, package: Path = HERE) -> Path:
@@ -106,6 +108,11 @@ def compiled() -> bool:
     """Whether this process runs the compiled modules (imported from extensions)."""
     files = [getattr(importlib.import_module(f"sidecar.{n}"), "__file__", None) for n in MODULES]
     return all(f is not None and not f.endswith(".py") for f in files)
+
+
+def describe() -> str:
+    """Which build this process runs, in the words the sidecar logs at start."""
+    return LABELS[compiled()]
 
 
 def check(package: Path = HERE) -> None:

@@ -120,10 +120,7 @@ class RelayDataPlane:
     async def start(self) -> dict[str, int]:
         sc = self.sidecar
         config = sc.config
-        log.info(
-            "h2relay data plane: %s",
-            "compiled (mypyc)" if native.compiled() else "pure Python (not compiled)",
-        )
+        log.info("h2relay data plane: %s", native.describe())
         idle_s = config.outbound.channel_idle_timeout_s if config.outbound else 300.0
         settings = Settings()
         self.pool = Pool(settings, idle_s)

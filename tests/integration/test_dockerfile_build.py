@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from sidecar import __version__
+from sidecar import __version__, native
 from sidecar.config import Admin, Inbound
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -73,7 +73,7 @@ def test_build_stage_makes_a_working_wheel(tmp_path: Path) -> None:
         for name in sources:
             if (ROOT / name).is_dir():
                 # what .dockerignore keeps out: caches, and a local build of the compiled modules
-                ignore = shutil.ignore_patterns("__pycache__", "*.so", "_native.json")
+                ignore = shutil.ignore_patterns("__pycache__", *native.BUILT)
                 shutil.copytree(ROOT / name, target, ignore=ignore)
             else:
                 target.mkdir(parents=True, exist_ok=True)
@@ -114,9 +114,9 @@ def test_build_stage_makes_a_working_wheel(tmp_path: Path) -> None:
     assert "meshtest/echo/v1/echo_pb2.py" in names
     # the per-request modules compiled (this machine has a C compiler, as the build stage
     # does), with the record of the sources they came from; none with SIDECAR_PURE_PYTHON
-    native = "sidecar/_native.json" in names
-    assert native == any(n.startswith("sidecar/_native__mypyc.") for n in names), names
-    assert native == (not PURE), names
+    recorded = "sidecar/_native.json" in names
+    assert recorded == any(n.startswith("sidecar/_native__mypyc.") for n in names), names
+    assert recorded == (not PURE), names
     assert re.search(r"\[console_scripts\]\s*\nsidecar = sidecar\.cli:main", scripts), scripts
 
     # Installed from the wheel alone (the runtime dependencies come from the test's venv).
