@@ -15,16 +15,21 @@ The source is unchanged and is what runs when nothing was compiled: no C compile
 A compiled module hides its source, so an edited source would go on running as the old
 compiled code. The build records each source's hash (`_native.json`); importing the
 package (`check`, from sidecar/__init__.py) refuses compiled modules whose source
-changed since, and says how to rebuild (`make native`) or go back to the source
-(`make pure`).
+changed since and runs every compiled module from its source instead, saying so in one
+line (`make native` rebuilds; `SIDECAR_NATIVE_STRICT=1` refuses to import).
 """
 
 from __future__ import annotations
 
 import hashlib
 import importlib
+import importlib.abc
+import importlib.util
 import json
+import os
+import sys
 from pathlib import Path
+from typing import Any
 
 HERE = Path(__file__).resolve().parent  # the sidecar package
 # Everything a relayed call runs per request; not what runs once (wiring, config,
@@ -56,7 +61,7 @@ MODULES = (
     "h2relay.request",
     "h2relay.timers",
     "outcome",
-    "proxy.policies",
+    "policy_adapters",
     "retry.backoff",
     "retry.budget",
     "retry.deadline",
@@ -105,7 +110,8 @@ def stale(package: Path = HERE) -> list[str]:
 
 
 def compiled() -> bool:
-    """Whether this process runs the compiled modules (imported from extensions)."""
+    """Whether this process runs the compiled modules (imported from extensions; a stale
+    build runs its source, see `check`)."""
     files = [getattr(importlib.import_module(f"sidecar.{n}"), "__file__", None) for n in MODULES]
     return all(f is not None and not f.endswith(".py") for f in files)
 
@@ -115,15 +121,41 @@ def describe() -> str:
     return LABELS[compiled()]
 
 
+class _SourceFirst(importlib.abc.MetaPathFinder):
+    """Imports every compiled module from its source file instead (a stale build)."""
+
+    def __init__(self, package: Path) -> None:
+        self.package = package
+
+    def find_spec(self, fullname: str, path: object = None, target: object = None) -> Any:
+        prefix, _, name = fullname.partition(".")
+        if prefix != "sidecar" or name not in MODULES:
+            return None
+        return importlib.util.spec_from_file_location(fullname, source(name, self.package))
+
+
 def check(package: Path = HERE) -> None:
-    """Refuse to run compiled modules built from other sources than these."""
+    """Never run compiled modules built from other sources than these.
+
+    A stale build (a source edited since `make native`) runs from source: every compiled
+    module is imported from its `.py` file, all of them, because compiled modules expect
+    each other's compiled classes. So an edit is tested at once, without a rebuild, and
+    the process says so in one line. `SIDECAR_NATIVE_STRICT=1` refuses to import instead.
+    """
     changed = stale(package)
-    if changed:
+    if not changed:
+        return
+    why = (
+        f"sidecar: compiled modules older than their source ({', '.join(changed)} "
+        f"changed since they were built)"
+    )
+    if os.environ.get("SIDECAR_NATIVE_STRICT") == "1":
         raise ImportError(
-            f"sidecar: compiled modules older than their source ({', '.join(changed)} "
-            f"changed since they were built): run `make native` to compile them again, "
-            f"or `make pure` to remove them and run the source"
+            f"{why}: run `make native` to compile them again, or `make pure` to remove them"
         )
+    if not any(isinstance(f, _SourceFirst) and f.package == package for f in sys.meta_path):
+        sys.meta_path.insert(0, _SourceFirst(package))
+    print(f"{why}: running the source, uncompiled (`make native` compiles it)", file=sys.stderr)
 
 
 if __name__ == "__main__":  # the sources, for the Makefile

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import sys
 from pathlib import Path
 
 import pytest
@@ -46,11 +47,25 @@ def test_a_fresh_build_is_not_stale(package: Path) -> None:
     native.check(package)
 
 
-def test_an_edited_source_makes_its_module_stale_and_the_import_fails(package: Path) -> None:
+def test_an_edited_source_makes_its_module_stale_and_the_source_runs(
+    package: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A stale build runs every compiled module from source, and says so in one line;
+    SIDECAR_NATIVE_STRICT=1 refuses to import instead."""
     _compile(package)
     with native.source("h2relay.call", package).open("a") as f:
         f.write("# edited after the build\n")
     assert native.stale(package) == ["h2relay.call"]
+    monkeypatch.setattr(sys, "meta_path", list(sys.meta_path))  # restored after the test
+    native.check(package)
+    finder = sys.meta_path[0]
+    assert isinstance(finder, native._SourceFirst)
+    spec = finder.find_spec("sidecar.retry.window")  # unchanged, but compiled: from source too
+    assert spec is not None and spec.origin == str(native.source("retry.window", package))
+    assert finder.find_spec("sidecar.config") is None  # never compiled: the usual import
+    err = capsys.readouterr().err
+    assert "h2relay.call changed since they were built" in err and "running the source" in err
+    monkeypatch.setenv("SIDECAR_NATIVE_STRICT", "1")
     with pytest.raises(
         ImportError, match=r"h2relay.call changed since they were built.*make native"
     ):
@@ -72,7 +87,7 @@ def test_other_extension_files_are_not_ours(package: Path) -> None:
 
 
 def test_the_build_in_use_is_the_build_of_this_source() -> None:
-    """Compiled exactly when this package holds extension files (`make` builds them;
-    a pure install has none), and then built from the sources beside them."""
-    assert native.compiled() == bool(native.extensions())
-    assert native.stale() == []
+    """Compiled exactly when this package holds extension files built from the sources
+    beside them (`make` builds them; a pure install has none; a stale build runs its
+    source)."""
+    assert native.compiled() == (bool(native.extensions()) and not native.stale())
