@@ -1,8 +1,8 @@
-"""Micro-benchmark: CPU cost of one inbound drop (issue 7: "dropping must be cheap").
+"""Micro-benchmark: CPU cost of one inbound drop (dropping must be cheap).
 
 Run: `python -m bench.drop_cost [N]`. Measures process CPU time per drop for
 (1) the pure queue decision alone, (2) the whole asyncio admission path
-(`async with admission.admit(...)` raising `Dropped`, metric counted, exception
+(`admission.acquire(...)` raising `Dropped`, metric counted, exception
 caught), for a full queue (`overloaded`) and an expired deadline (`deadline`).
 It does not include gRPC's own cost of sending the error status back.
 """
@@ -28,18 +28,17 @@ def pure_drop(n: int) -> float:
 
 async def _admission_drop(n: int, expired: bool) -> float:
     adm = Admission(InboundAdmission(max_concurrency=1, queue_size=0))
-    hold = adm.admit()
-    await hold.__aenter__()  # the one slot is taken
+    hold = await adm.acquire(None, None)  # the one slot is taken
     deadline = time.monotonic() - 1 if expired else None
     t0 = time.process_time()
     for _ in range(n):
         try:
-            async with adm.admit("default", deadline):
-                raise AssertionError("admitted")
+            await adm.acquire("default", deadline)
+            raise AssertionError("admitted")
         except Dropped:
             pass
     cost = (time.process_time() - t0) / n
-    await hold.__aexit__(None, None, None)
+    hold.success()
     return cost
 
 

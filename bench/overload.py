@@ -1,4 +1,4 @@
-"""`python -m bench --overload`: issue 7's overload run. Does I/O.
+"""`python -m bench --overload`: the overload run. Does I/O.
 
 The app: `python -m bench.slow_app` (services.echo's servicer with W workers of D ms
 each, an unbounded FIFO in front: capacity W/D calls/s, stable on a shared machine
@@ -6,9 +6,7 @@ because it sleeps). Paths, side by side, alternating per load:
 - `direct`: client -> app (what the app alone does when overloaded)
 - `no-shedding`: client -> sidecar inbound without admission -> app
 - `shedding`: client -> sidecar inbound with `inbound.admission` (max_concurrency = W,
-  a bounded CoDel queue) -> app. While `sidecar run` does not plug admission in yet
-  (sidecar/app.py does not build `sidecar.shedding.Admission`), this path runs the
-  tree's `Sidecar` through bench/admission_sidecar.py, which does; the output says so.
+  a bounded CoDel queue) -> app.
 
 Order: capacity C first (closed loop straight to the app); the unloaded latency of
 each path (open loop at C/4); then offered load 1x, 2x, 4x C per path. The load is
@@ -17,7 +15,7 @@ the others are doing), each call with a deadline, bounded in time. Reported: goo
 (OK calls/s), p50/p99 of OK calls, drop ratio (calls answered UNAVAILABLE with
 x-sidecar-error, over calls offered), every status seen.
 
-Targets (issue 7): goodput at 4x >= 90% of goodput at 1x; OK p99 < 2 x unloaded p99
+Targets: goodput at 4x >= 90% of goodput at 1x; OK p99 < 2 x unloaded p99
 + the CoDel target.
 """
 
@@ -74,22 +72,6 @@ class OverloadSettings:
         return cls(seconds=1.0, capacity_seconds=1.0, loads=(1.0, 4.0), smoke=True)
 
 
-def admission_wired(tree: Path) -> bool:
-    """Does this tree's `sidecar run` build the shedding Admission? (read, not run)"""
-    try:
-        text = (tree / "sidecar" / "app.py").read_text()
-    except OSError:
-        return False
-    if "sidecar.shedding" in text:  # the composition root imports the real admission
-        return True
-    # ... or builds it through the seams' default policies (sidecar/proxy/policies.py)
-    policies = tree / "sidecar" / "proxy" / "policies.py"
-    try:
-        return "default_policies" in text and "sidecar.shedding" in policies.read_text()
-    except OSError:
-        return False
-
-
 def start_app(wd: Path, s: OverloadSettings, tree: Path) -> tuple[Managed, int]:
     port = free_port()
     env = _python_env(tree)
@@ -101,8 +83,7 @@ def start_app(wd: Path, s: OverloadSettings, tree: Path) -> tuple[Managed, int]:
 
 def run_overload(s: OverloadSettings, tree: Path, log: Log, argv: list[str], out: Path) -> int:
     m = meta(argv)
-    wired = admission_wired(tree)
-    data: dict[str, Any] = {"meta": m, "settings": s.__dict__, "admission_wired_in_run": wired}
+    data: dict[str, Any] = {"meta": m, "settings": s.__dict__}
     admission = {
         "max_concurrency": s.workers,
         "queue_size": s.queue_size,
@@ -128,17 +109,15 @@ def run_overload(s: OverloadSettings, tree: Path, log: Log, argv: list[str], out
                     procs.append(p)
                     targets["no-shedding"] = (f"127.0.0.1:{port}", p, adm)
                 if "shedding" in s.paths:
-                    runner = None if wired else [sys.executable, "-m", "bench.admission_sidecar"]
                     p, port, adm = start_echo_sidecar(
                         wd, "sidecar-shed", tree, inbound_app=f"127.0.0.1:{app_port}",
-                        extra={"inbound": {"admission": admission}}, runner=runner,
+                        extra={"inbound": {"admission": admission}},
                     )  # fmt: skip
                     procs.append(p)
                     targets["shedding"] = (f"127.0.0.1:{port}", p, adm)
             except (Unavailable, StartFailed) as exc:
                 log(f"overload: cannot run: {exc}")
                 return 1
-            log(f"sidecar with admission: {'sidecar run' if wired else 'bench.admission_sidecar'}")
             cap = run_client("closed", targets["direct"][0], "--concurrency", str(4 * s.workers),
                              "--seconds", str(s.capacity_seconds),
                              "--deadline-ms", str(s.deadline_ms))  # fmt: skip
@@ -167,7 +146,7 @@ def run_overload(s: OverloadSettings, tree: Path, log: Log, argv: list[str], out
             for p in procs:
                 p.stop()
     m["loadavg_end"] = os.getloadavg()
-    md = header("Overload (issue 7)", m) + _markdown(data, s)
+    md = header("Overload", m) + _markdown(data, s)
     write(out, "overload-smoke" if s.smoke else "overload", md, data)
     bad = [
         r for r in data["runs"] if set(r["statuses"]) - {"OK", "UNAVAILABLE", "DEADLINE_EXCEEDED"}
@@ -210,17 +189,13 @@ def _one(
 
 def _markdown(data: dict[str, Any], s: OverloadSettings) -> list[str]:
     cap = data["capacity"]
-    wired = data["admission_wired_in_run"]
     md = [
         f"App: `bench.slow_app`, {s.workers} workers × {s.delay_ms} ms (nominal "
         f"{s.workers * 1000 / s.delay_ms:.0f} calls/s). Measured capacity C (closed loop, "
         f"{cap['concurrency']} callers, straight to the app): **{cap['ok_per_s']:.1f} OK/s**, "
         f"p50 {_f(cap['p50_ms'])} ms. Offered load open loop, {s.seconds:g} s of sending per run (goodput = OK calls / time from the first call to the last answer), "
         f"deadline {s.deadline_ms:g} ms per call; unloaded = C/4.",
-        f"Shedding path: `inbound.admission: {data['admission']}`, run by "
-        + ("`sidecar run`." if wired else "`bench/admission_sidecar.py` (the tree's `Sidecar` "
-           "with `sidecar.shedding.Admission` in the admission seam): `sidecar run` does not "
-           "wire admission in this tree yet."),
+        f"Shedding path: `inbound.admission: {data['admission']}`, run by `sidecar run`.",
         "",
     ]  # fmt: skip
     runs = data["runs"]

@@ -1,18 +1,11 @@
 """Inbound admission for asyncio: the thin enforcement layer over `queue.py`.
 
 Does no I/O, but waits (asyncio futures and one timer); all decisions are made by
-the pure `AdmissionQueue`. The inbound data plane wraps each call to the app:
-
-    try:
-        async with admission.admit(priority_header, deadline) as token:
-            status = await forward_to_app(...)
-            token.finish(status)          # optional: success / dropped / ignored by status
-    except Dropped as drop:
-        await context.abort(grpc.StatusCode.UNAVAILABLE, str(drop), drop.trailers)
-
-A token is released exactly once: by `finish`/`success`/`ignore`/`dropped`, or
-at the block's end (success without an exception; ignored with one, because an
-exception says nothing about the app's capacity: the caller may have left).
+the pure `AdmissionQueue`. The inbound data plane asks it once per call to the app,
+before anything is sent (`acquire(priority_header, deadline)`, through the seam in
+sidecar/policy_adapters.py): the returned token is released exactly once, by
+`finish(status)`/`success`/`ignore`/`dropped`, when the call ends; a drop raises
+`Dropped`, whose status and trailers the caller gets.
 Every waiting request ends by its deadline or CoDel's sojourn bound (at most
 `codel_interval_ms`), whichever is first: nothing waits forever.
 """
@@ -21,7 +14,6 @@ from __future__ import annotations
 
 import asyncio
 import time
-from types import TracebackType
 
 from sidecar.config import InboundAdmission
 from sidecar.outcome import SIDECAR_ERROR_KEY
@@ -96,34 +88,6 @@ class AdmissionToken:
             self.success()
 
 
-class _Admit:
-    """`async with admission.admit(...)`: a class, not a generator, to keep drops cheap."""
-
-    __slots__ = ("_admission", "_deadline", "_priority", "_token")
-
-    def __init__(self, admission: Admission, priority: str | None, deadline: float | None) -> None:
-        self._admission = admission
-        self._priority = priority
-        self._deadline = deadline
-        self._token: AdmissionToken | None = None
-
-    async def __aenter__(self) -> AdmissionToken:
-        self._token = await self._admission.acquire(self._priority, self._deadline)
-        return self._token
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        if self._token is not None:
-            if exc_type is None:
-                self._token.success()
-            else:
-                self._token.ignore()
-
-
 class _Ticket:
     """A queued request, as the pure queue sees it."""
 
@@ -154,20 +118,16 @@ class Admission:
         ADMISSION_IN_FLIGHT.set_function(lambda: self.queue.in_flight)
         ADMISSION_QUEUED.set_function(lambda: self.queue.queued)
 
-    def admit(self, priority: str | None = None, deadline: float | None = None) -> _Admit:
-        """Async context manager yielding an AdmissionToken, or raising Dropped.
-
-        `priority`: the `x-sidecar-priority` value (None: default). `deadline`:
-        absolute, on `time.monotonic()` (None: the caller set none).
-        """
-        return _Admit(self, priority, deadline)
-
     def _drop(self, reason: str) -> Dropped:
         _DROPPED_BY_REASON[reason].inc()
         return Dropped(reason, self.pushback_ms)
 
     async def acquire(self, priority: str | None, deadline: float | None) -> AdmissionToken:
-        """Wait for a slot; raises Dropped. Prefer `admit()`, which releases for you."""
+        """Wait for a slot; raises Dropped. The token is released exactly once by the caller.
+
+        `priority`: the `x-sidecar-priority` value (None: default). `deadline`:
+        absolute, on `time.monotonic()` (None: the caller set none).
+        """
         now = time.monotonic()
         ticket = _Ticket()
         fate, evicted = self.queue.offer(now, ticket, parse_priority(priority), deadline)

@@ -3,13 +3,11 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 from hypothesis import given
 from hypothesis import strategies as st
 
 from bench.grpc_client import percentile
-from bench.overload import OverloadSettings, _markdown, admission_wired
+from bench.overload import OverloadSettings, _markdown
 from bench.sections import metric, table
 from bench.targets import sidecar_config
 from sidecar.config import parse_config
@@ -61,22 +59,6 @@ def test_admission_config_fits_the_schema() -> None:
     assert parse_config(cfg).inbound.admission.max_concurrency == 2  # type: ignore[union-attr]
 
 
-def test_admission_wired_reads_the_tree(tmp_path: Path) -> None:
-    """A tree whose app.py builds the shedding Admission counts as wired; one without does not."""
-    (tmp_path / "sidecar").mkdir()
-    app = tmp_path / "sidecar" / "app.py"
-    app.write_text("from sidecar.proxy.seams import Policies\n")
-    assert not admission_wired(tmp_path)
-    app.write_text("from sidecar.shedding import Admission\n")
-    assert admission_wired(tmp_path)
-    # through the seams' default policies, which build the shedding admission
-    app.write_text("from sidecar.proxy.policies import default_policies\n")
-    assert not admission_wired(tmp_path)
-    (tmp_path / "sidecar" / "proxy").mkdir()
-    (tmp_path / "sidecar" / "proxy" / "policies.py").write_text("from sidecar.shedding import x\n")
-    assert admission_wired(tmp_path)
-
-
 def _run(path: str, load: str, factor: float, goodput: float, p99: float) -> dict[str, object]:
     return {
         "path": path, "load": load, "factor": factor, "offered_per_s": 100 * factor,
@@ -90,7 +72,6 @@ def test_overload_verdicts() -> None:
     s = OverloadSettings(loads=(1.0, 4.0))
     data = {
         "capacity": {"concurrency": 8, "ok_per_s": 100.0, "p50_ms": 20.0},
-        "admission_wired_in_run": True,
         "admission": {},
         "runs": [
             _run("shedding", "unloaded", 0.25, 25, 20),

@@ -3,14 +3,31 @@
 import asyncio
 import random
 import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 
 import pytest
 from prometheus_client import REGISTRY
 
 from sidecar.config import InboundAdmission
-from sidecar.shedding import Admission, Dropped
+from sidecar.shedding import Admission, AdmissionToken, Dropped
 
 pytestmark = pytest.mark.timeout(20)
+
+
+@asynccontextmanager
+async def admitted(
+    adm: Admission, priority: str | None = None, deadline: float | None = None
+) -> AsyncIterator[AdmissionToken]:
+    """A slot for the block, as the relay holds one for a call: released as success when the
+    block ends, as ignored when it raises (an exception says nothing of the app's capacity)."""
+    token = await adm.acquire(priority, deadline)
+    try:
+        yield token
+    except BaseException:
+        token.ignore()
+        raise
+    token.success()
 
 
 def dropped_total(reason: str) -> float:
@@ -35,7 +52,7 @@ async def test_burst_every_request_admitted_or_dropped_within_its_deadline() -> 
         await asyncio.sleep(delay)
         deadline = time.monotonic() + budget_s
         try:
-            async with adm.admit(priority, deadline):
+            async with admitted(adm, priority, deadline):
                 assert deadline - time.monotonic() >= 0.005, "app got a request with no time left"
                 in_app += 1
                 peak = max(peak, in_app)
@@ -75,7 +92,7 @@ async def test_waiters_without_deadline_do_not_hang() -> None:
     stuck = asyncio.Event()
 
     async def hog() -> None:
-        async with adm.admit():
+        async with admitted(adm):
             await stuck.wait()
 
     hog_task = asyncio.create_task(hog())
@@ -83,7 +100,7 @@ async def test_waiters_without_deadline_do_not_hang() -> None:
 
     async def waiter() -> str:
         try:
-            async with adm.admit():
+            async with admitted(adm):
                 return "admitted"
         except Dropped as drop:
             return drop.reason
@@ -100,7 +117,7 @@ async def test_waiters_without_deadline_do_not_hang() -> None:
 async def test_token_released_exactly_once() -> None:
     """success(), dropped() and the block's end together free one slot, once."""
     adm = Admission(InboundAdmission(max_concurrency=2))
-    async with adm.admit() as tok:
+    async with admitted(adm) as tok:
         assert adm.queue.in_flight == 1
         tok.success()
         tok.dropped()
@@ -113,10 +130,10 @@ async def test_exception_in_block_releases_as_ignored() -> None:
     """An exception inside the block frees the slot without shrinking an adaptive limit."""
     adm = Admission(InboundAdmission(adaptive="aimd", max_concurrency=10, min_concurrency=1))
     with pytest.raises(RuntimeError):
-        async with adm.admit():
+        async with admitted(adm):
             raise RuntimeError("boom")
     assert adm.queue.in_flight == 0 and adm.queue.limit == 10
-    async with adm.admit() as tok:
+    async with admitted(adm) as tok:
         tok.finish("RESOURCE_EXHAUSTED")
     assert adm.queue.limit == 9  # AIMD backed off on the app's overload status
 
@@ -127,7 +144,7 @@ async def test_cancelled_waiter_does_not_leak_its_slot() -> None:
     release = asyncio.Event()
 
     async def hold() -> None:
-        async with adm.admit():
+        async with admitted(adm):
             await release.wait()
 
     holder = asyncio.create_task(hold())
@@ -141,7 +158,7 @@ async def test_cancelled_waiter_does_not_leak_its_slot() -> None:
     with pytest.raises(asyncio.CancelledError):
         await waiting
     assert adm.queue.in_flight == 0 and adm.queue.queued == 0
-    async with adm.admit(None, time.monotonic() + 1):
+    async with admitted(adm, None, time.monotonic() + 1):
         assert adm.queue.in_flight == 1
 
 
@@ -149,7 +166,7 @@ async def test_expired_deadline_dropped_immediately() -> None:
     """A request whose deadline already passed is dropped as `deadline`, with pushback."""
     adm = Admission(InboundAdmission(max_concurrency=1, pushback_ms=50))
     with pytest.raises(Dropped) as err:
-        async with adm.admit("critical", time.monotonic() - 0.001):
+        async with admitted(adm, "critical", time.monotonic() - 0.001):
             pytest.fail("the app must not see an expired request")
     assert err.value.reason == "deadline"
     assert err.value.trailers == (("x-sidecar-error", "deadline"), ("grpc-retry-pushback-ms", "50"))

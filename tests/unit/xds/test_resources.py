@@ -14,7 +14,6 @@ from envoy.extensions.filters.network.http_connection_manager.v3 import (
 from hypothesis import given
 from hypothesis import strategies as st
 
-from sidecar.config import parse_config
 from sidecar.endpoint import Endpoint
 from sidecar.xds.resources import (
     CLUSTER,
@@ -26,7 +25,6 @@ from sidecar.xds.resources import (
     build_cla,
     build_resources,
 )
-from sidecar.xds.static import static_snapshots
 
 
 def ep(host: str, site: str, priority: int = 10, weight: int = 5, port: int = 80) -> Endpoint:
@@ -206,19 +204,6 @@ def test_envoy_route_table_routes_grpc_services_by_path_prefix() -> None:
     assert isinstance(route, route_pb2.RouteConfiguration)
     assert [(r.match.prefix, r.route.cluster) for r in route.virtual_hosts[0].routes] == [
         ("/music.playlist.v1.Playlist/", "playlist")
-    ]
-
-
-def test_static_config_endpoints_become_a_snapshot() -> None:
-    """`sidecar xds` serves static endpoints in the config's own site, priority 0."""
-    config = parse_config(
-        {"site": "lon", "upstreams": {"playlist": {"endpoints": ["127.0.0.1:7001", "[::1]:7002"]}}}
-    )
-    snap = static_snapshots(config)["playlist"]
-    assert snap.sites == ("lon",)
-    assert [(s.endpoint.address, s.endpoint.site, s.healthy) for s in snap.endpoints] == [
-        ("127.0.0.1:7001", "lon", True),
-        ("[::1]:7002", "lon", True),
     ]
 
 
