@@ -56,12 +56,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--overload",
         action="store_true",
-        help="issue 7: 1x/2x/4x the app's capacity, with and without shedding",
+        help="1x/2x/4x the app's capacity, with and without shedding",
     )
     p.add_argument(
         "--zerohop",
         action="store_true",
-        help="issue 11: in-process client and proxyless xDS vs direct, sidecar pair, HAProxy",
+        help="in-process client and proxyless xDS vs direct, sidecar pair, HAProxy",
     )
     p.add_argument(
         "--all",

@@ -1,4 +1,4 @@
-"""`python -m bench --scale`: one upstream with 1,000 SRV endpoints (issues 5 and 10).
+"""`python -m bench --scale`: one upstream with 1,000 SRV endpoints.
 
 Does I/O. 1,000 real endpoints: one nginx (echo module) listening on 1,000 loopback
 ports. One SRV name with 1,000 records (and one with 10) in the embedded registry
@@ -9,7 +9,7 @@ ports. One SRV name with 1,000 records (and one with 10) in the embedded registr
    (bench/discovery_probe.py), from `start()` to all endpoints in the cluster; and
    that probe's RSS growth per discovered endpoint (no channels).
 2. A `sidecar run` with 1,000 idle endpoints vs 10: RSS difference per endpoint
-   (issue 10 target: <= 50 KB). The upstream is configured with `discovery:` when
+   (target: <= 50 KB). The upstream is configured with `discovery:` when
    `sidecar run` fills clusters from DNS; while it does not, with the same 1,000
    addresses as static `endpoints:` (the table says which).
 3. Lazy channels: a few calls through the 1,000-endpoint sidecar, then
@@ -322,7 +322,7 @@ def _markdown(data: dict[str, Any], s: ScaleSettings) -> list[str]:
         per = (sc["big"]["rss_kib_idle"] - sc["small"]["rss_kib_idle"]) / max(1, n - k)
         data["sidecar_kib_per_idle_endpoint"] = per
         md += ["", f"**RSS per idle endpoint: {per:.1f} KiB** ((RSS with {n:,} − RSS with {k}) / "
-               f"{n - k:,}; issue 10 target ≤ 50 KB). Channels are opened lazily when "
+               f"{n - k:,}; target ≤ 50 KB). Channels are opened lazily when "
                "`sidecar_channels_open` ≤ calls made ≪ endpoints.", ""]  # fmt: skip
     if data.get("picks") and "error" not in data["picks"][0]:
         md += [

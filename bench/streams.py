@@ -1,4 +1,4 @@
-"""`python -m bench --streams`: streaming and large-message runs (issue 10 "Scale runs").
+"""`python -m bench --streams`: streaming and large-message runs.
 
 Does I/O. Backend: the project's `python -m services.echo` (a grpcio server; nginx's
 echo module cannot answer a stream message by message). Paths: `direct` (client ->
@@ -8,7 +8,7 @@ The client is bench/grpc_client.py in its own process, so its CPU is not the pro
 1. Concurrent streams: N Bidi streams on one connection, each with one message echoed
    so it exists end to end; RSS of the sidecar (and of the backend) with all open,
    minus RSS just before (after a warm-up run) = bytes per in-flight stream
-   (issue 10 target: <= 10 KB). Then all are half-closed and must end OK.
+   (target: <= 10 KB). Then all are half-closed and must end OK.
 2. 1 MiB unary messages: calls/s, MiB/s, p50/p99, proxy CPU per call and per MiB.
 3. One long-lived Bidi stream, 64 messages in flight: messages/s, proxy CPU per message.
 """
@@ -238,7 +238,7 @@ def _markdown(data: dict[str, Any], s: StreamSettings) -> list[str]:
          "echo backend KiB per stream", "sidecar CPU µs per stream"],
         rows,
     )  # fmt: skip
-    md += ["", "Target (issue 10): ≤ 10 KB of sidecar RSS per in-flight stream.", ""]
+    md += ["", "Target: ≤ 10 KB of sidecar RSS per in-flight stream.", ""]
 
     md += [f"## Unary calls with {s.big_size:,}-byte messages (echoed back)", ""]
     rows = []

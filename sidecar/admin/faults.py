@@ -1,4 +1,4 @@
-"""Admin endpoints that change the faults in force at runtime (issue 9, Envoy's fault filter).
+"""Admin endpoints that change the faults in force at runtime (after Envoy's fault filter).
 
 Does I/O (aiohttp handlers); the table itself is pure (sidecar/faults.py). Targets are
 upstream names; `app` is the inbound listener's calls to the local app (the same name

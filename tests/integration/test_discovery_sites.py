@@ -99,7 +99,7 @@ async def test_new_instance_gets_traffic_and_deregistered_one_stops(
 
 async def test_site_failover_and_back(registry: ProcessDnsServer, tmp_path: Path) -> None:
     """lon3's instances stopped (SIGTERM, then SIGKILL): traffic moves to sto3 with a
-    success ratio >= 99%, and comes back to lon3 when they return (issue 5)."""
+    success ratio >= 99%, and comes back to lon3 when they return."""
     lon3 = [Instance(f"lon3-{i}", "lon3", tmp_path, registry, {"linger_s": 3.5}) for i in "abc"]
     sto3 = [Instance(f"sto3-{i}", "sto3", tmp_path, registry) for i in "ab"]
     caller = None

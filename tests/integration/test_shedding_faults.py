@@ -1,4 +1,4 @@
-"""Issue 7 and issue 9's built-in faults with real processes: inbound admission under a
+"""Inbound admission and the built-in faults with real processes: inbound admission under a
 burst far above capacity, and faults from config and from the admin API."""
 
 from __future__ import annotations
@@ -56,12 +56,10 @@ def pair(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Pair]:
                     "pushback_ms": 20,
                 },
             },
-            "proto_modules": ["meshtest.echo.v1.echo_pb2"],
         }
         with sidecar_process(tmp, "inbound", inbound_cfg) as inbound:
             outbound_cfg = {
                 "outbound": {"listen": f"127.0.0.1:{free_port()}"},
-                "proto_modules": ["meshtest.echo.v1.echo_pb2"],
                 "upstreams": {
                     "echo": {
                         "grpc_services": [ECHO],
@@ -153,7 +151,7 @@ async def test_burst_ends_in_success_or_drop_within_deadline(pair: Pair, listene
 async def test_sheddable_calls_are_dropped_before_critical_ones(pair: Pair) -> None:
     """Sustained overload (~3x what the app takes) on the inbound sidecar: critical calls
     (~2/3 of its capacity) mostly succeed, because the sheddable ones (the rest of the
-    load) are dropped first (issue 7)."""
+    load) are dropped first."""
     results: dict[str, list[grpc.StatusCode]] = {"critical": [], "sheddable": []}
 
     async def one(ch: Any, priority: str) -> None:
