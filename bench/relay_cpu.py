@@ -1,8 +1,7 @@
-"""CPU per request of one sidecar hop, grpcio data plane vs h2relay, beside direct.
+"""CPU per request of one sidecar hop and of a sidecar pair, beside direct.
 
-`python -m bench.relay_cpu [--repeats 3] [--seconds 3]`: starts nginx (echo module) and
-three outbound-only sidecars in front of it (grpcio, h2relay, and an h2relay pair:
-outbound -> inbound -> nginx), then per round runs `h2load -c 8 -m 16` against each
+`python -m bench.relay_cpu [--repeats 3] [--seconds 3]`: starts nginx (echo module), an
+outbound-only sidecar in front of it and a sidecar pair (outbound -> inbound -> nginx), then per round runs `h2load -c 8 -m 16` against each
 path in rotating order. CPU is utime+stime of each sidecar process over the run divided
 by the requests done; every run must show the same DATA bytes per request as direct
 (h2load counts HTTP status only; a gRPC error would change the byte count).
@@ -55,22 +54,20 @@ def main() -> None:
         procs.append(nginx)
         paths: dict[str, tuple[int, list[Managed]]] = {"direct": (nginx_port, [])}
 
-        def sidecar(name: str, dataplane: str, **kw: object) -> tuple[Managed, int]:
+        def sidecar(name: str, **kw: object) -> tuple[Managed, int]:
             port = free_port()
             listen = f"127.0.0.1:{port}"
             key = "outbound" if "endpoints" in kw else "inbound"
             cfg = sidecar_config(admin=f"127.0.0.1:{free_port()}", **{key: listen}, **kw)  # type: ignore[arg-type]
-            cfg["dataplane"] = dataplane
             proc = start_sidecar(wd, name, cfg, port, REPO)
             procs.append(proc)
             return proc, port
 
-        for plane in ("grpcio", "h2relay"):
-            proc, port = sidecar(f"{plane}-1hop", plane, endpoints=[f"127.0.0.1:{nginx_port}"])
-            paths[f"{plane} 1 hop"] = (port, [proc])
-        inbound, in_port = sidecar("h2relay-in", "h2relay", app=f"127.0.0.1:{nginx_port}")
-        outbound, out_port = sidecar("h2relay-out", "h2relay", endpoints=[f"127.0.0.1:{in_port}"])
-        paths["h2relay pair"] = (out_port, [outbound, inbound])
+        proc, port = sidecar("1hop", endpoints=[f"127.0.0.1:{nginx_port}"])
+        paths["sidecar 1 hop"] = (port, [proc])
+        inbound, in_port = sidecar("in", app=f"127.0.0.1:{nginx_port}")
+        outbound, out_port = sidecar("out", endpoints=[f"127.0.0.1:{in_port}"])
+        paths["sidecar pair"] = (out_port, [outbound, inbound])
 
         names = list(paths)
         results: dict[str, list[tuple[float, float]]] = {n: [] for n in names}

@@ -37,8 +37,7 @@ from bench.targets import (
     start_sidecar_outbound,
 )
 
-PATHS = ("direct", "haproxy", "haproxy-srv", "sidecar1", "sidecar2", "sidecar1-grpcio",
-         "sidecar1-w2")  # fmt: skip
+PATHS = ("direct", "haproxy", "haproxy-srv", "sidecar1", "sidecar2", "sidecar1-w2")
 BACKENDS = ("nginx", "pyecho")
 
 
@@ -118,11 +117,6 @@ def _build(case: Case, backend_port: int, workdir: Path, tree: Path) -> None:
         case.proxies.append(proc)
     elif case.path == "sidecar1":
         proc, case.port = start_sidecar_outbound(workdir, f"{tag}-out", backend_port, tree)
-        case.proxies.append(proc)
-    elif case.path == "sidecar1-grpcio":
-        proc, case.port = start_sidecar_outbound(
-            workdir, f"{tag}-out", backend_port, tree, dataplane="grpcio"
-        )
         case.proxies.append(proc)
     elif case.path == "sidecar1-w2":
         proc, case.port = start_sidecar_outbound(

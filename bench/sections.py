@@ -24,7 +24,6 @@ from bench.procs import Managed, StartFailed, free_port, wait_port
 from bench.targets import REPO, _python_env, sidecar_config, start_sidecar
 
 Log = Callable[[str], None]
-ECHO_PROTO = "meshtest.echo.v1.echo_pb2"  # tells the sidecar each Echo method's RPC kind
 
 
 def meta(argv: Sequence[str]) -> dict[str, Any]:
@@ -131,7 +130,6 @@ def start_echo_sidecar(
         cfg = sidecar_config(
             outbound=f"127.0.0.1:{port}", endpoints=endpoints, admin=f"127.0.0.1:{admin}"
         )
-    cfg["proto_modules"] = [ECHO_PROTO]
     for key, value in (extra or {}).items():
         if isinstance(value, dict) and isinstance(cfg.get(key), dict):
             _deep_merge(cfg[key], value)  # type: ignore[arg-type]

@@ -11,7 +11,6 @@ Paths (what h2load connects to, in order of hops):
   (a BIND `named` on loopback serves the record)
 - sidecar1: h2load -> sidecar (outbound listener only) -> backend
 - sidecar2: h2load -> sidecar A (outbound) -> sidecar B (inbound) -> backend
-- sidecar1-grpcio: sidecar1 with `dataplane: grpcio` (for contrast)
 - sidecar1-w2: sidecar1 as `sidecar run --workers 2` (SO_REUSEPORT processes)
 """
 
@@ -261,19 +260,15 @@ def start_sidecar_outbound(
     endpoint_port: int,
     tree: Path = REPO,
     *,
-    dataplane: str | None = None,
     workers: int = 1,
 ) -> tuple[Managed, int]:
-    """One outbound hop; `dataplane` overrides the config's default (h2relay), and
-    `workers` > 1 runs `sidecar run --workers N` (a supervisor and N processes)."""
+    """One outbound hop; `workers` > 1 runs `sidecar run --workers N` (a supervisor and N processes)."""
     port = free_port()
     cfg = sidecar_config(
         outbound=f"127.0.0.1:{port}",
         endpoints=[f"127.0.0.1:{endpoint_port}"],
         admin=f"127.0.0.1:{free_port()}",
     )
-    if dataplane is not None:
-        cfg["dataplane"] = dataplane
     runner = None
     if workers > 1:
         runner = [sys.executable, "-m", "sidecar", "run", "--workers", str(workers)]

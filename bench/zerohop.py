@@ -1,4 +1,4 @@
-"""The zero-hop paths (issue 11): in-process client and proxyless xDS vs the hops.
+"""The zero-hop paths: in-process client and proxyless xDS vs the hops.
 
 Does I/O: starts `python -m services.echo`, a sidecar pair, HAProxy and `sidecar xds`,
 then runs `bench/grpc_client.py closed` (a grpcio process of its own) against each path,
@@ -14,7 +14,7 @@ which takes the noise between processes out of their ratio. Paths:
 - `haproxy`: grpcio → HAProxy (`proto h2`) → echo.
 
 The client makes unary calls (100-byte payload) with `concurrency` in flight. Target
-(issue 11): `inprocess` and `xds` throughput ≥ 90% of `direct`.
+`inprocess` and `xds` throughput ≥ 90% of `direct`.
 """
 
 # ruff: noqa: RUF001  (the markdown tables use typographic dashes and signs on purpose)
@@ -34,7 +34,6 @@ import yaml
 
 from bench.procs import Managed, StartFailed, Unavailable, free_port
 from bench.sections import (
-    ECHO_PROTO,
     Log,
     client_env,
     header,
@@ -108,7 +107,6 @@ def run_zerohop(s: ZeroHopSettings, tree: Path, log: Log, argv: list[str], out: 
         targets["direct"] = (f"127.0.0.1:{echo_port}", env)
         client_cfg = wd / "client.yaml"
         client_cfg.write_text(yaml.safe_dump({
-            "proto_modules": [ECHO_PROTO],
             "upstreams": {"echo": {"endpoints": [f"127.0.0.1:{echo_port}"]}},
         }))  # fmt: skip
         targets["inprocess"] = (f"inprocess:{client_cfg}", env)

@@ -1,7 +1,7 @@
 """The composition root: builds a running sidecar from a Config, and takes it down.
 
 Does I/O (listeners, admin, signals). Nothing here decides anything: policies live in
-their packages and plug in through `Policies` (sidecar/proxy/seams.py). Discovery and
+their packages and plug in through `Policies` (sidecar/policy.py). Discovery and
 registration live in `Membership` (sidecar/discovery/membership.py): discovery feeds
 `cluster.update(...)`; registration publishes this instance while its app is healthy.
 
@@ -22,8 +22,6 @@ import signal
 import time
 from typing import Any
 
-import grpc
-
 from sidecar.admin import AdminServer
 from sidecar.admin.faults import FaultAdmin, with_faults
 from sidecar.cluster import Cluster
@@ -36,13 +34,10 @@ from sidecar.health.app_checker import AppChecker
 from sidecar.health.checker import HealthCheckers
 from sidecar.health.service import InboundHealth
 from sidecar.metrics import CHANNELS_OPEN, DRAINING
+from sidecar.policy import Policies
+from sidecar.policy_adapters import default_policies
 from sidecar.proxy.channels import ChannelPool
-from sidecar.proxy.kinds import MethodKinds, load_modules
-from sidecar.proxy.listener import ProxyHandler, make_server
-from sidecar.proxy.pipeline import Pipeline, Route
-from sidecar.proxy.policies import default_policies
-from sidecar.proxy.router import Router
-from sidecar.proxy.seams import Policies
+from sidecar.route import Route, Router
 from sidecar.xds.feed import xds_feed
 
 log = logging.getLogger("sidecar")
@@ -52,8 +47,8 @@ class Sidecar:
     def __init__(self, config: Config, policies: Policies | None = None) -> None:
         self.config = config
         policies = policies or default_policies()
-        load_modules(config.proto_modules)
-        self.kinds = MethodKinds(config.method_kinds)
+        # grpcio channels for the active health checks of endpoints, until they ride the
+        # relay's own connections
         idle_s = config.outbound.channel_idle_timeout_s if config.outbound else 300.0
         self.pool = ChannelPool(config.max_message_bytes, idle_s)
         now = time.monotonic()
@@ -77,36 +72,17 @@ class Sidecar:
             }
         )
         faults = policies.faults(self.fault_table)
-        # one admission for whichever data plane serves the inbound listener
         admission = policies.admission(config.inbound.admission) if config.inbound else None
-        self.relay: RelayDataPlane | None = None
-        if config.dataplane == "h2relay":
-            self.relay = RelayDataPlane(self, admission, faults)
-        self.servers: dict[str, grpc.aio.Server] = {}
         self.ports: dict[str, int] = {}
         self.health = InboundHealth(n for n in (config.service, _app_service(config)) if n)
         self.checker: AppChecker | None = None
-        self._handlers: list[tuple[str, ProxyHandler, str]] = []
-        if config.outbound is not None:
-            outbound = Pipeline("outbound", self.pool, faults=faults)
-            handler = ProxyHandler(outbound, self.kinds, self._outbound_route)
-            self._handlers.append(("outbound", handler, config.outbound.listen))
+        self.app_route: Route | None = None
         if config.inbound is not None:
             app = Cluster("app", sites=(config.site,), breaker=None)  # one endpoint: no ejecting
             app.update(config.site, [_endpoint(config.inbound.app, config.site)], now)
-            self.clusters_app = app
             self.app_route = Route("app", app, None)
-            inbound = Pipeline(
-                "inbound",
-                self.pool,
-                admission=admission,
-                faults=faults,
-            )
-            handler = ProxyHandler(
-                inbound, self.kinds, lambda _m: self.app_route, self.health.handlers()
-            )
-            self._handlers.append(("inbound", handler, config.inbound.listen))
             self.checker = AppChecker(config.inbound.health, config.inbound.app)
+        self.relay = RelayDataPlane(self, admission, faults)
         self.admin = AdminServer(
             config.admin.listen,
             ready=self.not_ready_reasons,
@@ -125,18 +101,12 @@ class Sidecar:
         self._drain_task: asyncio.Task[None] | None = None
         self.xds = xds_feed(config, self.clusters)  # None unless `xds:` is configured
 
-    def _outbound_route(self, method: str, authority: str | None = None) -> Route | None:
+    def outbound_route(self, method: str, authority: str | None = None) -> Route | None:
         name = self.router.route(method, authority)
         return None if name is None else self.routes[name]
 
     async def start(self) -> None:
-        if self.relay is not None:
-            self._handlers = []  # the relay listens instead of the grpcio servers
-            self.ports.update(await self.relay.start())
-        for name, handler, listen in self._handlers:
-            server, port = make_server(handler, listen, self.config.max_message_bytes)
-            await server.start()
-            self.servers[name], self.ports[name] = server, port
+        self.ports.update(await self.relay.start())
         if self.checker is not None:
             self.checker.on_change(self._app_health_changed)
             self.checker.start()
@@ -149,10 +119,10 @@ class Sidecar:
         log.info("sidecar listening %s", " ".join(f"{k}={v}" for k, v in self.ports.items()))
 
     def _app_health_changed(self, healthy: bool) -> None:
-        _spawn(self.health.update(app_healthy=healthy))
+        self.health.update(app_healthy=healthy)
 
     def not_ready_reasons(self) -> list[str]:
-        CHANNELS_OPEN.set(len(self.pool) + (len(self.relay) if self.relay is not None else 0))
+        CHANNELS_OPEN.set(len(self.pool) + len(self.relay))
         reasons = [
             f"upstream {n} has no endpoints" for n, c in self.clusters.items() if not c.hosts
         ]
@@ -178,18 +148,12 @@ class Sidecar:
     async def _start_draining(self) -> None:
         self.draining = True
         DRAINING.set(1)
-        await self.health.update(draining=True)
+        self.health.update(draining=True)
         log.info("draining")
         await self.mesh.leave()  # deregister before the listeners stop (see membership.py)
 
     async def _stop_listeners(self) -> None:
-        grace = self.config.drain_grace_s
-        if self.relay is not None:
-            await self.relay.stop(grace)
-        for name in ("inbound", "outbound"):
-            server = self.servers.get(name)
-            if server is not None:
-                await server.stop(grace)
+        await self.relay.stop(self.config.drain_grace_s)
 
     async def stop(self) -> None:
         """Graceful stop (SIGTERM): drain, finish in-flight calls within the grace, close."""
@@ -207,8 +171,7 @@ class Sidecar:
             await self.checker.close()
         await self.admin.close()
         await self.pool.close()
-        if self.relay is not None:
-            await self.relay.close()
+        await self.relay.close()
 
 
 def _endpoint(address: str, site: str) -> Endpoint:

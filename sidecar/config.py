@@ -7,6 +7,7 @@ file raises ConfigError naming the key path and the reason, and nothing is appli
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -14,6 +15,8 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from sidecar.endpoint import parse_hostport
+
+log = logging.getLogger(__name__)
 
 MiB = 1024 * 1024
 
@@ -238,8 +241,6 @@ class Throttling(_Model):
     min_requests: int = Field(default=20, ge=0)  # no local rejection below this many
 
 
-MethodKind = Literal["unary", "server_stream", "client_stream", "bidi"]
-
 LbName = Literal["peak_ewma", "least_request", "round_robin", "random", "ring_hash"]
 
 
@@ -272,15 +273,7 @@ class Config(_Model):
     outbound: Outbound | None = None
     admin: Admin = Admin()
     max_message_bytes: int = Field(default=16 * MiB, ge=1024)
-    # h2relay: the HTTP/2 frame relay (sidecar/h2relay), the default since it passes the
-    # same forwarding contract suite; grpcio: grpc.aio servers and channels (sidecar/proxy)
-    dataplane: Literal["grpcio", "h2relay"] = "h2relay"
     drain_grace_s: float = Field(default=10.0, ge=0)
-    # RPC kind per method ("/pkg.Service/Method": unary|server_stream|client_stream|bidi), and
-    # generated *_pb2 modules whose service descriptors tell the kinds; other methods are
-    # proxied as bidi streams (correct for every kind, but costlier for unary calls).
-    method_kinds: dict[str, MethodKind] = {}
-    proto_modules: list[str] = []
     discovery: Discovery = Discovery()
     registration: Registration | None = None
     xds: Xds | None = None  # off unless configured
@@ -330,12 +323,33 @@ def _format_error(exc: ValidationError) -> ConfigError:
     return ConfigError(key, reason)
 
 
+# Keys of an earlier release, still accepted (and ignored) with a warning that says what
+# to do, so a config written for it keeps starting. There is one data plane now (the
+# HTTP/2 frame relay), which forwards every RPC kind as frames and needs no kind table.
+DEPRECATED = {
+    "dataplane": "there is one data plane (the HTTP/2 frame relay): remove the key",
+    "method_kinds": "the relay forwards every RPC kind without a kind table: remove the key",
+    "proto_modules": "the relay needs no generated modules to forward calls: remove the key",
+}
+
+
+def deprecations(data: Any) -> list[str]:
+    """What a parsed YAML document says that this release only accepts for compatibility."""
+    if not isinstance(data, dict):
+        return []
+    return [f"{key}: deprecated, ignored; {why}" for key, why in DEPRECATED.items() if key in data]
+
+
 def parse_config(data: Any) -> Config:
-    """Validate a parsed YAML document; raise ConfigError naming the first bad key."""
+    """Validate a parsed YAML document; raise ConfigError naming the first bad key.
+    Deprecated keys are logged (one warning each) and dropped."""
     if data is None:
         data = {}
     if not isinstance(data, dict):
         raise ConfigError("", "the config file must be a YAML mapping")
+    for warning in deprecations(data):
+        log.warning("config: %s", warning)
+    data = {k: v for k, v in data.items() if k not in DEPRECATED}
     try:
         return Config.model_validate(data)
     except ValidationError as exc:

@@ -2,7 +2,7 @@
 
 Pure (no I/O) except `Admission.acquire`, which may wait in a queue. Each seam is a
 small Protocol; the pipeline (sidecar/proxy/pipeline.py) calls it at one numbered
-step. The real policies are adapted to these seams in sidecar/proxy/policies.py
+step. The real policies are adapted to these seams in sidecar/policy_adapters.py
 (`default_policies()`, what sidecar/app.py uses); the pass-through defaults here serve
 the inbound route to the local app and let the data plane run alone in tests.
 
@@ -163,7 +163,7 @@ class Policies:
     """Factories the composition root (sidecar/app.py) calls once per upstream / listener.
 
     Each gets its config section, so a policy plugs in by replacing one factory; the
-    real ones are `sidecar.proxy.policies.default_policies()`."""
+    real ones are `sidecar.policy_adapters.default_policies()`."""
 
     calls: Callable[[str, Upstream], CallPolicy] = lambda name, cfg: OneAttempt()
     admission: Callable[[InboundAdmission], Admission] = lambda cfg: AdmitAll()

@@ -1,4 +1,4 @@
-"""The real policies, adapted to the pipeline's seams (sidecar/proxy/seams.py).
+"""The real policies, adapted to the pipeline's seams (sidecar/policy.py).
 
 Pure (no I/O) except `ShedAdmission.acquire`, which waits in the admission queue.
 Each adapter is thin: the decisions live in their packages (sidecar/retry,
@@ -22,7 +22,7 @@ import random
 from sidecar.config import InboundAdmission, Upstream
 from sidecar.faults import FaultAction, FaultTable, decide
 from sidecar.outcome import Outcome
-from sidecar.proxy.seams import AttemptResult, CallState, Policies, Refusal, Token
+from sidecar.policy import AttemptResult, CallState, Policies, Refusal, Token
 from sidecar.retry import LimitToken, UpstreamPolicy
 from sidecar.shedding import Admission, AdmissionToken, Dropped
 

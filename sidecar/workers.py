@@ -42,8 +42,6 @@ def refusal(config: Config, workers: int) -> str | None:
     """Why this config cannot run with `workers` processes, or None."""
     if workers <= 1:
         return None
-    if config.dataplane != "h2relay":
-        return "--workers needs `dataplane: h2relay` (the grpcio listeners cannot share a port)"
     for name in ("inbound", "outbound"):
         listener = getattr(config, name)
         if listener is not None and parse_hostport(listener.listen)[1] == 0:

@@ -23,8 +23,7 @@ from typing import Any
 from sidecar.client.channel import Channel, Upstream
 from sidecar.client.sync import RpcError, SyncChannel, connect_sync
 from sidecar.config import Config, load_config, parse_config
-from sidecar.proxy.kinds import load_modules
-from sidecar.proxy.seams import Policies
+from sidecar.policy import Policies
 
 __all__ = ["Channel", "RpcError", "SyncChannel", "Upstream", "connect", "connect_sync", "load"]
 
@@ -48,7 +47,6 @@ async def connect(
     """A channel to `upstream`, started: discovery has had its first answer (or `wait_s`,
     by default twice `discovery.timeout_s`, ran out)."""
     cfg = load(config)
-    load_modules(cfg.proto_modules)
     up = Upstream(upstream, cfg, policies=policies)
     await up.start(wait_s)
     return Channel(up)

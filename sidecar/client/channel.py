@@ -40,11 +40,12 @@ from sidecar.discovery.membership import Membership
 from sidecar.endpoint import Endpoint, parse_hostport
 from sidecar.faults import FaultTable
 from sidecar.health.checker import HealthCheckers
+from sidecar.policy import Policies
+from sidecar.policy_adapters import default_policies
 from sidecar.proxy.channels import ChannelPool
 from sidecar.proxy.forward import Answer, Caller
-from sidecar.proxy.pipeline import Pipeline, Route
-from sidecar.proxy.policies import default_policies
-from sidecar.proxy.seams import Policies
+from sidecar.proxy.pipeline import Pipeline
+from sidecar.route import Route
 
 
 class Upstream:

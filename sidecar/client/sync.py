@@ -34,7 +34,7 @@ import grpc
 
 from sidecar.client.channel import Channel
 from sidecar.config import Config
-from sidecar.proxy.seams import Policies
+from sidecar.policy import Policies
 
 T = TypeVar("T")
 _END = object()

@@ -43,9 +43,9 @@ from sidecar.h2relay.grpcwire import STATUS_BY_WIRE, STATUS_FOR_RST, MessageLimi
 from sidecar.h2relay.hpack_codec import Block, encode_field, encode_literal
 from sidecar.h2relay.relay import Pool, Upstream
 from sidecar.h2relay.timers import Wheel
+from sidecar.policy import CallState, Refusal
 from sidecar.proxy.forward import Answer
 from sidecar.proxy.headers import Pairs, forwardable
-from sidecar.proxy.seams import CallState, Refusal
 
 _CODES = {name: grpc.StatusCode[name] for name in STATUS_BY_WIRE.values()}
 # an HTTP status without a grpc-status (a proxy or a web server answered): the spec's map

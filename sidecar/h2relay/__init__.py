@@ -8,7 +8,7 @@ timer: deadline, per-try timeout), forwarding.py (its frames both ways), answers
 (what the sidecar answers a caller itself), grpcwire.py (grpc-timeout, statuses, message
 limits), timers.py (the deadline wheel), drive.py (admission without a Task), wiring.py
 (the composition root's hook, Health/Check and Health/Watch). Policies plug in through
-sidecar/proxy/seams.py; per-call metrics go through sidecar/cells.py (lock-free). The
+sidecar/policy.py; per-call metrics go through sidecar/cells.py (lock-free). The
 in-process client's unary attempts ride the same client connections (`Pool`, `Upstream`):
 sidecar/client/wire.py is a second kind of `relay.Stream`.
 

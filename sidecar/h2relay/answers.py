@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 from sidecar.h2relay.grpcwire import status_trailers, trailers_only
 from sidecar.h2relay.hpack_codec import encode_field
 from sidecar.outcome import Outcome
-from sidecar.proxy.seams import Refusal
+from sidecar.policy import Refusal
 
 if TYPE_CHECKING:
     from sidecar.h2relay.call import Call

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING
 from sidecar.h2relay import frames as F
 from sidecar.h2relay.request import PreparedResponse
 from sidecar.outcome import EXPLAIN, Outcome, classify
-from sidecar.proxy.seams import AttemptResult, Refusal
+from sidecar.policy import AttemptResult, Refusal
 
 if TYPE_CHECKING:
     from sidecar.h2relay.call import Call

@@ -51,7 +51,7 @@ from sidecar.h2relay.grpcwire import MessageLimit
 from sidecar.h2relay.hpack_codec import Block
 from sidecar.h2relay.request import Prepared, PreparedResponse
 from sidecar.outcome import Outcome, classify
-from sidecar.proxy.seams import NO_TOKEN, CallState, Refusal
+from sidecar.policy import NO_TOKEN, CallState, Refusal
 
 if TYPE_CHECKING:
     from sidecar.h2relay.relay import Downstream, Plane, Upstream

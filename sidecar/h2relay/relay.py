@@ -34,7 +34,7 @@ from sidecar.h2relay.hpack_codec import Block
 from sidecar.h2relay.request import Prepared, prepare, prepare_split
 from sidecar.h2relay.timers import Wheel
 from sidecar.outcome import Outcome
-from sidecar.proxy.seams import Admission, AdmitAll, FaultInjector, NoFaults
+from sidecar.policy import Admission, AdmitAll, FaultInjector, NoFaults
 
 log = logging.getLogger(__name__)
 

@@ -137,7 +137,7 @@ class RelayDataPlane:
             "retry_buffer": retry_buffer,
         }
         if config.outbound is not None:
-            plane = Plane("outbound", sc._outbound_route, self.pool, **common)
+            plane = Plane("outbound", sc.outbound_route, self.pool, **common)
             ports["outbound"] = await plane.listen(*parse_hostport(config.outbound.listen))
             self.planes["outbound"] = plane
         if config.inbound is not None:

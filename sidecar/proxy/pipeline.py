@@ -10,7 +10,7 @@ a grpcio server context on the listeners, the client's own call object in-proces
 
 The steps, and why each sits where it sits:
 
-1. Route. The method path names the upstream (sidecar/proxy/router.py), resolved once
+1. Route. The method path names the upstream (sidecar/route.py), resolved once
    per method when grpcio asks for a handler. First, because every later step is per
    upstream: its deadline default, its limits, its endpoints. No route: UNIMPLEMENTED.
 2. Deadline. The caller's remaining time, else the upstream's `timeout_ms`, fixed as an
@@ -59,16 +59,24 @@ import asyncio
 import logging
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from typing import Any
 
 import grpc
 
 from sidecar import metrics
 from sidecar.cells import HistogramCells, counter_cell
-from sidecar.cluster import Cluster
-from sidecar.config import Upstream
 from sidecar.outcome import EXPLAIN, SIDECAR_ERROR_KEY, Outcome, caller_gone, classify
+from sidecar.policy import (
+    NO_TOKEN,
+    Admission,
+    AdmitAll,
+    AttemptResult,
+    CallState,
+    FaultInjector,
+    NoFaults,
+    Refusal,
+    Token,
+)
 from sidecar.proxy.channels import ChannelPool, PooledChannel
 from sidecar.proxy.forward import Answer, Caller, forward
 from sidecar.proxy.headers import (
@@ -80,52 +88,12 @@ from sidecar.proxy.headers import (
     with_request_id,
 )
 from sidecar.proxy.replay import RequestStream
-from sidecar.proxy.seams import (
-    NO_TOKEN,
-    Admission,
-    AdmitAll,
-    AttemptResult,
-    CallPolicy,
-    CallState,
-    FaultInjector,
-    NoFaults,
-    OneAttempt,
-    Refusal,
-    Token,
-)
+from sidecar.route import Route
 from sidecar.shedding import PRIORITY_KEY
 
 log = logging.getLogger(__name__)
 
 _STREAMS_IN = frozenset({"client_stream", "bidi"})
-
-
-@dataclass
-class Route:
-    """Where a call goes and the per-upstream policies on its way."""
-
-    name: str  # upstream name, or "app" inbound
-    cluster: Cluster
-    default_timeout_s: float | None  # when the caller sent no deadline
-    hash_key: str | None = None  # request metadata key for hash-based picks
-    calls: CallPolicy = field(default_factory=OneAttempt)
-    per_try_timeout_s: float | None = None
-    replay_bytes: int = 0  # request streams are buffered for a retry up to this size
-
-    @classmethod
-    def from_config(cls, name: str, config: Upstream, cluster: Cluster, calls: CallPolicy) -> Route:
-        """The route to upstream `name` as its config section says (sidecar and client alike)."""
-        return cls(
-            name,
-            cluster,
-            config.timeout_ms / 1000,
-            config.hash_key,
-            calls=calls,
-            per_try_timeout_s=None
-            if config.per_try_timeout_ms is None
-            else config.per_try_timeout_ms / 1000,
-            replay_bytes=config.retries.buffer_bytes if config.retries is not None else 0,
-        )
 
 
 _CHILDREN_MAX = 10_000  # label sets cached per metric (past it: looked up each time)

@@ -351,7 +351,6 @@ class Mesh:
             },
             "admin": {"listen": f"{host}:{admin_port}"},
             "drain_grace_s": 3.0,
-            "proto_modules": ["meshtest.echo.v1.echo_pb2"],
         }
         if self.mode == "dns":
             config["registration"] = {
@@ -411,7 +410,6 @@ class Mesh:
             "domain": DOMAIN,
             "outbound": {"listen": f"127.0.0.1:{free_port()}"},
             "admin": {"listen": f"127.0.0.1:{free_port()}"},
-            "proto_modules": ["meshtest.echo.v1.echo_pb2"],
             "discovery": {
                 "nameservers": [self.nameserver],
                 "sites": sites or sorted({i.site for i in self.instances} | {site}),

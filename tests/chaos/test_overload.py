@@ -72,13 +72,6 @@ SERVICES = {
     "playlistview": "music.playlistview.v1.PlaylistView",
     "accesspoint": "music.accesspoint.v1.AccessPoint",
 }
-PROTOS = [
-    "meshtest.echo.v1.echo_pb2",
-    "music.playlist.v1.playlist_pb2",
-    "music.metadata.v1.metadata_pb2",
-    "music.playlistview.v1.playlistview_pb2",
-    "music.accesspoint.v1.accesspoint_pb2",
-]
 TOKEN = "tok-chaos"
 
 
@@ -97,7 +90,6 @@ def _caller_sidecar(mesh: Mesh, port: int, peers: dict[str, float]) -> dict[str,
     """An instance sidecar that also has an outbound listener calling `peers`."""
     return {
         "outbound": {"listen": f"127.0.0.1:{port}"},
-        "proto_modules": PROTOS,
         "discovery": {
             "nameservers": [mesh.nameserver_for_instances],
             "sites": ["a"],
@@ -143,7 +135,7 @@ async def test_data_service_hangs_behind_perimeter(mesh: Mesh, tmp_path: Path) -
         return ["-m", f"services.{service}", "--db", str(db), "--tracks", "2000",
                 "--playlists", "200", "--log-level", "WARNING"]  # fmt: skip
 
-    base = {"proto_modules": PROTOS}
+    base: dict[str, Any] = {}
     metas = [mesh.add_instance("a", "metadata", app_argv=data("metadata"), sidecar=base)
              for _ in range(2)]  # fmt: skip
     mesh.add_instance("a", "playlist", app_argv=data("playlist"), sidecar=base)

@@ -19,9 +19,9 @@ from sidecar.endpoint import Endpoint
 from sidecar.h2relay.connection import Settings
 from sidecar.h2relay.relay import Plane, Pool
 from sidecar.outcome import Outcome
-from sidecar.proxy.pipeline import Route
-from sidecar.proxy.policies import UpstreamCalls
-from sidecar.proxy.seams import AttemptResult, CallState, OneAttempt, Refusal
+from sidecar.policy import AttemptResult, CallState, OneAttempt, Refusal
+from sidecar.policy_adapters import UpstreamCalls
+from sidecar.route import Route
 
 pytestmark = pytest.mark.timeout(30)
 METHOD = "/test.v1.T/Call"

@@ -49,25 +49,21 @@ def echo_backend(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Pro
         yield echo, echo_port
 
 
-def _mesh(tmp: Path, echo: Proc, echo_port: int, dataplane: str) -> Iterator[Mesh]:
+def _mesh(tmp: Path, echo: Proc, echo_port: int) -> Iterator[Mesh]:
     inbound_port = free_port()
     inbound_cfg = {
         "service": "echo",
-        "dataplane": dataplane,
         "inbound": {
             "listen": f"127.0.0.1:{inbound_port}",
             "app": f"127.0.0.1:{echo_port}",
             "health": {"interval_s": 0.2},
         },
         "max_message_bytes": 12 * MIB,
-        "proto_modules": ["meshtest.echo.v1.echo_pb2"],
     }
     dead_port = free_port()
     outbound_cfg = {
-        "dataplane": dataplane,
         "outbound": {"listen": f"127.0.0.1:{free_port()}"},
         "max_message_bytes": 12 * MIB,
-        "proto_modules": ["meshtest.echo.v1.echo_pb2"],
         "upstreams": {
             "echo": {
                 "grpc_services": [ECHO],
@@ -82,9 +78,9 @@ def _mesh(tmp: Path, echo: Proc, echo_port: int, dataplane: str) -> Iterator[Mes
         },
     }
     with (
-        sidecar_process(tmp, f"inbound-{dataplane}", inbound_cfg) as inbound,
+        sidecar_process(tmp, "inbound", inbound_cfg) as inbound,
         # not /ready: upstream "empty" has no endpoints, on purpose
-        sidecar_process(tmp, f"outbound-{dataplane}", outbound_cfg, wait="/live") as outbound,
+        sidecar_process(tmp, "outbound", outbound_cfg, wait="/live") as outbound,
     ):
         yield Mesh(echo, echo_port, outbound, inbound, dead_port)
 
@@ -93,24 +89,8 @@ def _mesh(tmp: Path, echo: Proc, echo_port: int, dataplane: str) -> Iterator[Mes
 def mesh(
     tmp_path_factory: pytest.TempPathFactory, echo_backend: tuple[Proc, int]
 ) -> Iterator[Mesh]:
-    """The sidecar pair on the grpcio data plane (the default)."""
-    yield from _mesh(tmp_path_factory.mktemp("mesh"), *echo_backend, "grpcio")
-
-
-@pytest.fixture(scope="session")
-def relay_mesh(
-    tmp_path_factory: pytest.TempPathFactory, echo_backend: tuple[Proc, int]
-) -> Iterator[Mesh]:
-    """The same pair on the h2relay data plane (`dataplane: h2relay`)."""
-    yield from _mesh(tmp_path_factory.mktemp("relay"), *echo_backend, "h2relay")
-
-
-@pytest.fixture(params=["grpcio", "h2relay"])
-def any_mesh(request: pytest.FixtureRequest) -> Mesh:
-    """Each data plane's sidecar pair in turn."""
-    name = "mesh" if request.param == "grpcio" else "relay_mesh"
-    mesh: Mesh = request.getfixturevalue(name)
-    return mesh
+    """The sidecar pair: outbound sidecar -> inbound sidecar -> echo."""
+    yield from _mesh(tmp_path_factory.mktemp("mesh"), *echo_backend)
 
 
 @pytest.fixture(scope="module")

@@ -79,7 +79,6 @@ class Instance:
             },
             "admin": {"listen": f"127.0.0.1:{self.admin}"},
             "drain_grace_s": 0.5,
-            "proto_modules": ["meshtest.echo.v1.echo_pb2"],
             "registration": registration(self.dns, **self.reg_extra),
         }
         path = self.tmp / f"{self.name}.yaml"
@@ -133,7 +132,6 @@ class Caller:
             "site": site,
             "outbound": {"listen": f"127.0.0.1:{self.port}"},
             "admin": {"listen": f"127.0.0.1:{self.admin}"},
-            "proto_modules": ["meshtest.echo.v1.echo_pb2"],
             "discovery": discovery(dns),
             "upstreams": {"echo": upstream},
         }

@@ -49,9 +49,8 @@ def raw_exchange(port: int, data: bytes) -> bytes:
     [b"\x00\x17garbage\xff\xfe" * 64, b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"],
     ids=["garbage", "http1"],
 )
-async def test_garbage_and_http1_closed(any_mesh: Mesh, listener: str, data: bytes) -> None:
+async def test_garbage_and_http1_closed(mesh: Mesh, listener: str, data: bytes) -> None:
     """Garbage bytes or an HTTP/1.1 request: an error answer then a closed connection."""
-    mesh = any_mesh
     side = mesh.outbound if listener == "outbound" else mesh.inbound
     got = await asyncio.to_thread(raw_exchange, side.port(listener), data)
     # raw_exchange returned, so the listener closed the connection; before that it may
@@ -60,9 +59,8 @@ async def test_garbage_and_http1_closed(any_mesh: Mesh, listener: str, data: byt
     await next_call_ok(mesh.outbound_addr)
 
 
-async def test_no_route(any_mesh: Mesh) -> None:
+async def test_no_route(mesh: Mesh) -> None:
     """An unknown service: UNIMPLEMENTED naming the method, x-sidecar-error: no_route."""
-    mesh = any_mesh
     async with grpc.aio.insecure_channel(mesh.outbound_addr) as ch:
         with pytest.raises(grpc.aio.AioRpcError) as err:
             await ch.unary_unary("/nope.v1.Nope/Get")(b"", timeout=5)
@@ -71,11 +69,11 @@ async def test_no_route(any_mesh: Mesh) -> None:
     assert dict(err.value.trailing_metadata())["x-sidecar-error"] == "no_route"
 
 
-async def test_authority_names_the_upstream(relay_mesh: Mesh) -> None:
-    """h2relay: `:authority` equal to an upstream's name routes there when the path does not."""
+async def test_authority_names_the_upstream(mesh: Mesh) -> None:
+    """`:authority` equal to an upstream's name routes there when the path does not."""
     for authority in ("echo", "echo:15001"):
         options = [("grpc.default_authority", authority)]
-        async with grpc.aio.insecure_channel(relay_mesh.outbound_addr, options=options) as ch:
+        async with grpc.aio.insecure_channel(mesh.outbound_addr, options=options) as ch:
             reply = await echo_pb2_grpc.EchoStub(ch).Unary(echo_pb2.EchoRequest(), timeout=5)
             assert reply.served_by == "echo"
             # a service nobody lists reaches the echo app, which answers for itself
@@ -85,9 +83,8 @@ async def test_authority_names_the_upstream(relay_mesh: Mesh) -> None:
         assert "x-sidecar-error" not in dict(err.value.trailing_metadata() or ())
 
 
-async def test_dead_endpoint(any_mesh: Mesh) -> None:
+async def test_dead_endpoint(mesh: Mesh) -> None:
     """A dead endpoint: UNAVAILABLE, x-sidecar-error: connect_failed, naming the address."""
-    mesh = any_mesh
     async with grpc.aio.insecure_channel(mesh.outbound_addr) as ch:
         with pytest.raises(grpc.aio.AioRpcError) as err:
             await ch.unary_unary("/test.dead.v1.Dead/Get")(b"", timeout=5)
@@ -97,9 +94,8 @@ async def test_dead_endpoint(any_mesh: Mesh) -> None:
     await next_call_ok(mesh.outbound_addr)
 
 
-async def test_no_endpoints(any_mesh: Mesh) -> None:
+async def test_no_endpoints(mesh: Mesh) -> None:
     """An upstream without endpoints: UNAVAILABLE, x-sidecar-error: no_endpoints."""
-    mesh = any_mesh
     async with grpc.aio.insecure_channel(mesh.outbound_addr) as ch:
         with pytest.raises(grpc.aio.AioRpcError) as err:
             await ch.unary_unary("/test.empty.v1.Empty/Get")(b"", timeout=5)
@@ -108,9 +104,8 @@ async def test_no_endpoints(any_mesh: Mesh) -> None:
 
 
 @pytest.mark.parametrize("direction", ["request", "response"])
-async def test_oversized_message(any_mesh: Mesh, direction: str) -> None:
+async def test_oversized_message(mesh: Mesh, direction: str) -> None:
     """Over max_message_bytes (12 MiB here) either way: RESOURCE_EXHAUSTED, then service goes on."""
-    mesh = any_mesh
     big = 13 * MIB
     r = (
         echo_pb2.EchoRequest(payload=b"x" * big)
@@ -163,14 +158,12 @@ class Resetter:
             self.server.close()
 
 
-@pytest.mark.parametrize("dataplane", ["grpcio", "h2relay"])
-async def test_peer_resets_mid_stream(mesh: Mesh, tmp_path: Any, dataplane: str) -> None:
+async def test_peer_resets_mid_stream(mesh: Mesh, tmp_path: Any) -> None:
     """The upstream connection reset mid-stream: the caller gets UNAVAILABLE (not UNKNOWN,
     not a hang), and the next call through the same sidecar works."""
     relay = Resetter(mesh.inbound.port("inbound"))
     await relay.start()
     cfg = {
-        "dataplane": dataplane,
         "outbound": {"listen": f"127.0.0.1:{free_port()}"},
         "upstreams": {"echo": {"grpc_services": [ECHO], "endpoints": [f"127.0.0.1:{relay.port}"]}},
     }

@@ -224,12 +224,11 @@ async def test_active_health_check_takes_endpoint_out(fresh: Trio) -> None:
 
 
 async def test_per_try_timeout_trips_the_breaker_and_ejects(fresh: Trio) -> None:
-    """grpcio plane: a hung endpoint's attempts end at the per-try timeout as TIMEOUT
+    """A hung endpoint's attempts end at the per-try timeout as TIMEOUT
     outcomes, its breaker opens, and retries on other endpoints keep calls succeeding."""
     trio = fresh
     with trio.sidecar(
         "per-try",
-        dataplane="grpcio",
         lb="round_robin",  # every endpoint gets its turn: the breaker, not the EWMA, ejects
         per_try_timeout_ms=150,
         retries={"max_attempts": 3, "on": ["UNAVAILABLE", "DEADLINE_EXCEEDED"]},
@@ -269,14 +268,12 @@ def silent_listener() -> Iterator[int]:
 
 
 async def test_max_pending_fails_fast_while_connecting(trio: Trio) -> None:
-    """grpcio plane: calls waiting for a connection count against limits.max_pending;
+    """Calls waiting for a connection count against limits.max_pending;
     beyond it they fail fast with RESOURCE_EXHAUSTED and x-sidecar-error: overloaded,
     while calls on a connected upstream are not held to it."""
     with silent_listener() as port:
         cfg = {
-            "dataplane": "grpcio",
             "outbound": {"listen": f"127.0.0.1:{free_port()}"},
-            "proto_modules": ["meshtest.echo.v1.echo_pb2"],
             "upstreams": {
                 "echo": {
                     "grpc_services": [ECHO],

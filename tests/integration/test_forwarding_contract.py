@@ -31,9 +31,9 @@ OPTIONS = [
 ]
 
 
-@pytest.fixture(params=["direct", "grpcio", "h2relay", "inprocess"])
+@pytest.fixture(params=["direct", "sidecar", "inprocess"])
 async def stub(request: pytest.FixtureRequest, mesh: Mesh) -> AsyncIterator[Any]:
-    """An Echo stub straight to the backend, through a sidecar pair on either data plane,
+    """An Echo stub straight to the backend, through the sidecar pair,
     or through the in-process client to the backend's inbound sidecar."""
     if request.param == "inprocess":
         config = {
@@ -45,8 +45,6 @@ async def stub(request: pytest.FixtureRequest, mesh: Mesh) -> AsyncIterator[Any]
             stub.via = request.param
             yield stub
         return
-    if request.param == "h2relay":
-        mesh = request.getfixturevalue("relay_mesh")
     target = mesh.echo_addr if request.param == "direct" else mesh.outbound_addr
     async with grpc.aio.insecure_channel(target, options=OPTIONS) as channel:
         stub = echo_pb2_grpc.EchoStub(channel)

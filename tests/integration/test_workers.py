@@ -78,16 +78,3 @@ async def test_two_workers_share_the_port_and_drain_on_sigterm(tmp_path: Path) -
             assert proc.logs().count("signal received: stopping") == 2, proc.logs()
         finally:
             proc.stop()
-
-
-def test_workers_refuse_the_grpcio_plane(tmp_path: Path) -> None:
-    """--workers 2 with `dataplane: grpcio` is refused at start, naming the reason."""
-    cfg = {"dataplane": "grpcio", "outbound": {"listen": f"127.0.0.1:{free_port()}"}}
-    path = tmp_path / "grpcio.yaml"
-    path.write_text(yaml.safe_dump(cfg))
-    proc = Proc(["-m", "sidecar", "run", "-c", str(path), "--workers", "2"], tmp_path / "g.log")
-    try:
-        assert proc.popen.wait(20) == 1
-        assert "dataplane: h2relay" in proc.logs()
-    finally:
-        proc.stop()

@@ -28,12 +28,9 @@ class Trio:
         return {n: (await echo_admin(self.addr(n)))["calls"] for n in NAMES}
 
     @contextmanager
-    def sidecar(
-        self, name: str, dataplane: str | None = None, **upstream: Any
-    ) -> Iterator[Sidecar]:
+    def sidecar(self, name: str, **upstream: Any) -> Iterator[Sidecar]:
         cfg: dict[str, Any] = {
             "outbound": {"listen": f"127.0.0.1:{free_port()}"},
-            "proto_modules": ["meshtest.echo.v1.echo_pb2"],
             "upstreams": {
                 "echo": {
                     "grpc_services": [ECHO],
@@ -42,7 +39,5 @@ class Trio:
                 }
             },
         }
-        if dataplane is not None:
-            cfg["dataplane"] = dataplane
         with sidecar_process(self.tmp, name, cfg) as side:
             yield side

@@ -79,3 +79,16 @@ def test_secrets_are_redacted() -> None:
     data = dict(GOOD, registration={"tsig": {"name": "k", "secret": "c2VjcmV0"}})
     dump = redacted(parse_config(data))
     assert dump["registration"]["tsig"]["secret"] == "<redacted>"
+
+
+def test_deprecated_keys_are_accepted_with_a_warning(caplog: pytest.LogCaptureFixture) -> None:
+    """Keys of the removed grpcio plane still load, each with a warning naming what to do."""
+    with caplog.at_level("WARNING", logger="sidecar.config"):
+        cfg = parse_config(
+            {"dataplane": "grpcio", "method_kinds": {"/a.B/C": "unary"}, "proto_modules": ["x"]}
+        )
+    assert cfg.site == "local"
+    lines = [r.getMessage() for r in caplog.records]
+    for key in ("dataplane", "method_kinds", "proto_modules"):
+        assert any(line.startswith(f"config: {key}: deprecated") for line in lines), lines
+    assert all("remove the key" in line for line in lines)

@@ -1,5 +1,5 @@
 """Pure parts of the data plane: routing, hop-by-hop metadata, local-error naming,
-RPC kinds, the channel pool's idle plan, and the request stream kept for a replay."""
+the channel pool's idle plan, and the request stream kept for a replay."""
 
 from __future__ import annotations
 
@@ -7,8 +7,7 @@ import pytest
 
 from sidecar.proxy.channels import idle_keys
 from sidecar.proxy.headers import forwardable, local_reason, with_request_id
-from sidecar.proxy.kinds import MethodKinds, load_modules
-from sidecar.proxy.router import Router
+from sidecar.route import Router
 
 
 def test_router_routes_by_service_in_path() -> None:
@@ -77,19 +76,6 @@ def test_local_reasons() -> None:
     assert (
         local_reason("UNAVAILABLE", "app is sad", got_headers=False, deadline_passed=False) is None
     )
-
-
-def test_kinds_from_config_descriptors_and_fallback() -> None:
-    """Explicit kinds win, then imported service descriptors, else bidi."""
-    load_modules(["meshtest.echo.v1.echo_pb2", "grpc_health.v1.health_pb2"])
-    kinds = MethodKinds({"meshtest.echo.v1.Echo/Bidi": "unary", "/x.Y/Z": "server_stream"})
-    assert kinds.kind("/meshtest.echo.v1.Echo/Unary") == "unary"
-    assert kinds.kind("/meshtest.echo.v1.Echo/ServerStream") == "server_stream"
-    assert kinds.kind("/meshtest.echo.v1.Echo/ClientStream") == "client_stream"
-    assert kinds.kind("/meshtest.echo.v1.Echo/Bidi") == "unary"
-    assert kinds.kind("/x.Y/Z") == "server_stream"
-    assert kinds.kind("/unknown.Svc/M") == "bidi"
-    assert kinds.kind("/grpc.health.v1.Health/Watch") == "server_stream"
 
 
 def test_idle_plan_spares_leased_and_recent_channels() -> None:

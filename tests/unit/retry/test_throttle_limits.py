@@ -88,8 +88,8 @@ def test_throttle_counts_an_attempt_refused_before_it_was_sent() -> None:
 def test_a_full_pending_queue_hands_the_attempt_back_to_the_throttle() -> None:
     """The seam: `attempt()` lets an attempt through, `pending()` refuses it (max_pending 0),
     `attempt_unsent()` takes it off the throttle's in-flight count."""
-    from sidecar.proxy.policies import UpstreamCalls
-    from sidecar.proxy.seams import Refusal
+    from sidecar.policy import Refusal
+    from sidecar.policy_adapters import UpstreamCalls
 
     calls = UpstreamCalls("u", Upstream(endpoints=["127.0.0.1:1"], limits={"max_pending": 0}))
     state = calls.begin(0.0)
@@ -205,8 +205,8 @@ def test_upstream_policy_from_config() -> None:
 def test_call_seam_pending_slots_fail_fast_and_come_back() -> None:
     """The pipeline's seam: past max_pending a waiting attempt is refused as overloaded;
     `connected()` or the call's release gives the slot back, once."""
-    from sidecar.proxy.policies import UpstreamCalls
-    from sidecar.proxy.seams import Refusal
+    from sidecar.policy import Refusal
+    from sidecar.policy_adapters import UpstreamCalls
 
     calls = UpstreamCalls("up", Upstream(limits={"max_requests": 5, "max_pending": 1}))
     first, second = calls.begin(0.0), calls.begin(0.0)
