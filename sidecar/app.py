@@ -17,7 +17,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import random
 import signal
 import time
 from typing import Any
@@ -26,13 +25,11 @@ from sidecar.admin import AdminServer
 from sidecar.admin.faults import FaultAdmin, with_faults
 from sidecar.cluster import Cluster
 from sidecar.config import Config, redacted
-from sidecar.discovery.membership import Membership
-from sidecar.endpoint import Endpoint, parse_hostport
 from sidecar.faults import FaultTable
 from sidecar.h2relay.wiring import RelayDataPlane
 from sidecar.health.app_checker import AppChecker
-from sidecar.health.checker import HealthCheckers
 from sidecar.health.service import InboundHealth
+from sidecar.mesh import Mesh, static_endpoint
 from sidecar.metrics import CHANNELS_OPEN, DRAINING
 from sidecar.policy import Policies
 from sidecar.policy_adapters import default_policies
@@ -51,19 +48,16 @@ class Sidecar:
         # relay's own connections
         idle_s = config.outbound.channel_idle_timeout_s if config.outbound else 300.0
         self.pool = ChannelPool(config.max_message_bytes, idle_s)
-        now = time.monotonic()
-        self.clusters: dict[str, Cluster] = {}
-        self.routes: dict[str, Route] = {}
-        for name, up in config.upstreams.items():
-            cluster = Cluster.from_config(name, up, config.upstream_sites(name), random.Random())
-            if up.endpoints is not None:  # static; otherwise discovery fills it
-                cluster.update(config.site, [_endpoint(a, config.site) for a in up.endpoints], now)
-            self.clusters[name] = cluster
-            self.routes[name] = Route.from_config(name, up, cluster, policies.calls(name, up))
-        self.router = Router({n: up.grpc_services for n, up in config.upstreams.items()})
-        self.health_checkers = HealthCheckers(
-            self.clusters, {n: up.health_check for n, up in config.upstreams.items()}, self.pool
+        # Discovery fills the clusters without static endpoints; registration publishes us.
+        self.mesh = Mesh(
+            config,
+            self.pool,
+            register=True,
+            app_healthy=lambda: bool(self.checker and self.checker.healthy),
         )
+        self.clusters = self.mesh.clusters
+        self.routes = self.mesh.routes(policies)
+        self.router = Router({n: up.grpc_services for n, up in config.upstreams.items()})
         # faults in force per upstream ("app": the inbound listener's calls to the app)
         self.fault_table = FaultTable(
             {
@@ -78,23 +72,20 @@ class Sidecar:
         self.checker: AppChecker | None = None
         self.app_route: Route | None = None
         if config.inbound is not None:
+            now = time.monotonic()
             app = Cluster("app", sites=(config.site,), breaker=None)  # one endpoint: no ejecting
-            app.update(config.site, [_endpoint(config.inbound.app, config.site)], now)
+            app.update(config.site, [static_endpoint(config.inbound.app, config.site)], now)
             self.app_route = Route("app", app, None)
             self.checker = AppChecker(config.inbound.health, config.inbound.app)
         self.relay = RelayDataPlane(self, admission, faults)
         self.admin = AdminServer(
             config.admin.listen,
             ready=self.not_ready_reasons,
-            clusters=lambda: self.mesh.clusters_snapshot(time.monotonic()),
+            clusters=lambda: self.mesh.snapshot(time.monotonic()),
             config_dump=lambda: with_faults(redacted(self.config), self.fault_table),
             drain=self.drain,
         )
-        # Discovery fills the clusters without static endpoints; registration publishes us.
-        self.mesh = Membership(
-            config, self.clusters, lambda: bool(self.checker and self.checker.healthy)
-        )
-        self.mesh.add_admin_routes(self.admin)
+        self.mesh.membership.add_admin_routes(self.admin)
         targets = [*config.upstreams, *(["app"] if config.inbound is not None else [])]
         FaultAdmin(self.fault_table, targets).add_to(self.admin)
         self.draining = False
@@ -111,7 +102,6 @@ class Sidecar:
             self.checker.on_change(self._app_health_changed)
             self.checker.start()
         self.pool.start()
-        self.health_checkers.start()
         self.ports["admin"] = await self.admin.start()
         await self.mesh.start()
         if self.xds is not None:
@@ -139,7 +129,7 @@ class Sidecar:
         await self._start_draining()
 
         async def later() -> None:
-            await self.mesh.linger()
+            await self.mesh.membership.linger()
             await asyncio.sleep(self.config.drain_grace_s)
             await self._stop_listeners()
 
@@ -150,7 +140,9 @@ class Sidecar:
         DRAINING.set(1)
         self.health.update(draining=True)
         log.info("draining")
-        await self.mesh.leave()  # deregister before the listeners stop (see membership.py)
+        await (
+            self.mesh.membership.leave()
+        )  # deregister before the listeners stop (see membership.py)
 
     async def _stop_listeners(self) -> None:
         await self.relay.stop(self.config.drain_grace_s)
@@ -161,22 +153,16 @@ class Sidecar:
             await self._start_draining()
         if self._drain_task is not None:
             self._drain_task.cancel()
-        await self.mesh.linger()
+        await self.mesh.membership.linger()
         await self._stop_listeners()
         await self.mesh.stop()
         if self.xds is not None:
             await self.xds.stop()
-        await self.health_checkers.close()
         if self.checker is not None:
             await self.checker.close()
         await self.admin.close()
         await self.pool.close()
         await self.relay.close()
-
-
-def _endpoint(address: str, site: str) -> Endpoint:
-    host, port = parse_hostport(address)
-    return Endpoint(host, port, site=site)
 
 
 def _app_service(config: Config) -> str:

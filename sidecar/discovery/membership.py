@@ -1,8 +1,8 @@
 """This sidecar's part in the mesh: discovered peers in, its own record out.
 
-Does I/O (through `Discovery` and `Registrar`). The composition root
-(sidecar/app.py) hands over its clusters and a way to read the local app's
-health, and calls `start`, `leave`, `linger` and `stop` at the right moments:
+Does I/O (through `Discovery` and `Registrar`). sidecar/mesh.py hands over the
+clusters and a way to read the local app's health; the sidecar (sidecar/app.py) calls
+`start`, `leave`, `linger` and `stop` at the right moments:
 
 - Discovery watches every upstream without static `endpoints`, per site, local
   site first (`config.upstream_sites`), and each whole per-site set goes to
@@ -53,10 +53,12 @@ class Membership:
         config: Config,
         clusters: Mapping[str, Cluster],
         app_healthy: Callable[[], bool],
+        on_update: Callable[[], None] | None = None,
     ) -> None:
         self.config = config
         self.clusters = clusters
         self._app_healthy = app_healthy
+        self._on_change = on_update  # told after each discovery change reached a cluster
         self.draining = False
         self.discovery: Discovery | None = None
         if upstream_names(config):
@@ -104,6 +106,8 @@ class Membership:
             removed,
             " [stale: kept through DNS errors]" if stale else "",
         )
+        if self._on_change is not None:
+            self._on_change()
 
     async def leave(self) -> None:
         """Drain starts: deregister now (bounded by the registration timeout)."""

@@ -21,16 +21,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import random
-import time
 from collections.abc import Mapping
 
 from sidecar.cluster import Cluster
 from sidecar.config import Config
-from sidecar.discovery.names import upstream_names
-from sidecar.discovery.watcher import Discovery
-from sidecar.endpoint import Endpoint, parse_hostport
-from sidecar.health.checker import HealthCheckers
+from sidecar.mesh import Mesh
 from sidecar.proxy.channels import ChannelPool
 from sidecar.xds.resources import EndpointState, UpstreamSnapshot
 from sidecar.xds.server import XdsServer
@@ -113,27 +108,13 @@ class XdsHost:
 
     def __init__(self, config: Config, listen: str, refresh_s: float = 1.0) -> None:
         self.config = config
-        now = time.monotonic()
-        self.clusters: dict[str, Cluster] = {}
-        for name, up in config.upstreams.items():
-            cluster = Cluster.from_config(name, up, config.upstream_sites(name), random.Random())
-            if up.endpoints is not None:
-                cluster.update(config.site, [_endpoint(a, config.site) for a in up.endpoints], now)
-            self.clusters[name] = cluster
-        self.feed = XdsFeed(config, self.clusters, XdsServer(listen), refresh_s)
-        self.discovery: Discovery | None = None
-        if upstream_names(config):
-            self.discovery = Discovery(config, self._on_update)
         self.pool = ChannelPool(config.max_message_bytes)
-        self.checkers = HealthCheckers(
-            self.clusters, {n: up.health_check for n, up in config.upstreams.items()}, self.pool
-        )
+        # a discovery change is pushed at once (health and breakers every refresh_s)
+        self.mesh = Mesh(config, self.pool, on_update=self._changed)
+        self.clusters = self.mesh.clusters
+        self.feed = XdsFeed(config, self.clusters, XdsServer(listen), refresh_s)
 
-    def _on_update(self, upstream: str, site: str, endpoints: list[Endpoint], stale: bool) -> None:
-        cluster = self.clusters.get(upstream)
-        if cluster is None:
-            return
-        cluster.update(site, endpoints, time.monotonic())
+    def _changed(self) -> None:
         self.feed.push()
 
     @property
@@ -141,21 +122,11 @@ class XdsHost:
         return self.feed.server
 
     async def start(self) -> int:
-        if self.discovery is not None:
-            await self.discovery.start()
-            await self.discovery.wait_ready(2 * self.config.discovery.timeout_s)
         self.pool.start()
-        self.checkers.start()
+        await self.mesh.start(wait_s=2 * self.config.discovery.timeout_s)
         return await self.feed.start()
 
     async def stop(self) -> None:
         await self.feed.stop()
-        if self.discovery is not None:
-            await self.discovery.stop()
-        await self.checkers.close()
+        await self.mesh.stop()
         await self.pool.close()
-
-
-def _endpoint(address: str, site: str) -> Endpoint:
-    host, port = parse_hostport(address)
-    return Endpoint(host, port, site=site)

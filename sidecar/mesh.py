@@ -1,0 +1,101 @@
+"""The upstreams of one process, built once from the config: a cluster per upstream,
+discovery (and registration) feeding them, active health checks of their endpoints.
+
+Does I/O through `Membership` (DNS) and the health checkers (the pool they are handed).
+Three hosts build their upstreams here and nowhere else: the sidecar (sidecar/app.py),
+the in-process client (sidecar/client/), and `sidecar xds` (sidecar/xds/feed.py), so a
+cluster means the same in each: the same sites and SRV priorities, balancer, breakers,
+static `endpoints` in the config's own site, discovery for the rest.
+
+What a host decides, and passes in: whether this process registers itself (only a
+sidecar with an inbound listener does; the client and `sidecar xds` only look peers up),
+how to read the local app's health (for registration), what to do after each discovery
+change (the xDS host pushes new resources at once), and the pool the health checks ride.
+"""
+
+from __future__ import annotations
+
+import random
+import time
+from collections.abc import Callable
+from typing import Any
+
+from sidecar.cluster import Cluster
+from sidecar.config import Config
+from sidecar.discovery.membership import Membership
+from sidecar.endpoint import Endpoint, parse_hostport
+from sidecar.health.checker import HealthCheckers
+from sidecar.policy import Policies
+from sidecar.route import Route
+
+
+def static_endpoint(address: str, site: str) -> Endpoint:
+    """An endpoint written in the config (`host:port`), in the given site."""
+    host, port = parse_hostport(address)
+    return Endpoint(host, port, site=site)
+
+
+def build_clusters(config: Config, rng: random.Random | None = None) -> dict[str, Cluster]:
+    """One cluster per upstream; static `endpoints` are in the config's own site."""
+    now = time.monotonic()
+    clusters: dict[str, Cluster] = {}
+    for name, up in config.upstreams.items():
+        cluster = Cluster.from_config(name, up, config.upstream_sites(name), rng or random.Random())
+        if up.endpoints is not None:  # static; otherwise discovery fills it
+            cluster.update(
+                config.site, [static_endpoint(a, config.site) for a in up.endpoints], now
+            )
+        clusters[name] = cluster
+    return clusters
+
+
+class Mesh:
+    """A process's upstreams: clusters, their discovery and their health checks."""
+
+    def __init__(
+        self,
+        config: Config,
+        health_pool: Any,
+        *,
+        register: bool = False,
+        app_healthy: Callable[[], bool] = lambda: False,
+        on_update: Callable[[], None] | None = None,
+        rng: random.Random | None = None,
+    ) -> None:
+        if not register and config.registration is not None:
+            config = config.model_copy(update={"registration": None})
+        self.config = config
+        self.clusters = build_clusters(config, rng)
+        self.membership = Membership(config, self.clusters, app_healthy, on_update)
+        self.checkers = HealthCheckers(
+            self.clusters,
+            {n: up.health_check for n, up in config.upstreams.items()},
+            health_pool,
+        )
+
+    def routes(self, policies: Policies) -> dict[str, Route]:
+        """The route to each upstream, with that upstream's call policy."""
+        return {
+            name: Route.from_config(name, up, self.clusters[name], policies.calls(name, up))
+            for name, up in self.config.upstreams.items()
+        }
+
+    async def start(self, wait_s: float | None = None) -> None:
+        """Start discovery and health checks; with `wait_s`, wait (bounded) for the first
+        DNS answers, so the first calls find endpoints."""
+        self.checkers.start()
+        await self.membership.start()
+        discovery = self.membership.discovery
+        if wait_s is not None and discovery is not None:
+            await discovery.wait_ready(wait_s)
+
+    async def stop(self) -> None:
+        await self.membership.stop()
+        await self.checkers.close()
+
+    def snapshot(self, now: float) -> dict[str, Any]:
+        """What `/clusters` shows: every cluster with its discovery state per site."""
+        return self.membership.clusters_snapshot(now)
+
+    def __repr__(self) -> str:
+        return f"Mesh({', '.join(repr(c) for c in self.clusters.values())})"
