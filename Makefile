@@ -13,7 +13,7 @@ PROTO_STAMP := music/.generated
 help:
 	@echo "make demo   run the two-site mesh demo (embedded DNS registry, sidecars, services, load)"
 	@echo "make test   run the test suite (unit, component, integration, chaos smoke)"
-	@echo "make lint   ruff check + ruff format --check + mypy --strict on sidecar/"
+	@echo "make lint   ruff check + ruff format --check + mypy --strict on sidecar/ + import contracts"
 	@echo "make chaos  run every chaos scenario"
 	@echo "make bench  run the benchmarks (results in bench/out/)"
 	@echo "make proto  generate Python stubs from proto/"
@@ -81,6 +81,7 @@ lint: $(PROTO_STAMP) $(NATIVE)
 	$(BIN)/ruff check sidecar services tests bench
 	$(BIN)/ruff format --check sidecar services tests bench
 	$(BIN)/mypy
+	$(BIN)/lint-imports --no-cache
 
 fmt: $(STAMP)
 	$(BIN)/ruff check --fix sidecar services tests bench

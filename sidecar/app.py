@@ -26,7 +26,7 @@ from sidecar.admin.faults import FaultAdmin, with_faults
 from sidecar.cluster import Cluster
 from sidecar.config import Config, redacted
 from sidecar.faults import FaultTable
-from sidecar.h2relay.wiring import RelayDataPlane
+from sidecar.h2relay.listeners import RelayDataPlane
 from sidecar.health.app_checker import AppChecker
 from sidecar.health.service import InboundHealth
 from sidecar.mesh import Mesh, static_endpoint
@@ -77,7 +77,9 @@ class Sidecar:
             app.update(config.site, [static_endpoint(config.inbound.app, config.site)], now)
             self.app_route = Route("app", app, None)
             self.checker = AppChecker(config.inbound.health, config.inbound.app)
-        self.relay = RelayDataPlane(self, admission, faults)
+        self.relay = RelayDataPlane(
+            config, self.outbound_route, self.app_route, self.health, admission, faults
+        )
         self.admin = AdminServer(
             config.admin.listen,
             ready=self.not_ready_reasons,

@@ -4,7 +4,7 @@ Pure (no I/O). SERVING while the local app is healthy and the sidecar is not
 draining; NOT_SERVING otherwise, so peers' health checks and balancers move traffic
 away before the listener stops. Answers for "" (the whole server) and for the names
 given (this instance's service, the app's checked service name). The relay answers
-Health/Check and Health/Watch from it (sidecar/h2relay/wiring.py).
+Health/Check and Health/Watch from it (sidecar/h2relay/listeners.py).
 """
 
 from __future__ import annotations

@@ -8,8 +8,7 @@ the server's view of every connected client, in the same message shapes, so
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterable
-from typing import TYPE_CHECKING
+from collections.abc import AsyncIterator, Callable, Iterable
 
 import grpc
 from envoy.admin.v3 import config_dump_shared_pb2 as dump_pb2
@@ -18,9 +17,6 @@ from envoy.service.status.v3 import csds_pb2, csds_pb2_grpc
 from google.protobuf import any_pb2, json_format, timestamp_pb2
 
 from sidecar.xds.stream import StreamState
-
-if TYPE_CHECKING:
-    from sidecar.xds.server import XdsServer
 
 
 def client_configs(
@@ -65,14 +61,12 @@ def _timestamp(at: float) -> timestamp_pb2.Timestamp:
 
 
 class ClientStatus(csds_pb2_grpc.ClientStatusDiscoveryServiceServicer):  # type: ignore[misc]
-    def __init__(self, server: XdsServer) -> None:
-        self._server = server
+    def __init__(self, clients: Callable[[], Iterable[StreamState]]) -> None:
+        self._clients = clients  # the ADS server's streams now
 
     def _answer(self, req: csds_pb2.ClientStatusRequest) -> csds_pb2.ClientStatusResponse:
         return csds_pb2.ClientStatusResponse(
-            config=client_configs(
-                self._server.clients(), contents=not req.exclude_resource_contents
-            )
+            config=client_configs(self._clients(), contents=not req.exclude_resource_contents)
         )
 
     async def FetchClientStatus(

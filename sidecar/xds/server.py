@@ -61,7 +61,9 @@ class XdsServer(ads_pb2_grpc.AggregatedDiscoveryServiceServicer):  # type: ignor
         """Bind and serve; return the bound port (useful with port 0)."""
         server = grpc.aio.server()
         ads_pb2_grpc.add_AggregatedDiscoveryServiceServicer_to_server(self, server)
-        csds_pb2_grpc.add_ClientStatusDiscoveryServiceServicer_to_server(ClientStatus(self), server)
+        csds_pb2_grpc.add_ClientStatusDiscoveryServiceServicer_to_server(
+            ClientStatus(self.clients), server
+        )
         self.port = server.add_insecure_port(self.listen)
         if not self.port:
             raise OSError(f"xds: cannot bind {self.listen}")

@@ -81,7 +81,7 @@ def test_extensions_without_a_record_are_all_stale(package: Path) -> None:
 
 
 def test_other_extension_files_are_not_ours(package: Path) -> None:
-    (package / "h2relay/wiring.cpython-311-x86_64-linux-gnu.so").write_bytes(b"")
+    (package / "h2relay/listeners.cpython-311-x86_64-linux-gnu.so").write_bytes(b"")
     assert native.extensions(package) == []
     assert native.stale(package) == []
 

@@ -1,31 +1,36 @@
-"""Plugs the relay into the composition root: `dataplane: h2relay` in the config.
+"""The sidecar's relay listeners (outbound, inbound), and what the inbound one answers
+itself: grpc.health.v1 Check and Watch.
 
-Does I/O (binds the listeners). Uses what sidecar/app.py already built, so both data
-planes share one set of policies: the same `Route`s (cluster, gate, retries per
-upstream), the same router, the same admission and fault objects from `Policies`, the
-same inbound health state (answered by the relay itself for grpc.health.v1 Check).
+Does I/O (binds the listeners). Takes what sidecar/app.py built: the outbound router
+(method, authority -> `Route`), the inbound route to the local app, the admission and
+fault policies, and the inbound health state, which the relay answers itself for
+grpc.health.v1 Check and Watch.
 """
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from grpc_health.v1 import health_pb2
 
 from sidecar import native
+from sidecar.config import Config
 from sidecar.endpoint import parse_hostport
 from sidecar.h2relay.connection import Settings
 from sidecar.h2relay.relay import LocalMethod, Plane, Pool
+from sidecar.health.service import InboundHealth
+from sidecar.policy import Admission, FaultInjector
+from sidecar.route import Route
 
 if TYPE_CHECKING:
-    from sidecar.app import Sidecar
     from sidecar.h2relay.call import Call
 
 log = logging.getLogger(__name__)
 
 
-def health_check(sidecar: Sidecar) -> LocalMethod:
+def health_check(health: InboundHealth) -> LocalMethod:
     """grpc.health.v1.Health/Check from the sidecar's own view (app healthy, not draining)."""
 
     def check(body: bytes) -> tuple[str, str, bytes | None]:
@@ -33,7 +38,6 @@ def health_check(sidecar: Sidecar) -> LocalMethod:
             request = health_pb2.HealthCheckRequest.FromString(body)
         except Exception:
             return "INVALID_ARGUMENT", "undecodable HealthCheckRequest", None
-        health = sidecar.health
         if request.service not in health.names:
             return "NOT_FOUND", f"unknown service {request.service!r}", None
         status = (
@@ -53,8 +57,8 @@ class HealthWatch:
 
     streaming = True
 
-    def __init__(self, sidecar: Sidecar) -> None:
-        self.health = sidecar.health
+    def __init__(self, health: InboundHealth) -> None:
+        self.health = health
         self.watchers: dict[Call, tuple[str, int]] = {}  # call -> (service, last status sent)
         self.health.listeners.append(self._changed)
 
@@ -109,8 +113,19 @@ def _response(status: int) -> bytes:
 class RelayDataPlane:
     """The h2relay listeners of one sidecar."""
 
-    def __init__(self, sidecar: Sidecar, admission: Any, faults: Any) -> None:
-        self.sidecar = sidecar
+    def __init__(
+        self,
+        config: Config,
+        outbound_route: Callable[[str, str | None], Route | None],
+        app_route: Route | None,
+        health: InboundHealth,
+        admission: Admission | None,
+        faults: FaultInjector,
+    ) -> None:
+        self.config = config
+        self.outbound_route = outbound_route
+        self.app_route = app_route
+        self.health = health
         self.admission = admission
         self.faults = faults
         self.planes: dict[str, Plane] = {}
@@ -118,8 +133,7 @@ class RelayDataPlane:
         self.watch: HealthWatch | None = None
 
     async def start(self) -> dict[str, int]:
-        sc = self.sidecar
-        config = sc.config
+        config = self.config
         log.info("h2relay data plane: %s", native.describe())
         idle_s = config.outbound.channel_idle_timeout_s if config.outbound else 300.0
         settings = Settings()
@@ -137,24 +151,24 @@ class RelayDataPlane:
             "retry_buffer": retry_buffer,
         }
         if config.outbound is not None:
-            plane = Plane("outbound", sc.outbound_route, self.pool, **common)
+            plane = Plane("outbound", self.outbound_route, self.pool, **common)
             ports["outbound"] = await plane.listen(*parse_hostport(config.outbound.listen))
             self.planes["outbound"] = plane
         if config.inbound is not None:
-            app_route = sc.app_route
+            app_route = self.app_route
 
             def to_app(method: str, authority: str | None) -> Any:
                 # every call goes to the app, but health calls, which the sidecar answers
                 return None if method.startswith("/grpc.health.v1.") else app_route
 
-            self.watch = HealthWatch(sc)
+            self.watch = HealthWatch(self.health)
             plane = Plane(
                 "inbound",
                 to_app,
                 self.pool,
                 admission=self.admission,
                 local_methods={
-                    "/grpc.health.v1.Health/Check": health_check(sc),
+                    "/grpc.health.v1.Health/Check": health_check(self.health),
                     "/grpc.health.v1.Health/Watch": self.watch,  # type: ignore[dict-item]
                 },
                 **common,
