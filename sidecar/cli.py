@@ -83,6 +83,26 @@ def _registry(args: argparse.Namespace) -> int:
     return registry_main(args)
 
 
+def _ca(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from sidecar.tls import ca
+
+    try:
+        if args.ca_verb == "init":
+            path = ca.init_ca(Path(args.dir), args.domain, ca.parse_ttl(args.ttl))
+            print(f"sidecar ca: CA for spiffe://{args.domain} in {path}")
+        else:
+            identity = ca.issue(
+                Path(args.dir), args.service, args.site, Path(args.out), ca.parse_ttl(args.ttl)
+            )
+            print(f"sidecar ca: {identity} -> {args.out}/cert.pem, key.pem, ca.pem")
+    except (OSError, ValueError, KeyError) as exc:
+        print(f"sidecar ca: {exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="sidecar",
@@ -133,6 +153,21 @@ def build_parser() -> argparse.ArgumentParser:
         "--listen", default=None, help="ADS host:port (default: xds.listen, else 127.0.0.1:18000)"
     )
     xds.set_defaults(func=_xds)
+
+    ca_parser = verbs.add_parser("ca", help="a small CA for mTLS: make one, issue certificates")
+    ca_verbs = ca_parser.add_subparsers(dest="ca_verb", required=True, metavar="CA_VERB")
+    init = ca_verbs.add_parser("init", help="make a CA for a trust domain")
+    init.add_argument("--dir", required=True, help="folder for ca.pem, ca.key, ca.json")
+    init.add_argument("--domain", required=True, help="trust domain (the config's domain)")
+    init.add_argument("--ttl", default="3650d", help="validity (default 3650d)")
+    init.set_defaults(func=_ca)
+    issue = ca_verbs.add_parser("issue", help="issue a workload certificate (SPIFFE ID)")
+    issue.add_argument("--dir", required=True, help="the CA's folder")
+    issue.add_argument("--service", required=True)
+    issue.add_argument("--site", required=True)
+    issue.add_argument("--out", required=True, help="folder for cert.pem, key.pem, ca.pem")
+    issue.add_argument("--ttl", default="24h", help="validity, e.g. 90s, 15m, 24h (default 24h)")
+    issue.set_defaults(func=_ca)
 
     # `demo` hands every argument after it to services.demo (see main()); listed for --help
     verbs.add_parser("demo", help="run the two-site demo mesh (options: sidecar demo --help)")
