@@ -46,7 +46,7 @@ from typing import TYPE_CHECKING, Any
 
 from sidecar.h2relay import answers, attempts, deadlines, forwarding
 from sidecar.h2relay import frames as F
-from sidecar.h2relay.drive import Driver
+from sidecar.h2relay.stepper import Stepper
 from sidecar.h2relay.grpcwire import MessageLimit
 from sidecar.h2relay.hpack_codec import Block
 from sidecar.h2relay.request import Prepared, PreparedResponse
@@ -178,8 +178,8 @@ class Call:
         if plane.admit_all:
             self.after_admission()
         else:
-            # stepped by hand: no Task unless the call really waits in the queue (drive.py)
-            driver = self.waiter = Driver(
+            # stepped by hand: no Task unless the call really waits in the queue (stepper.py)
+            driver = self.waiter = Stepper(
                 plane.loop,
                 plane.admission.acquire(self.req.priority, self.deadline),
                 self._admitted,

@@ -1,11 +1,11 @@
-"""Stepping a coroutine without a Task (sidecar/h2relay/drive.py), on a real loop."""
+"""Stepping a coroutine without a Task (sidecar/h2relay/stepper.py), on a real loop."""
 
 from __future__ import annotations
 
 import asyncio
 from typing import Any
 
-from sidecar.h2relay.drive import Driver
+from sidecar.h2relay.stepper import Stepper
 
 
 async def test_completes_inline_when_nothing_waits() -> None:
@@ -15,7 +15,7 @@ async def test_completes_inline_when_nothing_waits() -> None:
     async def quick() -> int:
         return 7
 
-    Driver(asyncio.get_running_loop(), quick(), got.append, got.append).step()
+    Stepper(asyncio.get_running_loop(), quick(), got.append, got.append).step()
     assert got == [7]
 
 
@@ -33,7 +33,7 @@ async def test_resumes_from_the_awaited_future_and_passes_errors() -> None:
             raise ValueError("negative")
         return value * 2
 
-    Driver(loop, waits(), results.append, errors.append).step()
+    Stepper(loop, waits(), results.append, errors.append).step()
     await asyncio.sleep(0.01)
     assert results == [] and errors == []
     fut.set_result(21)
@@ -45,7 +45,7 @@ async def test_resumes_from_the_awaited_future_and_passes_errors() -> None:
     async def fails() -> int:
         return -(await fut2)
 
-    Driver(loop, fails(), results.append, errors.append).step()
+    Stepper(loop, fails(), results.append, errors.append).step()
     fut2.set_exception(ValueError("boom"))
     await asyncio.sleep(0.01)
     assert [str(e) for e in errors] == ["boom"]
@@ -65,9 +65,9 @@ async def test_cancel_runs_the_coroutine_cleanup_and_reports_nothing() -> None:
             cleaned.append("left the queue")
             raise
 
-    driver = Driver(loop, queued(), calls.append, calls.append)
-    driver.step()
-    driver.cancel()
+    stepper = Stepper(loop, queued(), calls.append, calls.append)
+    stepper.step()
+    stepper.cancel()
     fut.set_result(1)
     await asyncio.sleep(0.01)
     assert cleaned == ["left the queue"] and calls == []

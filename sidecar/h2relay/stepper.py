@@ -4,7 +4,7 @@ Does I/O only through the futures the coroutine awaits. Inbound admission is a
 coroutine (`Admission.acquire`, seam b) because a call may wait in its queue, yet
 almost every call is admitted at once: wrapping each in a Task cost ~15-20 µs per
 inbound call (the Task, its first scheduling, its completion), a quarter of a relayed
-call. `Driver` steps the coroutine by hand, the way a Task does: the first step runs
+call. `Stepper` steps the coroutine by hand, the way a Task does: the first step runs
 inline, and only when the coroutine awaits a pending future does it resume from that
 future's done-callback. `cancel()` throws CancelledError into it, so its own cleanup
 (leaving the admission queue) runs as it would under a Task.
@@ -20,7 +20,7 @@ from typing import Any
 log = logging.getLogger(__name__)
 
 
-class Driver:
+class Stepper:
     __slots__ = ("_coro", "_done", "_fut", "_loop", "_on_error", "_on_result")
 
     def __init__(
