@@ -1,38 +1,47 @@
-"""One proxied call through the relay: the same story as sidecar/proxy/pipeline.py,
-told in frames instead of grpcio calls.
+"""One proxied call through the relay, told in the order a call meets its steps.
 
-Does I/O only by queueing frames on the two sans-IO connections (the protocols in
-sidecar/h2relay/relay.py write them out) and by timers. The steps, and why each sits
-where it sits (numbers match the grpcio pipeline):
+Does I/O only by queueing frames on the two sans-IO connections (relay.py writes them
+out) and through timers (the plane's wheel, timers.py; loop timers for delays). The
+state lives in small objects of its own, each with a few verbs: `Deadline` (its time,
+deadline.py), `ReplayBuffer` (the request bytes it keeps, replay.py), one `Attempt` per
+upstream stream that says what happened (attempt.py), the policies behind their seams
+(sidecar/policy.py). This file decides; they keep state. The steps, and why each
+sits where it sits:
 
-1. Route by the `:path` service (cached per distinct header block, request.py). No
-   route: trailers-only UNIMPLEMENTED, `x-sidecar-error: no_route`.
-2. Deadline: the caller's `grpc-timeout`, else the route's `timeout_ms`; one timer per
-   call (a slot in the plane's coarse timer wheel, timers.py; the per-try timeout moves
-   it). Before admission and attempts, since all of them spend from this budget.
-3. Headers: hop-by-hop dropped, `x-request-id` added when absent (request.py).
-4. Admit (seam b, inbound): `Admission.acquire(priority, deadline)` before any upstream stream is
-   opened, so a dropped call costs no upstream work. AdmitAll skips the coroutine.
-5. Fault (seam c): delay by a timer, abort as a sidecar error.
-6. Attempts: begin the call (seam a: limits, once), then per attempt pick (exclude
-   endpoints tried), ask seam a (throttling), `host.start`, open a stream
-   on the endpoint's pooled connection, send headers (with the remaining time as
-   `grpc-timeout`) and the request DATA as it arrives. Exactly one `host.finish(...)`
-   per attempt with the outcome from sidecar/outcome.py, read from the trailers (or the
-   trailers-only headers), or the local failure (connect, lost connection, timeout).
-   Retry (seam a) only while nothing went back to the caller and the request bytes are
-   still held (up to `retry_buffer` bytes): a connection that failed before any
-   response byte, a GOAWAY/REFUSED_STREAM that says the peer never processed it, or a
-   trailers-only error answer (nothing of it was forwarded yet).
-7. Deliver: headers, DATA and trailers are forwarded as they come; the caller's
-   RST_STREAM becomes an upstream RST_STREAM(CANCEL) and the reverse.
-
-This module holds the call's state, steps 1-5 and the call's end. The rest are written
-as functions of the call in their own modules, each behind a one-line method of `Call`
-(a compiled class, see sidecar/native.py, takes methods only from its own body):
-attempts.py (6: the attempts, retries and their bookkeeping), deadlines.py (the call's
-one timer), forwarding.py (6 and 7 in frames, both ways), answers.py (what the sidecar
-answers the caller itself: its own statuses, local methods).
+1. Route by the `:path` service (cached per distinct header block, request.py). First,
+   because every later step reads the route's policies. No route: trailers-only
+   UNIMPLEMENTED, `x-sidecar-error: no_route`; a local method (Health) is answered here
+   once its request is whole (local_reply.py).
+2. Deadline: the caller's `grpc-timeout`, else the route's `timeout_ms`, one timer per
+   call. Before admission and the attempts, because all of them spend from this budget
+   (a call may wait in the admission queue, and inbound admission drops calls whose
+   remaining time is too short).
+3. Headers: hop-by-hop fields dropped, `x-request-id` added when absent (request.py).
+   Before any attempt, so every attempt and every hop logs one id.
+4. Admit (seam b, inbound): `Admission.acquire(priority, deadline)` before any upstream
+   stream is opened, so a dropped call costs no upstream work. AdmitAll skips it.
+5. Fault (seam c): a delay by a timer, or an abort as a sidecar error. After admission,
+   so an injected fault behaves as the app would behind it; before the limits, so a
+   delayed call does not hold an upstream slot while it sleeps.
+6. Limits (seam a, `begin`): one token per call, held across its retries, so retries
+   of one call never overlap and never count twice against `limits.max_requests`.
+7. Attempts: pick an endpoint (excluding those tried), ask seam a (throttling, per
+   attempt: it must see retries too), then take the endpoint's pooled connection, or
+   wait for it holding a `limits.max_pending` slot (seam a's `pending`). Send the
+   headers (with the time left as `grpc-timeout`) and the request DATA as it arrives,
+   a copy kept for a replay (replay.py). Each attempt reports once, with its outcome
+   (sidecar/outcome.py).
+8. Retry (seam a, `retry`) only while nothing went back to the caller and the request
+   is still whole in the buffer: a connection that failed before any response byte,
+   a GOAWAY/REFUSED_STREAM that says the peer never processed it, a per-try timeout, a
+   trailers-only error answer. When no retry can go ahead, the caller gets the last
+   attempt's answer (`last`), not the reason the retry was refused.
+9. Deliver: headers, DATA and trailers go to the caller as they come, each side's
+   window credited only once its bytes went on; the caller's RST_STREAM becomes an
+   upstream RST_STREAM(CANCEL), and the reverse.
+10. End: one report per call (metrics, the limits token, the admission token), in
+   `_finish_call`, whichever way it ended; a bug of ours ends the call, never the
+   connection (`crashed`).
 """
 
 from __future__ import annotations
@@ -42,18 +51,25 @@ import itertools
 import logging
 import os
 import time
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Protocol, cast
 
-from sidecar.h2relay import answers, attempts, deadlines, forwarding
+from sidecar.cluster.cluster import Cluster
+from sidecar.faults import FaultAction
 from sidecar.h2relay import frames as F
+from sidecar.h2relay import local_reply
+from sidecar.h2relay.attempt import Attempt, Failure
+from sidecar.h2relay.deadline import DEADLINE, PER_TRY, Deadline
+from sidecar.h2relay.grpcwire import STATUS_BY_WIRE, STATUS_FOR_RST, MessageLimit, encode_timeout
+from sidecar.h2relay.hpack_codec import Block, encode_literal
+from sidecar.h2relay.replay import ReplayBuffer
+from sidecar.h2relay.request import Prepared, PreparedResponse, prepare_response
 from sidecar.h2relay.stepper import Stepper
-from sidecar.h2relay.grpcwire import MessageLimit
-from sidecar.h2relay.hpack_codec import Block
-from sidecar.h2relay.request import Prepared, PreparedResponse
-from sidecar.outcome import Outcome, classify
-from sidecar.policy import NO_TOKEN, CallState, Refusal
+from sidecar.outcome import EXPLAIN, Outcome, caller_gone, classify
+from sidecar.policy import NO_TOKEN, AttemptResult, CallPolicy, CallState, Refusal, Token
 
-if TYPE_CHECKING:
+if TYPE_CHECKING:  # the connection layer above, for its types only
+    from collections.abc import Sized
+
     from sidecar.h2relay.relay import Downstream, Plane, Upstream
 
 log = logging.getLogger(__name__)
@@ -62,220 +78,787 @@ _monotonic = time.monotonic
 # (unique, which is all an id needs; uuid4() cost ~6 µs, 7% of a relayed call's CPU)
 _ID_PREFIX = os.urandom(8).hex().encode()
 _ids = itertools.count(int.from_bytes(os.urandom(4), "big"))
+_TIMEOUT_NAME = b"grpc-timeout"
+_REQUEST_ID = b"x-request-id"
+_NONE_TRIED: frozenset[tuple[str, int]] = frozenset()
+_NOTHING: tuple[()] = ()
 
 
 def _new_request_id() -> bytes:
     return b"%s%016x" % (_ID_PREFIX, next(_ids))
 
 
+def _response(block: Block) -> PreparedResponse:
+    found = block.prepared
+    if found is None:
+        found = block.prepared = prepare_response(block.headers, STATUS_BY_WIRE)
+    return cast(PreparedResponse, found)
+
+
+class Route(Protocol):
+    """What a call reads of its route (sidecar/route.py's `Route`)."""
+
+    name: str
+    cluster: Cluster
+    default_timeout_s: float | None
+    calls: CallPolicy
+    per_try_timeout_s: float | None
+
+
+class Cancellable(Protocol):
+    """A wait the call may stop: a loop timer, a local stream's subscription."""
+
+    def cancel(self) -> None: ...
+
+
+class LocalStream(Protocol):
+    """A local method that answers with a stream (Health/Watch, wiring.py): it sends
+    through `local_send` / `local_end` and leaves what to cancel when the caller goes."""
+
+    def open(self, call: Call, body: bytes) -> Cancellable | None: ...
+
+
 class Call:
     __slots__ = (
-        "address",
+        "admitting",
         "attempt",
-        "attempt_open",
-        "attempt_started",
+        "attempts",
+        "calls",
         "code",
         "deadline",
         "done",
         "down",
         "down_pending",
-        "held",
-        "held_bytes",
-        "held_flow",
-        "host",
+        "final_queued",
         "last",
+        "local",
         "local_reason",
-        "pending",
+        "paused",
         "plane",
-        "replayable",
+        "replay",
         "req",
         "req_ended",
         "req_limit",
         "request_id",
-        "resp_limit",
         "responded",
-        "retry",
         "sid",
         "started",
         "timer",
         "token",
         "tried",
-        "try_ends",
-        "up",
-        "up_pending",
-        "up_sid",
-        "upstream_ended",
-        "waiter",
+        "watch",
     )  # fmt: skip
 
     def __init__(self, plane: Plane, down: Downstream, sid: int, req: Prepared) -> None:
         self.plane = plane
-        self.down = down
+        self.down = down  # the caller's connection, `sid` our stream on it
         self.sid = sid
         self.req = req
-        self.started = _monotonic()
-        self.deadline: float | None = None
-        self.timer: int | None = None  # the slot in the plane's timer wheel (timers.py)
+        now = self.started = _monotonic()
+        route = req.route
+        budget: float | None = None
+        if route is not None and req.error is None:
+            budget = req.timeout_s if req.timeout_s is not None else route.default_timeout_s
+        self.deadline = Deadline(now, budget)
+        self.timer: int | None = None  # our slot in the plane's timer wheel
         self.request_id = b""
-        self.up: Upstream | None = None
-        self.up_sid = 0
-        self.host: Any = None
-        self.address = ""
-        self.token: Any = NO_TOKEN  # admission (inbound)
-        self.attempt_started = 0.0
-        self.retry: CallState | None = None  # the upstream's CallState (seam a) once the call began
-        self.tried: set[tuple[str, int]] | None = None
-        self.attempt = 0
-        self.held: list[bytes] = []  # request DATA kept for a replay / not yet sent
-        self.held_bytes = 0
-        self.held_flow = 0  # window not yet credited for held bytes
-        self.replayable = True
+        self.replay = ReplayBuffer(plane.retry_buffer)
         self.req_ended = False  # the caller sent END_STREAM
-        self.up_pending: list[list[Any]] = []  # [data, end_stream, flow] waiting for window
-        self.down_pending: list[list[Any]] = []  # [data or block, end_stream, flow, is_headers]
-        self.responded = False  # response headers went to the caller
-        self.done = False  # final status sent (or stream reset) toward the caller
-        self.attempt_open = False  # host.start called, finish not yet
-        self.upstream_ended = False
         self.req_limit = MessageLimit(plane.max_message_bytes)
-        self.resp_limit: MessageLimit | None = None
+        # what the call waits on, one field per kind of wait (each cancelled on the end)
+        self.admitting: Stepper | None = None  # the admission coroutine (step 4)
+        # (a loop timer typed by what the call does with it: uvloop's is no asyncio one)
+        self.paused: Cancellable | None = None  # a fault's delay or a retry backoff
+        self.local: local_reply.LocalMethod | None = None  # answered once the request is whole
+        self.watch: Cancellable | None = None  # a local stream's subscription
+        self.token: Token = NO_TOKEN  # admission (inbound)
+        self.calls: CallState | None = None  # the upstream's policies once the call began
+        self.attempt: Attempt | None = None  # the attempt in flight (or the last one)
+        self.attempts = 0
+        self.tried: set[tuple[str, int]] | None = None  # endpoints tried by earlier attempts
+        self.last: Failure | None = None  # the last failed attempt: the answer if no retry
+        self.down_pending: list[tuple[bytes, bool, int, bool]] = []  # (data, end, credit, hdrs)
+        self.responded = False  # response headers went to the caller
+        self.final_queued = False  # the last frame toward the caller is queued (or sent)
+        self.done = False  # final status sent (or stream reset) toward the caller
         self.code = "CANCELLED"
-        self.waiter: Any = None  # admission task or fault timer
-        self.local_reason: str | None = None
-        self.try_ends: float | None = None  # the open attempt's per-try timeout
-        # the last failed attempt's answer (a block from the upstream, or a local error):
-        # what the caller gets when a retry cannot go ahead (the grpcio pipeline's `last`)
-        self.last: tuple[bytes | None, str, str, str | None] | None = None
-        self.pending: Any = None  # the upstream's limits while this call waits (max_pending)
+        self.local_reason: str | None = None  # our x-sidecar-error, when we ended it
 
     # ---- 1-5: before the first attempt ------------------------------------------
 
     def start(self) -> None:
         req = self.req
         plane = self.plane
-        route = req.route
         plane.calls_started(self)
         if req.error is not None:
             self.fail("INTERNAL", f"malformed gRPC request ({req.error})", "bad_request")
             return
-        if route is None:
+        if req.route is None:
             local = plane.local_methods.get(req.method)
             if local is not None:
-                self.waiter = local  # answered by the sidecar once the request is whole
+                self.local = local  # answered once the request is whole (on_data)
                 return
-            self.fail(
-                "UNIMPLEMENTED",
-                f"sidecar has no route for method {req.method}: no upstream lists its "
-                f"service in grpc_services (check the sidecar config)",
-                "no_route",
-            )
+            self.fail("UNIMPLEMENTED", local_reply.no_route(req.method), "no_route")
             return
-        remaining = req.timeout_s if req.timeout_s is not None else route.default_timeout_s
-        if remaining is not None:
-            self.deadline = self.started + remaining
-            self.timer = plane.wheel.add(self.deadline, self)
+        ends = self.deadline.ends
+        if ends is not None:
+            self.timer = plane.wheel.add(ends, self)
         self.request_id = b"" if req.has_request_id else _new_request_id()
         if plane.admit_all:
-            self.after_admission()
-        else:
-            # stepped by hand: no Task unless the call really waits in the queue (stepper.py)
-            driver = self.waiter = Stepper(
-                plane.loop,
-                plane.admission.acquire(self.req.priority, self.deadline),
-                self._admitted,
-                self._admission_failed,
-            )
-            driver.step()
+            self._after_admission()
+            return
+        # stepped by hand: no Task unless the call really waits in the queue (stepper.py)
+        stepper = self.admitting = Stepper(
+            plane.loop,
+            plane.admission.acquire(req.priority, ends),
+            self._admitted,
+            self._admission_failed,
+        )
+        stepper.step()
 
     def _admission_failed(self, exc: BaseException) -> None:
-        self.waiter = None
+        self.admitting = None
         try:
             raise exc
         except Exception:
             self.crashed()
 
-    def _admitted(self, admitted: Any) -> None:
-        self.waiter = None
+    def _admitted(self, admitted: object) -> None:
+        self.admitting = None
         try:
-            if self.done:
-                if not isinstance(admitted, Refusal):
-                    admitted.release(Outcome.CANCELLED, _monotonic())
-                return
             if isinstance(admitted, Refusal):
-                self.refuse(admitted)
-                self.down.kick()
+                if not self.done:
+                    self.refuse(admitted)
+                    self.down.kick()
                 return
-            self.token = admitted
-            self.after_admission()
+            token = cast(Token, admitted)
+            if self.done:
+                token.release(Outcome.CANCELLED, _monotonic())
+                return
+            self.token = token
+            self._after_admission()
             self.down.kick()
         except Exception:
             self.crashed()
 
-    def after_admission(self) -> None:
+    def _after_admission(self) -> None:
+        route: Route = self.req.route
         plane = self.plane
-        route = self.req.route
         fault = plane.faults.decide(plane.direction, route.name, self.req.method, _monotonic())
         if fault is not None:
             if fault.abort_status is not None and fault.delay_s <= 0:
-                self.fail(
-                    fault.abort_status,
-                    f"fault injected by the sidecar config for upstream {route.name}",
-                    "fault",
-                )
+                self.fail(fault.abort_status, local_reply.fault(route.name), "fault")
                 return
             if fault.delay_s > 0:
-                self.waiter = plane.loop.call_later(
-                    fault.delay_s, self.guard, self._after_delay, fault
-                )
+                self.paused = plane.loop.call_later(fault.delay_s, self._wake, fault)
                 return
         if self._begin():
             self.next_attempt()
 
-    def _begin(self) -> bool:
-        """The upstream's limits, one token per call held across its retries (seam a)."""
-        state = self.req.route.calls.begin(_monotonic())
-        if isinstance(state, Refusal):
-            self.refuse(state)
-            return False
-        self.retry = state
-        return True
-
-    def _after_delay(self, fault: Any) -> None:
-        self.waiter = None
-        if self.done:
-            return
-        if fault.abort_status is not None:
-            route = self.req.route
-            self.fail(
-                fault.abort_status,
-                f"fault injected by the sidecar config for upstream {route.name}",
-                "fault",
-            )
-        elif self._begin():
-            self.next_attempt()
-        self.down.kick()
-
-    # ---- the end of a call: a bug of ours, and the one report of the call ----------
-
-    def guard(self, step: Any, *args: Any) -> None:
-        """Run a timer's step; a bug in it ends this call, not the connection."""
+    def _wake(self, fault: FaultAction | None) -> None:
+        """A loop timer: a fault's delay (`fault`) or a retry's backoff ran out."""
+        self.paused = None
         try:
-            step(*args)
+            if self.done:
+                return
+            if fault is None:
+                self.next_attempt()
+            elif fault.abort_status is not None:
+                self.fail(fault.abort_status, local_reply.fault(self.req.route.name), "fault")
+            elif self._begin():
+                self.next_attempt()
+            self.down.kick()
         except Exception:
             self.crashed()
 
+    # ---- 6-8: limits, attempts, retries ---------------------------------------------
+
+    def _begin(self) -> bool:
+        """The upstream's limits, one token per call held across its retries (seam a)."""
+        route: Route = self.req.route
+        state = route.calls.begin(_monotonic())
+        if isinstance(state, Refusal):
+            self.refuse(state)
+            return False
+        self.calls = state
+        return True
+
+    def next_attempt(self) -> None:
+        route: Route = self.req.route
+        now = _monotonic()
+        deadline = self.deadline
+        if deadline.passed(now):
+            self._stop_retrying(
+                "DEADLINE_EXCEEDED", local_reply.deadline_spent(route.name), "deadline"
+            )
+            return
+        host = route.cluster.pick(
+            now, hash_key=self.req.hash_value, exclude=self.tried or _NONE_TRIED
+        )
+        if host is None:
+            self._stop_retrying("UNAVAILABLE", local_reply.no_endpoints(route.name), "no_endpoints")
+            return
+        calls = self.calls
+        assert calls is not None  # began in _begin
+        refusal = calls.attempt(now)  # adaptive throttling, per attempt
+        if refusal is not None:
+            self._stop_retrying(refusal.status, refusal.message, refusal.reason, refusal)
+            return
+        up = self.plane.pool.get(host.endpoint)
+        ready = up.ready and up.has_slot()
+        if not ready:
+            # it waits for a connection or a stream slot: bounded by limits.max_pending
+            refusal = calls.pending()
+            if refusal is not None:
+                calls.attempt_unsent(now)
+                self._stop_retrying(refusal.status, refusal.message, refusal.reason, refusal)
+                return
+        self.attempts += 1
+        attempt = self.attempt = Attempt(self.attempts, host, now)
+        attempt.pending = not ready
+        if deadline.arm_try(now, route.per_try_timeout_s):
+            self._arm()
+        if ready:
+            self.open_upstream(up)
+        else:
+            attempt.wait(up, self)
+
+    def _stop_retrying(
+        self, status: str, message: str, reason: str | None, refusal: Refusal | None = None
+    ) -> None:
+        """No (further) attempt: the caller gets the last attempt's failure when there was
+        one (a retry refused must not hide what the upstream said), else this error."""
+        if self.last is not None:
+            self._answer(self.last)
+        elif refusal is not None:
+            self.refuse(refusal)
+        else:
+            self.fail(status, message, reason)
+
+    def _attempt_failed(self, failure: Failure, reset: bool) -> None:
+        """The attempt failed: report it; retry, else give the caller its answer."""
+        self._detach(reset)
+        self._end_attempt(failure.outcome)
+        if self.done:
+            return
+        self.last = failure
+        if not self._retry(failure):
+            self._answer(failure)
+
+    def _retry(self, failure: Failure) -> bool:
+        """Start another attempt if the policy allows and nothing reached the caller."""
+        calls = self.calls
+        if calls is None or self.responded or not self.replay.replayable:
+            return False
+        now = _monotonic()
+        result = AttemptResult(
+            attempt=self.attempts,
+            status=failure.status,
+            outcome=failure.outcome,
+            committed=False,
+            replayable=True,
+            sidecar_error=failure.reason,
+            pushback=failure.pushback,  # as received: garbage or negative means "stop" (A6)
+            remaining_s=self.deadline.remaining(now),
+        )
+        backoff = calls.retry(result, now)
+        if backoff is None:
+            return False
+        attempt = self.attempt
+        if attempt is not None:
+            if self.tried is None:
+                self.tried = set()
+            self.tried.add(attempt.host.endpoint.key)
+            self.attempt = None  # the next one is a new Attempt
+        if backoff > 0:
+            self.paused = self.plane.loop.call_later(backoff, self._wake, None)
+        else:
+            self.next_attempt()
+        return True
+
+    def _end_attempt(self, outcome: Outcome) -> None:
+        """Report the attempt once: its endpoint, the call policy (seam a), metrics."""
+        attempt = self.attempt
+        if attempt is None or not attempt.open:
+            return
+        now = _monotonic()
+        attempt.end(outcome, now)
+        if self.calls is not None:
+            self.calls.attempt_ended(outcome, now)
+        self.plane.attempt_done(self.req.route.name, attempt.address, outcome)
+
+    def _detach(self, reset: bool) -> None:
+        """The attempt leaves its connection (and gives back its max_pending slot)."""
+        attempt = self.attempt
+        if attempt is None:
+            return
+        if attempt.pending:
+            attempt.pending = False
+            if self.calls is not None:
+                self.calls.connected()
+        attempt.detach(self, reset)
+
+    def _cancel_upstream(self, outcome: Outcome) -> None:
+        """Stop whatever the call waits on, and its attempt (reported with `outcome`)."""
+        if self.admitting is not None:
+            self.admitting.cancel()
+            self.admitting = None
+        if self.paused is not None:
+            self.paused.cancel()
+            self.paused = None
+        if self.watch is not None:
+            self.watch.cancel()
+            self.watch = None
+        attempt = self.attempt
+        if attempt is not None:
+            self._detach(reset=not attempt.ended)
+            self._end_attempt(outcome)
+
+    # ---- 7: the request toward the upstream (relay.Stream, driven by the connections) --
+
+    def open_upstream(self, up: Upstream) -> None:
+        """Our attempt may open its stream on `up`: headers, then the request DATA held."""
+        attempt = self.attempt
+        assert attempt is not None
+        if attempt.pending:
+            attempt.pending = False
+            if self.calls is not None:
+                self.calls.connected()
+        block = self.req.block
+        remaining = self.deadline.try_remaining(_monotonic())
+        if remaining is not None:
+            block += encode_literal(_TIMEOUT_NAME, encode_timeout(max(remaining, 0.001)))
+        if self.request_id:
+            block += encode_literal(_REQUEST_ID, self.request_id)
+        replay = self.replay
+        chunks = replay.replay()
+        credit = replay.release_credit()
+        attempt.open_stream(up, self, block, self.req_ended and not chunks)
+        if chunks:
+            last = len(chunks) - 1
+            for i, chunk in enumerate(chunks):
+                freed = attempt.send(
+                    self, chunk, self.req_ended and i == last, credit if i == last else 0
+                )
+                if freed:
+                    self.down.conn.consumed(self.sid, freed)
+        elif credit:
+            self.down.conn.consumed(self.sid, credit)
+        if self.req_ended and not attempt.queued:
+            up.write_now()  # a whole request: on its way now, not after the rest of the read
+        else:
+            up.kick()
+
+    @property
+    def up_pending(self) -> Sized:
+        """Request DATA waiting for the upstream's window (relay.Stream)."""
+        attempt = self.attempt
+        return _NOTHING if attempt is None else attempt.queued
+
+    def flush_up(self) -> None:
+        """The upstream stream's window grew: send what waits."""
+        attempt = self.attempt
+        if attempt is None or attempt.up is None:
+            return
+        credit = attempt.flush(self)
+        if credit:
+            self.down.conn.consumed(self.sid, credit)
+        if not attempt.queued:
+            self.down.kick()
+
+    def on_data(self, data: bytes, end_stream: bool, flow: int) -> None:
+        """Request DATA from the caller."""
+        if self.done:
+            self.down.conn.consumed(self.sid, flow)
+            return
+        if end_stream:
+            self.req_ended = True
+        if data and not self.req_limit.feed(data):
+            self.down.conn.consumed(self.sid, flow)
+            limit = self.plane.max_message_bytes
+            message = local_reply.too_large("request", limit)
+            self.fail("RESOURCE_EXHAUSTED", message, "message_too_large")
+            return
+        attempt = self.attempt
+        if attempt is not None and attempt.sid and attempt.up is not None:
+            up = attempt.up
+            self.replay.keep(data)  # a copy for a replay, up to the retry buffer
+            freed = attempt.send(self, data, end_stream, flow)
+            if freed:
+                self.down.conn.consumed(self.sid, freed)
+            if end_stream and not attempt.queued:
+                up.write_now()  # the request is whole: send it before reading on
+            else:
+                up.kick()
+            return
+        # no upstream stream yet (admission, connecting, between attempts): hold it, and
+        # credit the window only once it is sent, so a caller cannot outrun us
+        self.replay.hold(data, flow)
+        if end_stream and self.local is not None:
+            self._answer_locally()
+
+    def on_reset(self, code: int) -> None:
+        """The caller reset its stream: cancel upstream; at the deadline that is a timeout."""
+        self.done = True
+        self.code = "CANCELLED"
+        self._cancel_upstream(caller_gone(self.started, self.deadline.ends, _monotonic()))
+        self._finish_call()
+
+    # ---- 8-9: what the upstream says ------------------------------------------------
+
+    def on_up_headers(self, block: Block, end_stream: bool) -> None:
+        resp = _response(block)
+        attempt = self.attempt
+        assert attempt is not None
+        if not end_stream:  # response headers: the call is committed to this attempt
+            if self.done:
+                return
+            self.responded = True
+            self.replay.give_up()
+            attempt.answering(self.plane.max_message_bytes)
+            self._to_down(resp.block, False, 0, True)
+            return
+        attempt.ended = True
+        status = resp.status or "UNKNOWN"
+        if (
+            status == "DEADLINE_EXCEEDED"
+            and resp.peer_error is None
+            and self.deadline.expired(_monotonic())
+        ):
+            # the peer gave up on the budget we sent it as our own timer was due: our
+            # timeout (retried like one our timer caught), not the app's answer
+            if self.deadline.try_ends is not None:
+                self._per_try_timeout()
+            else:
+                self._deadline_passed()
+            return
+        if (
+            status != "OK"
+            and not self.responded
+            and self.replay.replayable
+            and self.calls is not None
+        ):
+            # a trailers-only error: nothing went to the caller, so it may be retried
+            self._attempt_failed(attempt.rejected(resp), reset=not self.req_ended)
+            return
+        outcome = classify(status, resp.peer_error)
+        if not self.done:
+            self.responded = True
+            self.code = status
+            self.final_queued = True
+            self._to_down(resp.block, True, 0, True)  # out to the caller first...
+        up = attempt.up
+        if up is not None:
+            # ...its bookkeeping once this read is done (Pool.settle): the other answers
+            # in the read go out before it, not after every earlier answer's bookkeeping
+            up.pool.answered.append((self, outcome))
+            return
+        self.settle(outcome)
+
+    def on_up_data(self, data: bytes, end_stream: bool, flow: int) -> None:
+        attempt = self.attempt
+        assert attempt is not None
+        up = attempt.up
+        if self.done or up is None:
+            if up is not None:
+                up.conn.consumed(attempt.sid, flow)
+            return
+        limit = attempt.resp_limit
+        if data and limit is not None and not limit.feed(data):
+            up.conn.consumed(attempt.sid, flow)
+            self._end_attempt(Outcome.SUCCESS)
+            message = local_reply.too_large("response", self.plane.max_message_bytes)
+            self.fail("RESOURCE_EXHAUSTED", message, "message_too_large")
+            return
+        self._to_down(data, end_stream, flow, False)
+
+    def on_up_reset(self, code: int) -> None:
+        """The upstream reset our stream."""
+        attempt = self.attempt
+        assert attempt is not None
+        status = STATUS_FOR_RST.get(code, "INTERNAL")
+        if code == F.REFUSED_STREAM and not self.responded:
+            self._attempt_failed(attempt.refused(self._target(), "refused the stream"), False)
+            return
+        self._detach(reset=False)
+        self._end_attempt(classify(status))
+        if self.done:
+            return
+        if self.responded or code == F.CANCEL:
+            self.down.conn.reset(self.sid, code)  # relay the RST as it came
+            self.done = True
+            self.code = status
+            self._finish_call()
+        else:
+            self.fail(status, f"upstream reset the stream (HTTP/2 error {code})", None)
+
+    def on_up_lost(self, why: str, connect: bool) -> None:
+        """The pooled connection failed (or never connected) under this call."""
+        if self.done:
+            self._end_attempt(Outcome.CANCELLED)
+            return
+        attempt = self.attempt
+        assert attempt is not None
+        self._attempt_failed(attempt.lost(self._target(), why, connect), reset=False)
+        self.down.kick()
+
+    def on_up_refused(self) -> None:
+        """GOAWAY said the peer never processed our stream: always safe to replay."""
+        attempt = self.attempt
+        assert attempt is not None
+        self._attempt_failed(attempt.refused(self._target(), "peer went away"), reset=False)
+        self.down.kick()
+
+    def settle(self, outcome: Outcome) -> None:
+        """The bookkeeping of a call whose final status came from its upstream: the
+        attempt's report (breaker, EWMA, throttling, metrics), then the call's end."""
+        self._end_attempt(outcome)
+        if not self.done:
+            self._close_down()
+
+    # ---- 2 again: the call's one timer ----------------------------------------------
+
+    def _arm(self) -> None:
+        """(Re)set the call's one wheel slot to the deadline's `next_fire()`."""
+        when = self.deadline.next_fire()
+        wheel = self.plane.wheel
+        if self.timer is not None:
+            wheel.remove(self.timer, self)
+        self.timer = None if when is None else wheel.add(when, self)
+
+    def fire(self) -> None:
+        """The wheel's callback (timers.Target): the call's slot came."""
+        self.timer = None
+        try:
+            if self.done:
+                return
+            attempt = self.attempt
+            ring = self.deadline.ring(_monotonic(), attempt is not None and attempt.open)
+            if ring == DEADLINE:
+                self._deadline_passed()
+            elif ring == PER_TRY:
+                self._per_try_timeout()
+            else:
+                self._arm()  # sleep on to what is left
+        except Exception:
+            self.crashed()
+
+    def _per_try_timeout(self) -> None:
+        """`per_try_timeout_ms` ran out on this attempt: DEADLINE_EXCEEDED with
+        `x-sidecar-error: timeout`, retried only if `retries.on` lists it; the breaker
+        and EWMA see a TIMEOUT."""
+        attempt = self.attempt
+        assert attempt is not None
+        self.deadline.end_try()
+        failure = attempt.timed_out(self._target())
+        self._detach(reset=not attempt.ended)
+        self._end_attempt(Outcome.TIMEOUT)
+        self.last = failure
+        if not self._retry(failure):
+            self._answer(failure)
+        elif not self.done and self.timer is None and self.deadline.ends is not None:
+            self._arm()  # a backoff before the next attempt: the deadline still holds
+        self.down.kick()
+
+    def _deadline_passed(self) -> None:
+        """The call's budget is spent: `timeout` if an attempt was waiting on the
+        endpoint (the breaker and EWMA then see a TIMEOUT), else `deadline`."""
+        self.timer = None
+        if self.done:
+            return
+        attempt = self.attempt
+        waiting = attempt is not None and attempt.open
+        if not waiting and self.last is not None:
+            self._answer(self.last)  # waiting to retry when the time ran out
+            self.down.kick()
+            return
+        if attempt is not None and waiting:
+            reason = "timeout"
+            message = f"{EXPLAIN['timeout']} {self._target()} at {attempt.address}"
+        else:
+            reason = "deadline"
+            message = local_reply.deadline_spent(self.req.route.name)
+        self._cancel_upstream(Outcome.TIMEOUT)
+        self.fail("DEADLINE_EXCEEDED", message, reason)
+        self.down.kick()
+
+    # ---- 9: toward the caller -------------------------------------------------------
+
+    def _to_down(self, data: bytes, end_stream: bool, flow: int, is_headers: bool) -> None:
+        down = self.down
+        if self.down_pending:
+            self.down_pending.append((data, end_stream, flow, is_headers))
+            return
+        if is_headers:
+            down.conn.send_headers(self.sid, data, end_stream)
+        else:
+            sent = down.conn.send_data(self.sid, data, end_stream)
+            if sent < len(data):
+                self.down_pending.append((data[sent:], end_stream, flow, False))
+                down.blocked.add(self)
+                down.kick()
+                return
+            attempt = self.attempt
+            if flow and attempt is not None and attempt.up is not None:
+                attempt.up.conn.consumed(attempt.sid, flow)
+        if end_stream:
+            down.write_now()  # the answer is whole: to the caller before the next is read
+        else:
+            down.kick()
+
+    def flush_down(self) -> None:
+        """The caller's window grew: send what waits."""
+        down = self.down
+        pending = self.down_pending
+        while pending:
+            data, end_stream, flow, is_headers = pending[0]
+            if is_headers:
+                down.conn.send_headers(self.sid, data, end_stream)
+            else:
+                sent = down.conn.send_data(self.sid, data, end_stream)
+                if sent < len(data):
+                    pending[0] = (data[sent:], end_stream, flow, False)
+                    return
+                attempt = self.attempt
+                if flow and attempt is not None and attempt.up is not None:
+                    attempt.up.conn.consumed(attempt.sid, flow)
+                    attempt.up.kick()
+            pending.pop(0)
+        down.blocked.discard(self)
+        if self.final_queued and not self.done:
+            self._close_down()
+
+    def _close_down(self) -> None:
+        """The final frame went (or is queued behind data) to the caller."""
+        if self.down_pending:
+            return  # flush_down calls back when the trailers are out
+        self.done = True
+        attempt = self.attempt
+        if attempt is not None:
+            self._detach(reset=not (self.req_ended and not attempt.queued))
+        self._finish_call()
+
+    # ---- what the sidecar answers itself (local_reply.py) ---------------------------
+
+    def _target(self) -> str:
+        route = self.req.route
+        return local_reply.target(self.plane.direction, "-" if route is None else route.name)
+
+    def refuse(self, refusal: Refusal) -> None:
+        self.fail(
+            refusal.status, refusal.message, refusal.reason, local_reply.refusal_extra(refusal)
+        )
+
+    def _answer(self, failure: Failure) -> None:
+        """The caller gets a failed attempt's answer: the upstream's own, or ours."""
+        if failure.block is None:
+            self.fail(failure.status, failure.message, failure.reason)
+        else:
+            self.fail(failure.status, "", None, block=failure.block)
+
+    def fail(
+        self,
+        status: str,
+        message: str,
+        reason: str | None,
+        extra: tuple[tuple[str, str], ...] = (),
+        block: bytes | None = None,
+    ) -> None:
+        """End the call toward the caller with a sidecar-made status (or, `block`, an
+        upstream's trailers-only answer kept from an earlier attempt)."""
+        if self.done:
+            return
+        self._cancel_upstream(Outcome.CANCELLED)
+        self.down_pending = []
+        self.down.blocked.discard(self)
+        if block is None:
+            block = local_reply.status_block(status, message, reason, self.responded, extra)
+        self.responded = True
+        self.down.conn.send_headers(self.sid, block, True)
+        self.code = status
+        self.local_reason = reason
+        self.done = True
+        self._finish_call()
+        self.down.kick()
+
+    def _answer_locally(self) -> None:
+        handler = self.local
+        assert handler is not None
+        self.local = None
+        body = self.replay.body()
+        conn = self.down.conn
+        conn.consumed(self.sid, self.replay.release_credit())
+        request = local_reply.unframed(body)
+        if getattr(handler, "streaming", False):
+            # a server stream answered by the sidecar (Health/Watch): it sends through
+            # local_send / local_end and leaves a subscription to cancel
+            self.watch = cast(LocalStream, handler).open(self, request)
+            return
+        status, message, reply = handler(request)
+        if status != "OK" or reply is None:
+            self.fail(status, message, None)
+            return
+        conn.send_headers(self.sid, local_reply.HEADERS, False)
+        conn.send_data(self.sid, local_reply.framed(reply), False)
+        conn.send_headers(self.sid, local_reply.OK_TRAILERS, True)
+        self.responded = self.done = True
+        self.code = "OK"
+        self._finish_call()
+
+    def local_send(self, message: bytes) -> None:
+        """One message of a stream the sidecar answers itself (headers go first)."""
+        if self.done:
+            return
+        if not self.responded:
+            self.responded = True
+            self._to_down(local_reply.HEADERS, False, 0, True)
+        self._to_down(local_reply.framed(message), False, 0, False)
+
+    def local_end(self, status: str, message: str) -> None:
+        """End a stream the sidecar answers itself."""
+        if self.done:
+            return
+        self.watch = None
+        if not self.responded:
+            self.fail(status, message, None)
+            return
+        self.code = status
+        self.final_queued = True
+        self._to_down(local_reply.status_block(status, message, None, True), True, 0, True)
+        self._close_down()
+        self.down.kick()
+
+    # ---- 10: the end of a call: its one report, and a bug of ours -------------------
+
+    def _finish_call(self) -> None:
+        """Forget the caller's stream; report the call (metrics, the tokens), once."""
+        down = self.down
+        if down.calls.pop(self.sid, None) is None:
+            return
+        if self.req_ended:
+            down.conn.close_stream(self.sid)
+        else:
+            down.conn.reset(self.sid, F.NO_ERROR if self.responded else F.CANCEL)
+        if self.timer is not None:
+            self.plane.wheel.remove(self.timer, self)
+            self.timer = None
+        calls = self.calls
+        if calls is not None:
+            self._end_attempt(Outcome.CANCELLED)  # no-op unless one is still open
+            calls.release(classify(self.code), _monotonic())  # exactly once
+            self.calls = None
+        if self.token is not NO_TOKEN:
+            self.token.release(classify(self.code), _monotonic())
+            self.token = NO_TOKEN
+        self.plane.call_done(self)
+
     def crashed(self) -> None:
         """A bug of ours inside this call (the caller of this method caught it): log it,
-        answer INTERNAL with `x-sidecar-error: internal`, keep the connection (the
-        grpcio pipeline's `except Exception` around one call, the same answer)."""
+        answer INTERNAL with `x-sidecar-error: internal`, keep the connection."""
         log.exception("%s call %s failed inside the sidecar", self.plane.direction, self.req.method)
         try:
             if not self.done:
-                self.fail(
-                    "INTERNAL",
-                    "the sidecar failed while handling this call (see its log)",
-                    "internal",
-                )
+                self.fail("INTERNAL", local_reply.INTERNAL, "internal")
                 return
         except Exception:
             log.exception("failing the call failed too: resetting its stream")
@@ -290,156 +873,8 @@ class Call:
                 self.plane.call_done(self)
         down.kick()
 
-    def _finish_call(self) -> None:
-        """Forget the caller's stream; report the call (metrics, admission token)."""
-        down = self.down
-        if down.calls.pop(self.sid, None) is None:
-            return
-        if self.req_ended:
-            down.conn.close_stream(self.sid)
-        else:
-            down.conn.reset(self.sid, F.NO_ERROR if self.responded else F.CANCEL)
-        if self.timer is not None:
-            self.plane.wheel.remove(self.timer, self)
-            self.timer = None
-        if self.retry is not None:
-            self._end_attempt(Outcome.CANCELLED)  # no-op unless one is still open
-            self.retry.release(classify(self.code), _monotonic())  # exactly once
-            self.retry = None
-        if self.token is not NO_TOKEN:
-            self.token.release(classify(self.code), _monotonic())
-            self.token = NO_TOKEN
-        self.plane.call_done(self)
-
-    # ---- 6: attempts (attempts.py) --------------------------------------------------
-
-    def next_attempt(self) -> None:
-        attempts.next_attempt(self)
-
-    def _leave_pending(self) -> None:
-        attempts._leave_pending(self)
-
-    def _stop_retrying(
-        self, status: str, message: str, reason: str | None, refusal: Refusal | None = None
-    ) -> None:
-        attempts._stop_retrying(self, status, message, reason, refusal)
-
-    def _give_last(self) -> None:
-        attempts._give_last(self)
-
-    def _attempt_failed(self, reason: str, outcome: Outcome, why: str) -> None:
-        attempts._attempt_failed(self, reason, outcome, why)
-
-    def _retry(
-        self, outcome: Outcome, status: str, pushback: bytes | None, sidecar_error: str | None
-    ) -> bool:
-        return attempts._retry(self, outcome, status, pushback, sidecar_error)
-
-    def _retry_now(self) -> None:
-        attempts._retry_now(self)
-
-    def _upstream_done(self, resp: PreparedResponse) -> Outcome | None:
-        return attempts._upstream_done(self, resp)
-
-    def _end_attempt(self, outcome: Outcome) -> None:
-        attempts._end_attempt(self, outcome)
-
-    def _detach_upstream(self, reset: bool) -> None:
-        attempts._detach_upstream(self, reset)
-
-    def _cancel_upstream(self, outcome: Outcome) -> None:
-        attempts._cancel_upstream(self, outcome)
-
-    # ---- the call's timer (deadlines.py) ---------------------------------------------
-
-    def _expired(self) -> bool:
-        return deadlines._expired(self)
-
-    def _arm(self, when: float) -> None:
-        deadlines._arm(self, when)
-
-    def fire(self) -> None:
-        deadlines.fire(self)
-
-    def on_timer(self) -> None:
-        deadlines.on_timer(self)
-
-    def _per_try_timeout(self) -> None:
-        deadlines._per_try_timeout(self)
-
-    def on_deadline(self) -> None:
-        deadlines.on_deadline(self)
-
-    def _deadline_message(self) -> str:
-        return deadlines._deadline_message(self)
-
-    # ---- 6-7 in frames, both ways (forwarding.py) -----------------------------------
-
-    def open_upstream(self, up: Upstream) -> None:
-        forwarding.open_upstream(self, up)
-
-    def _send_up(self, data: bytes, end_stream: bool, flow: int) -> None:
-        forwarding._send_up(self, data, end_stream, flow)
-
-    def flush_up(self) -> None:
-        forwarding.flush_up(self)
-
-    def on_data(self, data: bytes, end_stream: bool, flow: int) -> None:
-        forwarding.on_data(self, data, end_stream, flow)
-
-    def on_reset(self, code: int) -> None:
-        forwarding.on_reset(self, code)
-
-    def on_up_headers(self, block: Block, end_stream: bool) -> None:
-        forwarding.on_up_headers(self, block, end_stream)
-
-    def on_up_data(self, data: bytes, end_stream: bool, flow: int) -> None:
-        forwarding.on_up_data(self, data, end_stream, flow)
-
-    def on_up_reset(self, code: int) -> None:
-        forwarding.on_up_reset(self, code)
-
-    def on_up_lost(self, why: str, connect: bool) -> None:
-        forwarding.on_up_lost(self, why, connect)
-
-    def on_up_refused(self) -> None:
-        forwarding.on_up_refused(self)
-
-    def _to_down(self, data: bytes, end_stream: bool, flow: int, is_headers: bool) -> None:
-        forwarding._to_down(self, data, end_stream, flow, is_headers)
-
-    def flush_down(self) -> None:
-        forwarding.flush_down(self)
-
-    def _close_down(self) -> None:
-        forwarding._close_down(self)
-
-    def settle(self, outcome: Outcome) -> None:
-        forwarding.settle(self, outcome)
-
-    # ---- what the sidecar answers itself (answers.py) ------------------------------
-
-    def _target(self) -> str:
-        return answers._target(self)
-
-    def refuse(self, refusal: Refusal) -> None:
-        answers.refuse(self, refusal)
-
-    def fail(
-        self,
-        status: str,
-        message: str,
-        reason: str | None,
-        extra: tuple[Any, ...] = (),
-        block: bytes | None = None,
-    ) -> None:
-        answers.fail(self, status, message, reason, extra, block)
-
-    def _answer_locally(self) -> None:
-        answers._answer_locally(self)
-
-    def local_send(self, message: bytes) -> None:
-        answers.local_send(self, message)
-
-    def local_end(self, status: str, message: str) -> None:
-        answers.local_end(self, status, message)
+    def __repr__(self) -> str:
+        return (
+            f"Call({self.req.method} stream={self.sid} attempts={self.attempts} "
+            f"{self.deadline!r} done={self.done})"
+        )

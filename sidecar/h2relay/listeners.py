@@ -19,7 +19,8 @@ from sidecar import native
 from sidecar.config import Config
 from sidecar.endpoint import parse_hostport
 from sidecar.h2relay.connection import Settings
-from sidecar.h2relay.relay import LocalMethod, Plane, Pool
+from sidecar.h2relay.local_reply import LocalMethod
+from sidecar.h2relay.relay import Plane, Pool
 from sidecar.health.service import InboundHealth
 from sidecar.policy import Admission, FaultInjector
 from sidecar.route import Route

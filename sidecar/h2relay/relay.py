@@ -31,6 +31,7 @@ from sidecar.h2relay import frames as F
 from sidecar.h2relay.call import Call
 from sidecar.h2relay.connection import H2Connection, Settings
 from sidecar.h2relay.hpack_codec import Block
+from sidecar.h2relay.local_reply import LocalMethod
 from sidecar.h2relay.request import Prepared, prepare, prepare_split
 from sidecar.h2relay.timers import Wheel
 from sidecar.outcome import Outcome
@@ -40,9 +41,6 @@ log = logging.getLogger(__name__)
 
 # set in `sidecar run --workers N` workers (sidecar/workers.py): listeners share their port
 REUSE_PORT = False
-
-# a local method: request message bytes -> (status name, message, response bytes | None)
-LocalMethod = Callable[[bytes], tuple[str, str, bytes | None]]
 
 
 class _Kickable(Protocol):
@@ -136,18 +134,6 @@ class Plane:
         # metric children, cached: label lookups cost more than the increments
         self._children: dict[tuple[str, ...], Any] = {}
         self._in_flight: dict[str, int] = {}
-        self._pending: dict[str, Any] = {}
-
-    def pending_limits(self, route: Any) -> Any:
-        """The upstream's `UpstreamLimits` (sidecar/retry/limits.py), whose `pending`
-        count `limits.max_pending` bounds, or None when the route has no limits (the
-        inbound app route). Read from the route's call policy, cached per upstream."""
-        name = route.name
-        found = self._pending.get(name, False)
-        if found is False:
-            policy = getattr(route.calls, "policy", None)
-            found = self._pending[name] = getattr(policy, "limits", None)
-        return found
 
     # ---- metrics (cheap: children cached per label set) ----------------------------
 
@@ -184,8 +170,8 @@ class Plane:
         if call.local_reason is not None:
             metrics.LOCAL_ERRORS.labels(self.direction, upstream, call.local_reason).inc()
 
-    def attempt_done(self, call: Call, outcome: Outcome) -> None:
-        key = ("a", call.req.route.name, call.address, outcome.value)
+    def attempt_done(self, upstream: str, address: str, outcome: Outcome) -> None:
+        key = ("a", upstream, address, outcome.value)
         counter = self._children.get(key)
         if counter is None:
             counter = self._children[key] = _counter(

@@ -131,6 +131,12 @@ class Retrying:
             return Refusal("throttled", "throttled by the test policy", "UNAVAILABLE")
         return None
 
+    def pending(self) -> Refusal | None:
+        return None
+
+    def connected(self) -> None:
+        return None
+
     def attempt_ended(self, outcome: Outcome, now: float) -> None:
         return None
 
