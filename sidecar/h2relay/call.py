@@ -95,7 +95,7 @@ def _response(block: Block) -> PreparedResponse:
     return cast(PreparedResponse, found)
 
 
-class Route(Protocol):
+class RouteView(Protocol):
     """What a call reads of its route (sidecar/route.py's `Route`)."""
 
     name: str
@@ -242,7 +242,7 @@ class Call:
             self.crashed()
 
     def _after_admission(self) -> None:
-        route: Route = self.req.route
+        route: RouteView = self.req.route
         plane = self.plane
         fault = plane.faults.decide(plane.direction, route.name, self.req.method, _monotonic())
         if fault is not None:
@@ -275,7 +275,7 @@ class Call:
 
     def _begin(self) -> bool:
         """The upstream's limits, one token per call held across its retries (seam a)."""
-        route: Route = self.req.route
+        route: RouteView = self.req.route
         state = route.calls.begin(_monotonic())
         if isinstance(state, Refusal):
             self.refuse(state)
@@ -284,7 +284,7 @@ class Call:
         return True
 
     def next_attempt(self) -> None:
-        route: Route = self.req.route
+        route: RouteView = self.req.route
         now = _monotonic()
         deadline = self.deadline
         if deadline.passed(now):
