@@ -21,8 +21,8 @@ sits where it sits:
 4. Admit (seam b, inbound): `Admission.acquire(priority, deadline)` before any upstream
    stream is opened, so a dropped call costs no upstream work. AdmitAll skips it.
 5. Fault (seam c): a delay by a timer, or an abort as a sidecar error. After admission,
-   so an injected fault behaves as the app would behind it; before the limits, so a
-   delayed call does not hold an upstream slot while it sleeps.
+   so a delayed inbound call holds its admission slot as a slow app would; before the
+   limits, so a delayed call holds no upstream slot while it sleeps.
 6. Limits (seam a, `begin`): one token per call, held across its retries, so retries
    of one call never overlap and never count twice against `limits.max_requests`.
 7. Attempts: pick an endpoint (excluding those tried), ask seam a (throttling, per
