@@ -1,0 +1,55 @@
+"""gRPC's interop cases (grpc's doc/interop-test-descriptions.md, those that need no TLS
+or credentials) across clients, servers and paths:
+
+- `direct`: client → server, the control: a failure here is the interop code's, not the
+  sidecar's;
+- `pair`: client → outbound sidecar → inbound sidecar → server (real processes);
+- `inprocess`: the in-process client (`sidecar.client.connect`) → inbound sidecar → server.
+
+Clients: grpcio, @grpc/grpc-js and grpc-go's own interop client; servers: grpcio,
+grpc-js and grpc-go's own interop server. One client process runs every case of one
+(path, client, server) cell; each test checks one case of it against spec.py (grpc-go's
+client checks itself: its exit status is the verdict)."""
+
+from __future__ import annotations
+
+import pytest
+
+from tests.interop.lab import Lab, Missing
+from tests.interop.spec import CASES
+
+pytestmark = pytest.mark.timeout(120)
+
+CLIENTS = ["grpcio", "grpcjs", "grpcgo"]
+SERVERS = ["grpcio", "grpcjs", "grpcgo"]
+CELLS = [
+    *(
+        (path, client, server)
+        for path in ("direct", "pair")
+        for client in CLIENTS
+        for server in SERVERS
+    ),
+    *(("inprocess", "inprocess", server) for server in SERVERS),
+]
+PARAMS = [(*cell, case) for cell in CELLS for case in CASES]
+
+
+def _id(param: tuple[str, str, str, str]) -> str:
+    path, client, server, case = param
+    who = "client" if path == "inprocess" else f"{client}-client"
+    return f"{path}-{who}-{server}-server-{case}"
+
+
+@pytest.mark.parametrize("cell", PARAMS, ids=[_id(p) for p in PARAMS])
+def test_interop(lab: Lab, cell: tuple[str, str, str, str]) -> None:
+    """The case passes on this path, with this client and server, as the spec asks."""
+    path, client, server, case = cell
+    try:
+        got = lab.result(path, client, server, case)
+    except Missing as err:
+        pytest.fail(str(err), pytrace=False)
+    if client == "grpcgo":
+        assert got["passed"], got["log"]
+        return
+    assert got["error"] is None, got["error"]
+    CASES[case](got["calls"])
