@@ -12,7 +12,7 @@ PROTO_STAMP := music/.generated
 
 help:
 	@echo "make demo   run the two-site mesh demo (embedded DNS registry, sidecars, services, load)"
-	@echo "make test   run the test suite (unit, component, integration, chaos smoke)"
+	@echo "make test   run the test suite (unit, component, integration, chaos smoke, interop)"
 	@echo "make test-interop  gRPC's interop cases through the sidecars (grpcio, grpc-js, grpc-go)"
 	@echo "make lint   ruff check + ruff format --check + mypy --strict on sidecar/ + import contracts"
 	@echo "make chaos  run every chaos scenario"
