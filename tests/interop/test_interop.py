@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import pytest
 
+from tests.integration.procs import Sidecar, http, wait_until
 from tests.interop.lab import Lab, Missing
 from tests.interop.spec import CASES
 
@@ -53,3 +54,22 @@ def test_interop(lab: Lab, cell: tuple[str, str, str, str]) -> None:
         return
     assert got["error"] is None, got["error"]
     CASES[case](got["calls"])
+
+
+def test_no_call_left_in_flight(lab: Lab) -> None:
+    """After the cells above (cancels and expired deadlines among them), every sidecar
+    they used has no call in flight: each ended call released its stream and its slot."""
+    for server, (outbound, inbound) in lab.pairs.items():
+        for sidecar in (outbound, inbound):
+            wait_until(lambda s=sidecar: not _in_flight(s), timeout=5, what=f"{server} idle")
+
+
+def _in_flight(sidecar: Sidecar) -> list[str]:
+    status, body = http("GET", sidecar.url("/metrics"))
+    assert status == 200, status
+    gauges = ("sidecar_requests_in_flight{", "sidecar_admission_in_flight ")
+    return [
+        line
+        for line in body.decode().splitlines()
+        if line.startswith(gauges) and float(line.rpartition(" ")[2]) != 0
+    ]
