@@ -222,6 +222,10 @@ def on_up_reset(self: Call, code: int) -> None:
         self.done = True
         self.code = status
         self._finish_call()
+        # this runs on the upstream connection's read: the caller's connection must be
+        # told to write, or the RST waits for other traffic on it (a caller without a
+        # deadline of its own hung until then)
+        self.down.kick()
     else:
         self.fail(status, f"upstream reset the stream (HTTP/2 error {code})", None)
 
