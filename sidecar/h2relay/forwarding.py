@@ -209,6 +209,18 @@ def on_up_data(self: Call, data: bytes, end_stream: bool, flow: int) -> None:
 
 def on_up_reset(self: Call, code: int) -> None:
     """The upstream reset our stream."""
+    if code == F.CANCEL and not self.done and self._expired():
+        # grpc-go's server ends a call whose budget (the grpc-timeout we sent) ran out
+        # with RST_STREAM(CANCEL) and no status, and that can beat our own timer, which
+        # fires up to a tick late (timers.py): it is our timeout, as an expired peer's
+        # DEADLINE_EXCEEDED is in on_up_headers. Relayed as it came, the caller would
+        # see CANCELLED, and breaker and EWMA a cancel instead of a timeout.
+        self.upstream_ended = True
+        if self.try_ends is not None:
+            self._per_try_timeout()
+        else:
+            self.on_deadline()
+        return
     status = STATUS_FOR_RST.get(code, "INTERNAL")
     if code == F.REFUSED_STREAM and not self.responded:
         self._attempt_failed("connection_lost", Outcome.UNAVAILABLE, "refused the stream")

@@ -148,3 +148,21 @@ async def test_an_upstream_reset_reaches_the_caller_at_once(relay: Any) -> None:
     sees the reset (CANCELLED) at once, not after other traffic on its connection."""
     port, _ = await relay(lambda budget: 0.05, 5.0)
     assert await call(port) == (grpc.StatusCode.CANCELLED, None)
+
+
+# The reset comes this much before the budget runs out: inside the 2 ms in which an
+# attempt counts as expired (deadlines.py), and before our own timer, which never fires early.
+EARLY_S = 0.0015
+
+
+async def test_a_reset_at_our_deadline_is_our_timeout(relay: Any) -> None:
+    """The upstream resets with CANCEL as the budget we sent it runs out, just before our
+    own timer is due (grpc-go's server at its deadline): the caller gets DEADLINE_EXCEEDED
+    with `x-sidecar-error: timeout`, not a CANCELLED that nobody asked for, and the
+    attempt counts as a TIMEOUT (breaker, EWMA and throttling must see a hung app)."""
+    port, policy = await relay(lambda budget: (budget or 0.0) - EARLY_S, 0.3)
+    # twice: the first call also opens the relay's connection upstream, which delays the
+    # upstream's clock against ours; on the second the reset comes before our timer
+    for _ in range(2):
+        assert await call(port) == (grpc.StatusCode.DEADLINE_EXCEEDED, "timeout")
+    assert policy.outcomes == [Outcome.TIMEOUT, Outcome.TIMEOUT]
