@@ -34,6 +34,22 @@ CELLS = [
 ]
 PARAMS = [(*cell, case) for cell in CELLS for case in CASES]
 
+# A race between two gRPC stacks with no sidecar in between, seen on the control path:
+# grpc-go's server ends a call whose deadline ran out with RST_STREAM(CANCEL) and no
+# status, and grpcio's client, when it reads that reset before it has handled its own
+# 1 ms timer (a few percent of runs on a busy 2-core machine), reports CANCELLED. Only
+# that exact outcome is let off (as an xfail naming it); anything else still fails.
+# Through the sidecars the client gets the sidecar's DEADLINE_EXCEEDED instead
+# (sidecar/h2relay/forwarding.py, on_up_reset).
+KNOWN_RACES = {
+    ("direct", "grpcio", "grpcgo", "timeout_on_sleeping_server"): (
+        1,  # CANCELLED
+        "Received RST_STREAM with error code 8",
+        "grpc-go's server reset the stream (CANCEL) at its deadline before grpcio's "
+        "client handled its own 1 ms timer",
+    ),
+}
+
 
 def _id(param: tuple[str, str, str, str]) -> str:
     path, client, server, case = param
@@ -53,7 +69,13 @@ def test_interop(lab: Lab, cell: tuple[str, str, str, str]) -> None:
         assert got["passed"], got["log"]
         return
     assert got["error"] is None, got["error"]
-    CASES[case](got["calls"])
+    race = KNOWN_RACES.get(cell)
+    calls = got["calls"]
+    if race is not None and [(c["code"], race[1] in c["details"]) for c in calls] == [
+        (race[0], True)
+    ]:
+        pytest.xfail(race[2])
+    CASES[case](calls)
 
 
 def test_no_call_left_in_flight(lab: Lab) -> None:
