@@ -4,7 +4,8 @@ endpoints), and the clients, one process per (path, client, server) running ever
 
 Paths: `direct` (client → server, the control), `pair` (client → outbound sidecar →
 inbound sidecar → server), `inprocess` (the in-process client, `sidecar.client.connect`,
-→ inbound sidecar → server). Everything starts on first use and stops at the end of the
+→ inbound sidecar → server) and `inprocess_direct` (the in-process client straight to the
+server, as when an app calls an upstream that runs no sidecar). Everything starts on first use and stops at the end of the
 session; ports are free loopback ports. Does I/O."""
 
 from __future__ import annotations
@@ -183,13 +184,16 @@ class Lab:
         name = f"{path}-{client}-{server}"
         if client == "grpcgo":
             return self._run_go(name, self.target(path, server), cases)
-        if path == "inprocess":
-            _, inbound = self.pair(server)
+        if path.startswith("inprocess"):
+            if path == "inprocess":
+                endpoint = f"127.0.0.1:{self.pair(server)[1].port('inbound')}"
+            else:
+                endpoint = f"127.0.0.1:{self.server(server)}"
             config = {
                 "upstreams": {
                     "interop": {
                         "grpc_services": SERVICES,
-                        "endpoints": [f"127.0.0.1:{inbound.port('inbound')}"],
+                        "endpoints": [endpoint],
                         "timeout_ms": 10000,
                     }
                 }
