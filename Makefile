@@ -8,11 +8,12 @@ PROTOS := $(shell find proto -name '*.proto')
 STAMP := $(VENV)/.installed-stamp
 PROTO_STAMP := music/.generated
 
-.PHONY: help venv proto native pure test test-unit test-component test-integration chaos lint fmt demo bench clean
+.PHONY: help venv proto native pure test test-unit test-component test-integration test-interop interop-deps chaos lint fmt demo bench clean
 
 help:
 	@echo "make demo   run the two-site mesh demo (embedded DNS registry, sidecars, services, load)"
-	@echo "make test   run the test suite (unit, component, integration, chaos smoke)"
+	@echo "make test   run the test suite (unit, component, integration, chaos smoke, interop)"
+	@echo "make test-interop  gRPC's interop cases through the sidecars (grpcio, grpc-js, grpc-go)"
 	@echo "make lint   ruff check + ruff format --check + mypy --strict on sidecar/ + import contracts"
 	@echo "make chaos  run every chaos scenario"
 	@echo "make bench  run the benchmarks (results in bench/out/)"
@@ -60,7 +61,28 @@ pure:
 
 PYTEST := $(BIN)/python -m pytest
 
-test: $(PROTO_STAMP) $(NATIVE)
+# The interop tier's clients and servers in other languages (tests/interop): grpc-js from
+# npm (the lock file pins it), grpc-go's own interop client and server built from the Go
+# module proxy into .cache/interop (the version is tests/interop/grpc-go.version).
+# A missing tool fails here, naming what to install.
+INTEROP_NODE := tests/interop/node/node_modules/.package-lock.json
+GRPC_GO := $(shell cat tests/interop/grpc-go.version)
+INTEROP_GO := .cache/interop/grpc-go-$(GRPC_GO)/.built
+
+$(INTEROP_NODE): tests/interop/node/package.json tests/interop/node/package-lock.json
+	@command -v npm >/dev/null || { echo "interop tier: node and npm are missing (Debian: apt-get install nodejs npm)" >&2; exit 1; }
+	cd tests/interop/node && npm ci --no-audit --no-fund --loglevel=error
+	@touch $@
+
+$(INTEROP_GO): tests/interop/grpc-go.version
+	@command -v go >/dev/null || { echo "interop tier: Go is missing (Go 1.24 or later on PATH, https://go.dev/dl)" >&2; exit 1; }
+	GOBIN=$(abspath $(dir $@)) GOTOOLCHAIN=local go install \
+	  google.golang.org/grpc/interop/client@$(GRPC_GO) google.golang.org/grpc/interop/server@$(GRPC_GO)
+	@touch $@
+
+interop-deps: $(INTEROP_NODE) $(INTEROP_GO)
+
+test: $(PROTO_STAMP) $(NATIVE) interop-deps
 	$(PYTEST) -q tests -m "not slow"
 
 test-unit: $(PROTO_STAMP) $(NATIVE)
@@ -71,6 +93,9 @@ test-component: $(PROTO_STAMP) $(NATIVE)
 
 test-integration: $(PROTO_STAMP) $(NATIVE)
 	$(PYTEST) -q tests/integration
+
+test-interop: $(PROTO_STAMP) $(NATIVE) interop-deps
+	$(PYTEST) -q tests/interop
 
 # Every chaos scenario (the smoke tier that `make test` runs, plus the `slow` ones).
 # Needs root for the network-namespace cases (skipped, with the reason, otherwise).
@@ -95,5 +120,6 @@ bench: $(PROTO_STAMP) $(NATIVE)
 
 clean:
 	rm -rf $(VENV) music meshtest build *.egg-info .pytest_cache .mypy_cache .ruff_cache
+	rm -rf .cache/interop tests/interop/node/node_modules
 	rm -f $(NATIVE)
 	find sidecar -name '*.so' -delete

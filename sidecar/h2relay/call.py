@@ -576,6 +576,18 @@ class Call:
         """The upstream reset our stream."""
         attempt = self.attempt
         assert attempt is not None
+        if code == F.CANCEL and not self.done and self.deadline.expired(_monotonic()):
+            # grpc-go's server ends a call whose budget (the grpc-timeout we sent) ran out
+            # with RST_STREAM(CANCEL) and no status, and that can beat our own timer, which
+            # fires up to a tick late (timers.py): it is our timeout, as an expired peer's
+            # DEADLINE_EXCEEDED is in on_up_headers. Relayed as it came, the caller would
+            # see CANCELLED, and breaker and EWMA a cancel instead of a timeout.
+            attempt.ended = True
+            if self.deadline.try_ends is not None:
+                self._per_try_timeout()
+            else:
+                self._deadline_passed()
+            return
         status = STATUS_FOR_RST.get(code, "INTERNAL")
         if code == F.REFUSED_STREAM and not self.responded:
             self._attempt_failed(attempt.refused(self._target(), "refused the stream"), False)
@@ -589,6 +601,10 @@ class Call:
             self.done = True
             self.code = status
             self._finish_call()
+            # this runs on the upstream connection's read: the caller's connection must be
+            # told to write, or the RST waits for other traffic on it (a caller without a
+            # deadline of its own hung until then)
+            self.down.kick()
         else:
             self.fail(status, f"upstream reset the stream (HTTP/2 error {code})", None)
 
