@@ -90,9 +90,10 @@ class OptionalBuildExt(build_ext):
 class BuildPyWithStubs(build_py):
     """Build the packages, then generate the stubs from proto/ into the build folder.
 
-    After the copy, so a stale `music/` of a source tree's `make proto` (not a package
-    of the distribution, see pyproject.toml) can never reach a wheel. An editable
-    install gets none: the source tree has `make proto`."""
+    Only from proto/: the stubs a `make proto` left in the source tree are not packages
+    of the distribution (pyproject.toml), and a previous build's are removed first, so
+    a stale stub never reaches a wheel. An editable install gets none: the source tree
+    has `make proto`."""
 
     def run(self) -> None:
         super().run()
