@@ -303,7 +303,7 @@ class Demo:
                 [sys.executable, "-m", "sidecar", "registry", "--listen",
                  f"127.0.0.1:{self.plan.registry_port}", "--zone", demo_plan.DOMAIN],
             )  # fmt: skip
-            await wait_dns_ready(self.plan.registry_port, 20.0, reg)
+            await wait_dns_ready(self.plan.registry_port, 30.0, reg)
         # The first instance of each data service seeds its site's file; the rest find it seeded.
         firsts = [i for i in self.plan.instances if i.is_data and i.index == 0]
         await together(*(self._start_app(i) for i in firsts))
