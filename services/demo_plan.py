@@ -133,7 +133,10 @@ def make_plan(
 ) -> Plan:
     """Lay out both sites on the given free ports (3 or 4 per instance, 1 for DNS unless
     `registry_port` names the registry's)."""
-    registry_port = next(ports) if registry_port is None else registry_port
+    if registry_port is None:
+        registry_port = next(ports)
+    else:  # the caller's port: no instance gets it too
+        ports = (p for p in ports if p != registry_port)
     instances: list[Instance] = []
     for site in SITES:
         for service in DATA:
