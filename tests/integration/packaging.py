@@ -94,7 +94,7 @@ def build_wheel(context: Path, wheels: Path) -> Path:
     cmd = shlex.split(step.replace("/wheels", str(wheels)))
     assert cmd[0] == "pip", step  # the image's own pip, as `pip install .` would run it
     cmd = [sys.executable, "-m", "pip", *(a for a in cmd[1:] if a != "--no-cache-dir")]
-    run(cmd, context, timeout=400)
+    run(cmd, context, timeout=540)  # ~50 s on a quiet 2-core machine; 5-8x that when busy
     (wheel,) = wheels.glob("*.whl")
     return wheel
 

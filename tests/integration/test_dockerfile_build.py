@@ -19,7 +19,7 @@ from tests.integration.conftest import Built
 from tests.integration.packaging import ROOT, args, build_steps, stages
 
 PURE = bool(os.environ.get("SIDECAR_PURE_PYTHON"))  # the build compiles nothing (setup.py)
-pytestmark = pytest.mark.timeout(600)  # the first test to ask for the wheel builds it
+pytestmark = pytest.mark.timeout(720)  # the first test to ask for the wheel builds it
 
 
 def test_build_stage_makes_a_wheel_with_stubs(built: Built) -> None:

@@ -26,7 +26,7 @@ from tests.integration.services.test_demo_direct import survivors
 from tests.integration.test_dockerfile_build import PURE
 
 # the first test to ask for the venv builds the wheel (~50 s compiling) and installs it
-pytestmark = pytest.mark.timeout(600)
+pytestmark = pytest.mark.timeout(720)
 
 
 def in_venv(venv: Path, *cmd: str, cwd: Path) -> str:
