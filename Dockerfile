@@ -10,7 +10,7 @@ RUN apt-get update \
  && apt-get install -y --no-install-recommends gcc libc6-dev \
  && rm -rf /var/lib/apt/lists/*
 COPY pyproject.toml setup.py README.md MANIFEST.in ./
-COPY scripts ./scripts
+COPY scripts/mypyc.ini ./scripts/
 COPY proto ./proto
 COPY sidecar ./sidecar
 COPY services ./services

@@ -80,9 +80,9 @@ def docker_context(clean: Path, dest: Path) -> Path:
         for name in sources:
             if (clean / name).is_dir():
                 shutil.copytree(clean / name, into)
-            else:
+            else:  # a file into a folder keeps its own name, as COPY does
                 into.mkdir(parents=True, exist_ok=True)
-                shutil.copy2(clean / name, into / name)
+                shutil.copy2(clean / name, into / Path(name).name)
     return dest
 
 
