@@ -1,6 +1,7 @@
-# Multi-stage build. The build stage does what `make proto` and a wheel build do, with
-# the same script (scripts/gen-stubs); tests/integration/test_dockerfile_build.py runs these steps
-# in CI, where no Docker engine runs. (No `make` here: python:3.11-slim has none.)
+# Multi-stage build. The build stage builds a wheel as `pip install .` does: the build
+# makes the stubs from proto/ (setup.py's build_py runs sidecar/stubs.py, what `make
+# proto` runs too) and compiles the per-request modules; tests/integration/test_dockerfile_build.py
+# runs these steps in CI, where no Docker engine runs. (No `make` here: python:3.11-slim has none.)
 FROM python:3.11-slim AS build
 WORKDIR /src
 # A C compiler for the wheel build: it compiles the per-request modules with mypyc
@@ -8,16 +9,14 @@ WORKDIR /src
 RUN apt-get update \
  && apt-get install -y --no-install-recommends gcc libc6-dev \
  && rm -rf /var/lib/apt/lists/*
-# Stub tools in a throwaway venv, pinned as in pyproject's dev extras.
-RUN python -m venv /opt/tools \
- && /opt/tools/bin/pip install --no-cache-dir "grpcio-tools>=1.85,<1.86" "mypy-protobuf>=3.6,<6"
-COPY pyproject.toml setup.py README.md ./
-COPY scripts ./scripts
+COPY pyproject.toml setup.py README.md MANIFEST.in ./
+COPY scripts/mypyc.ini ./scripts/
 COPY proto ./proto
 COPY sidecar ./sidecar
 COPY services ./services
-RUN scripts/gen-stubs /opt/tools/bin/python \
- && /opt/tools/bin/pip wheel --no-cache-dir --no-deps -w /wheels . \
+# pip builds in an isolated environment with the build requirements (pyproject.toml:
+# mypyc, grpcio-tools, mypy-protobuf), then installs the wheel into a clean venv.
+RUN pip wheel --no-cache-dir --no-deps -w /wheels . \
  && python -m venv /opt/venv \
  && /opt/venv/bin/pip install --no-cache-dir /wheels/*.whl
 

@@ -31,9 +31,10 @@ venv: $(STAMP)
 
 # Stubs are generated, never edited and never committed: the same one-liner works
 # for a user's own protos (see README, "Generate stubs for your own protos").
-# scripts/gen-stubs is shared with the Dockerfile's build stage (one command, both places).
-$(PROTO_STAMP): $(STAMP) $(PROTOS) scripts/gen-stubs
-	scripts/gen-stubs $(BIN)/python
+# sidecar/stubs.py is the generator the wheel build runs too (setup.py's build_py; the
+# Dockerfile builds a wheel): one piece of code, into the source tree here.
+$(PROTO_STAMP): $(STAMP) $(PROTOS) sidecar/stubs.py
+	$(BIN)/python sidecar/stubs.py
 	@touch $@
 
 proto: $(PROTO_STAMP)

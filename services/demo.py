@@ -9,6 +9,10 @@ first instance of its peers in its own site): the orchestration works the same, 
 faults are simply not hidden. It is how the demo is tested while `sidecar run` and
 `sidecar registry` are still being built.
 
+A failed start (a process that exits or never gets ready) stops everything, keeps
+the working folder (a temporary one too), and prints where it is, the failing
+process's command line and the last lines of its log.
+
 No orphans: every child runs in its own process group (so a terminal's Ctrl-C reaches
 only us and we stop children in order) and gets PR_SET_PDEATHSIG, so even a SIGKILLed
 demo takes its children with it. SIGINT/SIGTERM stop the story, then every group is
@@ -24,6 +28,8 @@ import ctypes
 import json
 import logging
 import os
+import shlex
+import shutil
 import signal
 import sys
 import tempfile
@@ -46,10 +52,13 @@ from services.demo_view import MeshView, render_rows
 from services.knobs import set_knobs
 from services.ports import free_ports
 
+# The folder `services` was imported from (a source tree, or site-packages): the
+# children run the same code as the demo, wherever it is started from.
 ROOT = Path(__file__).resolve().parents[1]
 TOKEN = "demo-token"
 DEMO_ID_ENV = "SIDECAR_DEMO_ID"
 BURST = "burst-lon3"
+TAIL_LINES = 20  # of a failing process's log, printed when the demo fails to start
 log = logging.getLogger("services.demo")
 
 
@@ -66,6 +75,14 @@ class Child:
     log_path: Path
 
 
+class StartFailed(RuntimeError):
+    """A process of the mesh exited, or was not ready in time, while the demo started."""
+
+    def __init__(self, child: Child, reason: str) -> None:
+        super().__init__(reason)
+        self.child = child
+
+
 @dataclass
 class Supervisor:
     workdir: Path
@@ -75,9 +92,10 @@ class Supervisor:
     async def spawn(self, name: str, argv: list[str]) -> Child:
         log_path = self.workdir / "logs" / f"{name}.log"
         log_path.parent.mkdir(parents=True, exist_ok=True)
+        path = [str(ROOT), *filter(None, [os.environ.get("PYTHONPATH")])]
         env = {
             **os.environ,
-            "PYTHONPATH": str(ROOT),
+            "PYTHONPATH": os.pathsep.join(path),
             "PYTHONUNBUFFERED": "1",
             DEMO_ID_ENV: self.demo_id,  # lets a test find any child that outlived us
         }
@@ -85,7 +103,7 @@ class Supervisor:
         with out:
             proc = await asyncio.create_subprocess_exec(
                 *argv,
-                cwd=ROOT,
+                cwd=self.workdir,  # nothing depends on where the demo was started
                 env=env,
                 stdin=asyncio.subprocess.DEVNULL,
                 stdout=out,
@@ -124,7 +142,7 @@ class Supervisor:
         for wave in waves:
             await asyncio.gather(*(self.stop(n, grace_s=grace_s) for n in wave))
 
-    def tail(self, name: str, lines: int = 5) -> str:
+    def tail(self, name: str, lines: int = TAIL_LINES) -> str:
         child = self.children.get(name)
         path = child.log_path if child else self.workdir / "logs" / f"{name}.log"
         with contextlib.suppress(OSError):
@@ -138,7 +156,7 @@ async def wait_healthy(address: str, deadline_s: float, child: Child) -> None:
         stub = health_pb2_grpc.HealthStub(channel)
         while True:
             if child.proc.returncode is not None:
-                raise RuntimeError(f"{child.name} exited with {child.proc.returncode}")
+                raise StartFailed(child, f"{child.name} exited with {child.proc.returncode}")
             try:
                 reply = await stub.Check(health_pb2.HealthCheckRequest(), timeout=1.0)
                 if reply.status == health_pb2.HealthCheckResponse.SERVING:
@@ -146,7 +164,7 @@ async def wait_healthy(address: str, deadline_s: float, child: Child) -> None:
             except grpc.aio.AioRpcError:
                 pass
             if time.monotonic() > end:
-                raise RuntimeError(f"{child.name} not healthy on {address} in {deadline_s} s")
+                raise StartFailed(child, f"{child.name} not healthy on {address} in {deadline_s} s")
             await asyncio.sleep(0.1)
 
 
@@ -157,14 +175,49 @@ async def wait_admin_ready(port: int, deadline_s: float, child: Child) -> None:
     async with aiohttp.ClientSession() as http:
         while True:
             if child.proc.returncode is not None:
-                raise RuntimeError(f"{child.name} exited with {child.proc.returncode}")
+                raise StartFailed(child, f"{child.name} exited with {child.proc.returncode}")
             with contextlib.suppress(aiohttp.ClientError, TimeoutError):
                 async with http.get(f"http://127.0.0.1:{port}/ready", timeout=1) as r:
                     if r.status == 200:
                         return
             if time.monotonic() > end:
-                raise RuntimeError(f"{child.name} not ready (admin :{port}) in {deadline_s} s")
+                raise StartFailed(
+                    child, f"{child.name} not ready (admin :{port}) in {deadline_s} s"
+                )
             await asyncio.sleep(0.1)
+
+
+async def wait_dns_ready(port: int, deadline_s: float, child: Child) -> None:
+    """Until the registry answers a query for its zone (any answer: it is serving)."""
+    import dns.asyncquery
+    import dns.exception
+    import dns.message
+
+    end = time.monotonic() + deadline_s
+    query = dns.message.make_query(demo_plan.DOMAIN, "SOA")
+    while True:
+        if child.proc.returncode is not None:
+            raise StartFailed(child, f"{child.name} exited with {child.proc.returncode}")
+        with contextlib.suppress(dns.exception.DNSException, OSError):
+            await dns.asyncquery.udp(query, "127.0.0.1", port=port, timeout=0.5)
+            return
+        if time.monotonic() > end:
+            raise StartFailed(
+                child, f"{child.name} not answering on 127.0.0.1:{port} in {deadline_s} s"
+            )
+        await asyncio.sleep(0.1)
+
+
+async def together(*aws: Any) -> None:
+    """Await all; on the first failure cancel the rest (no wait left behind) and raise it."""
+    tasks = [asyncio.ensure_future(a) for a in aws]
+    try:
+        await asyncio.gather(*tasks)
+    except BaseException:
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        raise
 
 
 class Demo:
@@ -172,7 +225,7 @@ class Demo:
         self.args = args
         self.workdir = workdir
         self.sup = Supervisor(workdir)
-        self.plan: Plan = demo_plan.make_plan(free_ports(), args.instances)
+        self.plan: Plan = demo_plan.make_plan(free_ports(), args.instances, args.registry_port)
         self.phases = demo_plan.story(args.duration)
         # Load results per source: one loadgen per site, plus the overload burst.
         self.sources = (*demo_plan.SITES, BURST)
@@ -250,23 +303,19 @@ class Demo:
                 [sys.executable, "-m", "sidecar", "registry", "--listen",
                  f"127.0.0.1:{self.plan.registry_port}", "--zone", demo_plan.DOMAIN],
             )  # fmt: skip
-            await asyncio.sleep(0.5)
-            if reg.proc.returncode is not None:
-                raise RuntimeError(f"sidecar registry exited: {self.sup.tail('registry')}")
+            await wait_dns_ready(self.plan.registry_port, 30.0, reg)
         # The first instance of each data service seeds its site's file; the rest find it seeded.
         firsts = [i for i in self.plan.instances if i.is_data and i.index == 0]
-        await asyncio.gather(*(self._start_app(i) for i in firsts))
+        await together(*(self._start_app(i) for i in firsts))
         rest = [i for i in self.plan.instances if i.is_data and i.index > 0]
-        await asyncio.gather(*(self._start_app(i) for i in rest))
+        await together(*(self._start_app(i) for i in rest))
         if not self.args.direct:
-            await asyncio.gather(
-                *(self._start_sidecar(i) for i in self.plan.instances if i.is_data)
-            )
+            await together(*(self._start_sidecar(i) for i in self.plan.instances if i.is_data))
         for service in ("playlistview", "accesspoint"):
             insts = self.plan.by_service(service)
-            await asyncio.gather(*(self._start_app(i) for i in insts))
+            await together(*(self._start_app(i) for i in insts))
             if not self.args.direct:
-                await asyncio.gather(*(self._start_sidecar(i) for i in insts))
+                await together(*(self._start_sidecar(i) for i in insts))
 
     def entry(self, site: str) -> str:
         ap = self.plan.by_service("accesspoint", site)[0]
@@ -434,7 +483,8 @@ async def run(args: argparse.Namespace, workdir: Path, out: IO[str]) -> int:
         loop.add_signal_handler(sig, stop.set)
     code = 0
     try:
-        console.print(f"starting {len(demo.plan.instances)} services in {workdir} ...")
+        registry = "" if args.direct else f", DNS registry on 127.0.0.1:{demo.plan.registry_port}"
+        console.print(f"starting {len(demo.plan.instances)} services in {workdir}{registry} ...")
         starting = asyncio.create_task(demo.start())
         await asyncio.wait([starting, asyncio.create_task(stop.wait())],
                            return_when=asyncio.FIRST_COMPLETED)  # fmt: skip
@@ -498,12 +548,31 @@ async def run(args: argparse.Namespace, workdir: Path, out: IO[str]) -> int:
         if args.summary_out:
             text = json.dumps(result, indent=1)
             await asyncio.to_thread(Path(args.summary_out).write_text, text)
+    except StartFailed as exc:
+        report_failed_start(exc, demo.sup, out)
+        code = 2
     except RuntimeError as exc:
         console.print(f"demo failed to start: {exc}")
         code = 2
     finally:
         await demo.sup.stop_all()
+    if code == 2:
+        print(f"kept the working folder (configs, databases, logs): {workdir}", file=out)
     return code
+
+
+def report_failed_start(exc: StartFailed, sup: Supervisor, out: IO[str]) -> None:
+    """What failed, how it was started and what it said, so the cause shows at once.
+    Plain print, not rich: a log line's brackets are not markup."""
+    child = exc.child
+    lines = [f"demo failed to start: {exc}", f"  command: {shlex.join(child.argv)}"]
+    tail = sup.tail(child.name)
+    if tail:
+        lines.append(f"  last lines of {child.log_path}:")
+        lines += [f"    {line}" for line in tail.splitlines()]
+    else:
+        lines.append(f"  {child.log_path} is empty")
+    print("\n".join(lines), file=out, flush=True)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -519,6 +588,11 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--workdir", help="keep databases, configs and logs here")
     parser.add_argument("--summary-out", help="write the summary as JSON here")
     parser.add_argument("--poll-s", type=float, default=2.0, help="sidecar admin poll period")
+    parser.add_argument(
+        "--registry-port",
+        type=int,
+        help="the DNS registry's port on 127.0.0.1 (default: a free one)",
+    )
     parser.add_argument("--demo-id", help=f"value of {DEMO_ID_ENV} in every child (tests)")
     return parser
 
@@ -529,8 +603,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.workdir:
         Path(args.workdir).mkdir(parents=True, exist_ok=True)
         return asyncio.run(run(args, Path(args.workdir), sys.stdout))
-    with tempfile.TemporaryDirectory(prefix="sidecar-demo-") as tmp:
-        return asyncio.run(run(args, Path(tmp), sys.stdout))
+    tmp = Path(tempfile.mkdtemp(prefix="sidecar-demo-"))
+    code = 2
+    try:
+        code = asyncio.run(run(args, tmp, sys.stdout))
+    finally:
+        if code in (0, 130):  # a failed run keeps its logs (run() says where)
+            shutil.rmtree(tmp, ignore_errors=True)
+    return code
 
 
 if __name__ == "__main__":

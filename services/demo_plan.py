@@ -128,9 +128,15 @@ def sidecar_config(inst: Instance, registry_port: int) -> dict[str, Any]:
     return config
 
 
-def make_plan(ports: Iterator[int], data_instances: int = 2) -> Plan:
-    """Lay out both sites on the given free ports (3 or 4 per instance, 1 for DNS)."""
-    registry_port = next(ports)
+def make_plan(
+    ports: Iterator[int], data_instances: int = 2, registry_port: int | None = None
+) -> Plan:
+    """Lay out both sites on the given free ports (3 or 4 per instance, 1 for DNS unless
+    `registry_port` names the registry's)."""
+    if registry_port is None:
+        registry_port = next(ports)
+    else:  # the caller's port: no instance gets it too
+        ports = (p for p in ports if p != registry_port)
     instances: list[Instance] = []
     for site in SITES:
         for service in DATA:

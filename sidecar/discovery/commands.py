@@ -98,7 +98,11 @@ def registry_main(args: argparse.Namespace) -> int:
     server = RegistryServer(zone, host, port, keys=keys, journal=journal)
 
     async def serve() -> None:
-        await server.start()
+        try:
+            await server.start()
+        except OSError as exc:  # the port is taken, or the address is not this host's
+            message = f"sidecar registry: cannot listen on {host}:{port} (udp+tcp): {exc}"
+            raise SystemExit(message) from None
         print(f"sidecar registry: zone {zone.origin} on {host}:{server.port} (udp+tcp)", flush=True)
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()

@@ -1,5 +1,6 @@
 """Real processes for the data-plane tests: an echo backend, and an outbound + inbound
-sidecar pair in front of it (one module-wide set, started once)."""
+sidecar pair in front of it (one module-wide set, started once); and the package as a
+user installs it (one wheel build per session)."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.integration import packaging
 from tests.integration.procs import (
     ECHO,
     MIB,
@@ -115,3 +117,28 @@ async def fresh(trio: Trio) -> AsyncIterator[Trio]:
     finally:
         for n in NAMES:
             await echo_admin(trio.addr(n), **HEALTHY)
+
+
+@dataclass
+class Built:
+    wheel: Path  # built by the Dockerfile's wheel step from a clean copy
+    context: Path  # the Dockerfile's build context (its COPY lines over the clean copy)
+    context_files: frozenset[str]  # in the context before the build (which leaves build/)
+
+
+@pytest.fixture(scope="session")
+def built(tmp_path_factory: pytest.TempPathFactory) -> Built:
+    """One wheel per session, as the Dockerfile builds it from a clean clone (a compiled
+    build unless SIDECAR_PURE_PYTHON is set): the build generates the stubs."""
+    tmp = tmp_path_factory.mktemp("build")
+    clean = packaging.clean_copy(tmp / "clone")
+    context = packaging.docker_context(clean, tmp / "context")
+    files = frozenset(str(p.relative_to(context)) for p in context.rglob("*") if p.is_file())
+    (tmp / "wheels").mkdir()
+    return Built(packaging.build_wheel(context, tmp / "wheels"), context, files)
+
+
+@pytest.fixture(scope="session")
+def installed(tmp_path_factory: pytest.TempPathFactory, built: Built) -> Path:
+    """A fresh virtualenv, outside the repository, with that wheel installed."""
+    return packaging.fresh_venv(tmp_path_factory.mktemp("user") / "venv", built.wheel)

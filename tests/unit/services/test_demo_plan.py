@@ -25,6 +25,17 @@ def test_plan_configs_validate_and_ports_are_unique() -> None:
     assert all(c.registration is not None for c in configs)
 
 
+def test_a_given_registry_port_is_used_and_never_handed_to_an_instance() -> None:
+    """--registry-port: every sidecar registers there; the port supply skips it."""
+    plan = demo_plan.make_plan(itertools.count(30000), data_instances=1, registry_port=30002)
+    assert plan.registry_port == 30002
+    ports = {p for i in plan.instances for p in (i.app_port, i.inbound_port, i.admin_port)}
+    assert 30002 not in ports and 30000 in ports  # the supply's first port goes to an instance
+    for inst in plan.instances:
+        assert inst.sidecar["registration"]["nameserver"] == "127.0.0.1:30002"
+        assert inst.sidecar["discovery"]["nameservers"] == ["127.0.0.1:30002"]
+
+
 def test_story_covers_the_run_in_order() -> None:
     """Phases are contiguous, start at 0, end at the duration, and tell the issue's story."""
     phases = demo_plan.story(60)
