@@ -26,14 +26,15 @@ from sidecar.admin.faults import FaultAdmin, with_faults
 from sidecar.cluster import Cluster
 from sidecar.config import Config, redacted
 from sidecar.faults import FaultTable
+from sidecar.h2relay.connection import Settings
 from sidecar.h2relay.listeners import RelayDataPlane
+from sidecar.h2relay.relay import Pool
 from sidecar.health.app_checker import AppChecker
 from sidecar.health.service import InboundHealth
 from sidecar.mesh import Mesh, static_endpoint
 from sidecar.metrics import CHANNELS_OPEN, DRAINING
 from sidecar.policy import Policies
 from sidecar.policy_adapters import default_policies
-from sidecar.proxy.channels import ChannelPool
 from sidecar.route import Route, Router
 from sidecar.xds.feed import xds_feed
 
@@ -44,10 +45,10 @@ class Sidecar:
     def __init__(self, config: Config, policies: Policies | None = None) -> None:
         self.config = config
         policies = policies or default_policies()
-        # grpcio channels for the active health checks of endpoints, until they ride the
-        # relay's own connections
+        # The pooled HTTP/2 connections to endpoints: the relay's calls and the active
+        # health checks ride them both (one connection per endpoint, not two)
         idle_s = config.outbound.channel_idle_timeout_s if config.outbound else 300.0
-        self.pool = ChannelPool(config.max_message_bytes, idle_s)
+        self.pool = Pool(Settings(), idle_s)
         # Discovery fills the clusters without static endpoints; registration publishes us.
         self.mesh = Mesh(
             config,
@@ -78,7 +79,7 @@ class Sidecar:
             self.app_route = Route("app", app, None)
             self.checker = AppChecker(config.inbound.health, config.inbound.app)
         self.relay = RelayDataPlane(
-            config, self.outbound_route, self.app_route, self.health, admission, faults
+            config, self.outbound_route, self.app_route, self.health, admission, faults, self.pool
         )
         self.admin = AdminServer(
             config.admin.listen,
@@ -114,7 +115,7 @@ class Sidecar:
         self.health.update(app_healthy=healthy)
 
     def not_ready_reasons(self) -> list[str]:
-        CHANNELS_OPEN.set(len(self.pool) + len(self.relay))
+        CHANNELS_OPEN.set(len(self.pool))
         reasons = [
             f"upstream {n} has no endpoints" for n, c in self.clusters.items() if not c.hosts
         ]
@@ -164,7 +165,6 @@ class Sidecar:
             await self.checker.close()
         await self.admin.close()
         await self.pool.close()
-        await self.relay.close()
 
 
 def _app_service(config: Config) -> str:

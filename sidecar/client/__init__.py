@@ -6,9 +6,9 @@
 
 `connect(upstream, config)` takes a `Config`, a path to a YAML file, or the parsed
 mapping, in the sidecar's own schema; it runs discovery, balancing, breakers, health
-checks, retries and limits for that upstream in this process (sidecar/client/channel.py);
-unary calls travel over the h2relay data plane's HTTP/2 connections (sidecar/client/wire.py),
-streaming calls over grpcio channels.
+checks, retries and limits for that upstream in this process (sidecar/client/channel.py):
+every call, of all four kinds, is a call of the sidecar's own relay (sidecar/h2relay),
+fed from an in-memory connection instead of a socket (sidecar/client/link.py).
 `connect_sync(upstream, config)` is the same for blocking code: a `grpc.Channel` for
 generated sync stubs, driving the async channel from a thread of its own
 (sidecar/client/sync.py). Does I/O.

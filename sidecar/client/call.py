@@ -1,42 +1,43 @@
 """The in-process client's call objects: what a generated stub gets back from a call.
 
-Does I/O (runs the pipeline as an asyncio task). Each call has a `_Sink`, the
-pipeline's `Caller` (sidecar/proxy/forward.py): it tells the pipeline the deadline
-(the caller's own `timeout=`) and metadata, and receives a streamed response's
-headers and messages as the pipeline relays them. Messages are serialised before the
-pipeline and deserialised after it, so the pipeline sees raw bytes exactly as on the
-sidecar's listeners.
+Does I/O (asyncio futures and tasks over the client's `Link`, sidecar/client/link.py).
+Each call is one gRPC client stream (sidecar/h2relay/grpc_client.py) on the client's
+connection to its own outbound relay listener, so everything between the stream and
+the endpoint is a sidecar's outbound call. Messages are serialised before the stream
+and deserialised after it; the relay sees raw bytes exactly as on a sidecar's listener.
 
 They follow grpc.aio's call API as far as generated stubs and their callers use it:
 awaiting a unary-response call gives the response or raises `grpc.aio.AioRpcError`;
 a streamed response is read by `read()` (EOF at the end, the error raised instead of
 EOF on a non-OK status, as grpcio does) or `async for`; a request stream comes from
-the iterator given to the stub or from `write()` + `done_writing()`; `cancel()`
-cancels the pipeline, and through it the attempt in flight.
+the iterator given to the stub or from `write()` + `done_writing()`, sent as the
+stream's flow-control window allows; `cancel()` resets the stream, and the relay
+cancels the attempt in flight.
 """
 
 from __future__ import annotations
 
 import asyncio
-import collections
 import threading
 import time
-from collections.abc import AsyncIterator, Callable, Coroutine, Generator
-from typing import Any
+from collections.abc import AsyncIterable, AsyncIterator, Callable, Coroutine, Generator
+from typing import TYPE_CHECKING, Any
 
 import grpc
 
-from sidecar.proxy.forward import Answer
+from sidecar.h2relay.grpc_client import Answer, ClientStream, frame
 from sidecar.proxy.headers import Pairs
+
+if TYPE_CHECKING:
+    from sidecar.client.link import Link
 
 Serializer = Callable[[Any], bytes] | None
 Deserializer = Callable[[bytes], Any] | None
-# runs one call through the pipeline: (request, caller) -> Answer
-Runner = Callable[[Any, "_Sink"], Coroutine[Any, Any, Answer]]
 
-_CANCELLED = Answer(grpc.StatusCode.CANCELLED, "Locally cancelled by application!", (), ())
+_CODES = {code.name: code for code in grpc.StatusCode}
+_CANCELLED_DETAILS = "Locally cancelled by application!"
+_CANCELLED = Answer("CANCELLED", _CANCELLED_DETAILS, (), ())
 _DONE_WRITING = object()
-_HIGH_WATER = 32  # streamed responses buffered before the relay waits for the reader
 
 
 def _metadata(pairs: Pairs) -> grpc.aio.Metadata:
@@ -47,6 +48,67 @@ def _pairs(metadata: Any) -> Pairs:
     if not metadata:
         return ()
     return tuple((str(k), v) for k, v in metadata)
+
+
+def _error(answer: Answer) -> grpc.aio.AioRpcError:
+    return grpc.aio.AioRpcError(
+        _CODES.get(answer.code, grpc.StatusCode.UNKNOWN),
+        _metadata(answer.headers),
+        _metadata(answer.trailers),
+        answer.details,
+    )
+
+
+async def unary(
+    link: Link, head: bytes, request: bytes, metadata: Pairs, timeout_s: float | None
+) -> Answer:
+    """A unary call: one request message out, the answer (with its response) back."""
+    stream = link.open(head, metadata, timeout_s, unary=True, request=request)
+    if isinstance(stream, Answer):
+        return stream
+    try:
+        return await stream.ended
+    except BaseException:
+        stream.cancel()  # the caller went away: the relay must hear of it
+        raise
+
+
+async def client_stream(
+    link: Link, head: bytes, requests: RequestStream, metadata: Pairs, timeout_s: float | None
+) -> Answer:
+    """A client-streaming call: the request stream pumped out, the answer back."""
+    stream = link.open(head, metadata, timeout_s, unary=True)
+    if isinstance(stream, Answer):
+        return stream
+    pump = asyncio.get_running_loop().create_task(_pump(requests, stream, link.limit))
+    try:
+        return await stream.ended
+    except BaseException:
+        stream.cancel()
+        raise
+    finally:
+        pump.cancel()
+
+
+async def _pump(requests: AsyncIterable[bytes], stream: ClientStream, limit: int) -> None:
+    """Copy the caller's request messages into the stream, as its window allows, then
+    half-close."""
+    try:
+        async for body in requests:
+            if stream.ended.done():
+                return
+            if len(body) > limit:
+                stream.fail("RESOURCE_EXHAUSTED",
+                            f"request message over max_message_bytes ({len(body)} > {limit})",
+                            "message_too_large")  # fmt: skip
+                return
+            if not stream.send(frame(body)):
+                await stream.wait_writable()
+        stream.end_request()
+    except asyncio.CancelledError:
+        raise
+    except Exception as exc:  # the caller's iterator broke: nothing more will come
+        stream.cancel(f"the request iterator raised {type(exc).__name__}: {exc}")
 
 
 class _Unstarted:
@@ -82,131 +144,29 @@ def _unstarted() -> _Unstarted:
     return unstarted
 
 
-class _Sink:
-    """The pipeline's view of an in-process call (sidecar.proxy.forward.Caller).
+class Call:
+    """What every kind of call answers (grpc.aio.Call); subclasses add the rest."""
 
-    Only a streamed response's sink holds its call (to relay into it). A unary-response
-    call gets its answer whole, and its sink holds nothing back: no reference cycle, so
-    the call and all it holds are freed as soon as the caller drops them, without
-    waiting for the garbage collector (whose passes cost ~10-20 us per call otherwise).
-    """
+    _deadline: float | None
+    _deserialize: Deserializer
 
-    __slots__ = ("_call", "_deadline", "_metadata")
+    def _future(self) -> asyncio.Future[Answer]:
+        raise NotImplementedError
 
-    def __init__(self, call: Call | None, deadline: float | None, metadata: Pairs) -> None:
-        self._call = call
-        self._deadline = deadline
-        self._metadata = metadata
+    async def _answer(self) -> Answer:
+        raise NotImplementedError
 
     def time_remaining(self) -> float | None:
         return None if self._deadline is None else self._deadline - time.monotonic()
 
-    def invocation_metadata(self) -> Pairs:
-        return self._metadata
-
-    async def send_initial_metadata(self, metadata: Any) -> None:
-        if self._call is None:
-            raise RuntimeError("a unary response is delivered with the pipeline's answer")
-        self._call._set_headers(_pairs(metadata))
-
-    async def write(self, message: Any) -> None:
-        if self._call is None:
-            raise RuntimeError("a unary response is delivered with the pipeline's answer")
-        await self._call._relayed(message)
-
-
-class Call:
-    """One RPC of any kind; subclasses add what their kind's callers use."""
-
-    def __init__(
-        self,
-        run: Runner,
-        request: Any,
-        timeout: float | None,
-        metadata: Any,
-        deserialize: Deserializer,
-    ) -> None:
-        self._deserialize = deserialize
-        self._headers: asyncio.Future[Pairs] | None = None
-        deadline = None if timeout is None else time.monotonic() + timeout
-        self._sink = _Sink(self if self._relays else None, deadline, _pairs(metadata))
-        self._task: asyncio.Future[Answer] | None = self._launch(run(request, self._sink))
-
-    _relays = False  # does the pipeline relay a streamed response into this call?
-
-    async def _relayed(self, message: bytes) -> None:
-        raise NotImplementedError  # only StreamResponseCall's sink points at its call
-
-    def _launch(self, run: Coroutine[Any, Any, Answer]) -> asyncio.Future[Answer] | None:
-        """Start the pipeline: as a task of its own (streamed responses need one)."""
-        return asyncio.get_running_loop().create_task(run)
-
-    def _set_headers(self, headers: Pairs) -> None:
-        if self._headers is not None and not self._headers.done():
-            self._headers.set_result(headers)
-
-    # -- the caller's side (grpc.aio.Call) ----------------------------------------
-
-    def _future(self) -> asyncio.Future[Answer]:
-        """The call's task (a streamed call has one from the start)."""
-        assert self._task is not None
-        return self._task
-
-    async def _answer(self) -> Answer:
-        task = self._future()
-        if task.cancelled():
-            return _CANCELLED
-        if not task.done():
-            # Awaiting the task directly: a cancelled awaiting coroutine cancels the RPC
-            # too, as with grpc.aio.
-            try:
-                return await task
-            except asyncio.CancelledError:
-                me = asyncio.current_task()
-                if me is not None and me.cancelling():  # our caller's own cancel
-                    raise
-                return _CANCELLED  # call.cancel()
-        return task.result()
-
-    def _error(self, answer: Answer) -> grpc.aio.AioRpcError:
-        return grpc.aio.AioRpcError(
-            answer.code, _metadata(answer.headers), _metadata(answer.trailers), answer.details
-        )
-
-    def cancel(self) -> bool:
-        return self._future().cancel()
-
-    def cancelled(self) -> bool:
-        return self._future().cancelled()
-
-    def done(self) -> bool:
-        return self._future().done()
-
-    def time_remaining(self) -> float | None:
-        return self._sink.time_remaining()
-
     def add_done_callback(self, callback: Callable[[Call], None]) -> None:
         self._future().add_done_callback(lambda _t: callback(self))
 
-    async def initial_metadata(self) -> grpc.aio.Metadata:
-        if self._headers is not None:
-            if not self._headers.done():
-                waiter: asyncio.Future[Any] = asyncio.ensure_future(self._answer())
-                headers: asyncio.Future[Any] = self._headers
-                await asyncio.wait({waiter, headers}, return_when=asyncio.FIRST_COMPLETED)
-                if not self._headers.done():
-                    return _metadata((await waiter).headers)
-                waiter.cancel()
-            return _metadata(self._headers.result())
-        answer = await (await self._answer()).complete()
-        return _metadata(answer.headers)
-
     async def trailing_metadata(self) -> grpc.aio.Metadata:
-        answer = await (await self._answer()).complete()
-        return _metadata(answer.trailers)
+        return _metadata((await self._answer()).trailers)
 
     async def code(self) -> grpc.StatusCode:
-        return (await self._answer()).code
+        return _CODES.get((await self._answer()).code, grpc.StatusCode.UNKNOWN)
 
     async def details(self) -> str:
         return (await self._answer()).details
@@ -221,21 +181,23 @@ class Call:
 class UnaryResponseCall(Call):
     """Unary and client-streaming calls: `await call` is the response.
 
-    The common use, `await stub.Method(request)`, runs the pipeline inside the awaiting
+    The common use, `await stub.Method(request)`, runs the call inside the awaiting
     task: no task of its own, no extra loop turn per call. Used any other way first
     (or not awaited by the next loop turn: grpc.aio starts a call at once, awaited or
-    not) the call starts as a task of its own, as a streamed call always does.
+    not) the call starts as a task of its own.
     """
 
-    _task: asyncio.Future[Answer] | None
-
-    def _launch(self, run: Coroutine[Any, Any, Answer]) -> asyncio.Future[Answer] | None:
+    def __init__(
+        self, run: Coroutine[Any, Any, Answer], timeout: float | None, deserialize: Deserializer
+    ) -> None:
+        self._deserialize = deserialize
+        self._deadline = None if timeout is None else time.monotonic() + timeout
+        self._task: asyncio.Future[Answer] | None = None
         self._idle: Coroutine[Any, Any, Answer] | None = run  # not started yet
         self._inline: asyncio.Task[Any] | None = None  # the awaiting task running it
         self._result: Answer | None = None  # the answer, once it ran inline
         self._cancelled = False  # cancel() ended it before it ran, or while inline
         _unstarted().add(self)
-        return None
 
     def _start_if_idle(self) -> None:
         if self._idle is not None:
@@ -270,7 +232,7 @@ class UnaryResponseCall(Call):
         except asyncio.CancelledError:
             if not self._cancelled or me is None:
                 self._ran(_CANCELLED)
-                raise  # our caller's own cancel (the pipeline cancelled the attempt)
+                raise  # our caller's own cancel (the stream was reset)
             me.uncancel()  # call.cancel(): the caller gets CANCELLED, as with grpc.aio
             return self._ran(_CANCELLED)
         finally:
@@ -280,9 +242,23 @@ class UnaryResponseCall(Call):
         if self._result is not None:
             return self._result
         task = self._future()
-        if isinstance(task, asyncio.Task):
-            return await super()._answer()
-        return await asyncio.shield(task)  # a waiter's cancel must not cancel the answer
+        if not isinstance(task, asyncio.Task):
+            return await asyncio.shield(task)  # a waiter's cancel must not cancel the answer
+        if task.cancelled():
+            return _CANCELLED
+        if not task.done():
+            # Awaiting the task directly: a cancelled awaiting coroutine cancels the RPC
+            # too, as with grpc.aio.
+            try:
+                answer: Answer = await task
+            except asyncio.CancelledError:
+                me = asyncio.current_task()
+                if me is not None and me.cancelling():  # our caller's own cancel
+                    raise
+                return _CANCELLED  # call.cancel()
+            return answer
+        done: Answer = task.result()
+        return done
 
     def __await__(self) -> Generator[Any, None, Any]:
         run = self._idle
@@ -291,10 +267,13 @@ class UnaryResponseCall(Call):
             answer = yield from self._run_inline(run).__await__()
         else:
             answer = yield from self._answer().__await__()
-        if answer.code is not grpc.StatusCode.OK:
-            raise self._error(answer)
+        if answer.code != "OK":
+            raise _error(answer)
         response = answer.response
         return response if self._deserialize is None else self._deserialize(response or b"")
+
+    async def initial_metadata(self) -> grpc.aio.Metadata:
+        return _metadata((await self._answer()).headers)
 
     def cancel(self) -> bool:
         if self.done():
@@ -318,56 +297,53 @@ class UnaryResponseCall(Call):
     def done(self) -> bool:
         return self._result is not None or (self._task is not None and self._task.done())
 
-    def add_done_callback(self, callback: Callable[[Call], None]) -> None:
-        self._future().add_done_callback(lambda _t: callback(self))
-
 
 class StreamResponseCall(Call):
-    """Server-streaming and bidi calls: `read()` / `async for`."""
+    """Server-streaming and bidi calls: `read()` / `async for`. The stream opens when
+    the call is made; its `ended` future is the call's answer."""
 
-    _relays = True
+    def __init__(
+        self, opened: ClientStream | Answer, timeout: float | None, deserialize: Deserializer
+    ) -> None:
+        self._deserialize = deserialize
+        self._deadline = None if timeout is None else time.monotonic() + timeout
+        self._cancelled = False
+        if isinstance(opened, Answer):  # refused before it was sent
+            self._stream: ClientStream | None = None
+            self._ended: asyncio.Future[Answer] = asyncio.get_running_loop().create_future()
+            self._ended.set_result(opened)
+        else:
+            self._stream = opened
+            self._ended = opened.ended
 
-    def _launch(self, run: Coroutine[Any, Any, Answer]) -> asyncio.Future[Answer] | None:
-        loop = asyncio.get_running_loop()
-        self._items: collections.deque[bytes] = collections.deque()
-        self._readable = asyncio.Event()
-        self._room = asyncio.Event()
-        self._room.set()
-        self._ended = False
-        self._headers = loop.create_future()
-        task = loop.create_task(run)
-        task.add_done_callback(self._on_done)
-        return task
+    def _future(self) -> asyncio.Future[Answer]:
+        return self._ended
 
-    def _on_done(self, task: asyncio.Future[Answer]) -> None:
-        self._ended = True
-        self._readable.set()
-        if self._headers is not None and not self._headers.done():
-            headers = () if task.cancelled() or task.exception() else task.result().headers
-            self._headers.set_result(headers)
+    async def _answer(self) -> Answer:
+        return await asyncio.shield(self._ended)
 
-    async def _relayed(self, message: bytes) -> None:
-        """The pipeline relays one response message (backpressure: the reader's pace)."""
-        self._set_headers(())  # empty headers were held back until the first message
-        self._items.append(message)
-        self._readable.set()
-        if len(self._items) >= _HIGH_WATER:
-            self._room.clear()
-            await self._room.wait()
+    async def initial_metadata(self) -> grpc.aio.Metadata:
+        stream = self._stream
+        if stream is not None:
+            await asyncio.shield(stream.wait_headers())
+            if stream.headers is not None:
+                return _metadata(stream.headers)
+        return _metadata((await self._answer()).headers)
 
     async def read(self) -> Any:
-        while not self._items:
-            if self._ended:
-                answer = await self._answer()
-                if answer.code is not grpc.StatusCode.OK:
-                    raise self._error(answer)
+        stream = self._stream
+        while True:
+            message = None if stream is None else stream.take()
+            if message is not None:
+                return message if self._deserialize is None else self._deserialize(message)
+            ended = self._ended
+            if ended.done():
+                answer = ended.result()
+                if answer.code != "OK":
+                    raise _error(answer)
                 return grpc.aio.EOF
-            self._readable.clear()
-            await self._readable.wait()
-        message = self._items.popleft()
-        if len(self._items) < _HIGH_WATER // 2:
-            self._room.set()
-        return message if self._deserialize is None else self._deserialize(message)
+            assert stream is not None
+            await stream.wait_readable()
 
     def __aiter__(self) -> AsyncIterator[Any]:
         return self._iterate()
@@ -379,10 +355,26 @@ class StreamResponseCall(Call):
                 return
             yield message
 
+    def cancel(self) -> bool:
+        if self._ended.done():
+            return False
+        self._cancelled = True
+        stream = self._stream
+        if stream is not None:
+            stream.messages.clear()
+            stream.cancel()
+        return True
+
+    def cancelled(self) -> bool:
+        return self._cancelled
+
+    def done(self) -> bool:
+        return self._ended.done()
+
 
 class RequestStream:
-    """A call's request messages as the pipeline reads them: serialised bytes, from the
-    stub's iterator (sync or async) or from `write()` until `done_writing()`."""
+    """A call's request messages, serialised: from the stub's iterator (sync or async)
+    or from `write()` until `done_writing()`."""
 
     def __init__(self, source: Any, serialize: Serializer) -> None:
         self._source = source
@@ -417,19 +409,22 @@ class RequestStream:
 
 
 class UnaryStreamCall(StreamResponseCall):
-    """Server streaming."""
+    """Server streaming: the one request went with the stream's opening."""
 
 
-class _SendsStream(Call):
-    """What a call with a request stream adds: requests from the stub's iterator, or
-    `write()` until `done_writing()`."""
+class StreamUnaryCall(UnaryResponseCall):
+    """Client streaming: requests from the stub's iterator, or `write()` until
+    `done_writing()`; `await call` is the response."""
 
     def __init__(
-        self, run: Runner, requests: RequestStream, timeout: float | None, metadata: Any,
+        self,
+        run: Coroutine[Any, Any, Answer],
+        requests: RequestStream,
+        timeout: float | None,
         deserialize: Deserializer,
-    ) -> None:  # fmt: skip
+    ) -> None:
         self._requests = requests
-        super().__init__(run, requests, timeout, metadata, deserialize)
+        super().__init__(run, timeout, deserialize)
 
     async def write(self, message: Any) -> None:
         await self._requests.write(message)
@@ -438,9 +433,48 @@ class _SendsStream(Call):
         await self._requests.done_writing()
 
 
-class StreamUnaryCall(_SendsStream, UnaryResponseCall):
-    """Client streaming."""
+class StreamStreamCall(StreamResponseCall):
+    """Bidi: requests as for StreamUnaryCall, written straight into the open stream (as
+    its window allows); responses as for UnaryStreamCall."""
 
+    def __init__(
+        self,
+        opened: ClientStream | Answer,
+        request_iterator: Any,
+        serialize: Serializer,
+        limit: int,
+        timeout: float | None,
+        deserialize: Deserializer,
+    ) -> None:
+        super().__init__(opened, timeout, deserialize)
+        self._serialize = serialize
+        self._limit = limit
+        self._pump: asyncio.Task[None] | None = None
+        stream = self._stream
+        if request_iterator is not None and stream is not None:
+            requests = RequestStream(request_iterator, serialize)
+            self._pump = asyncio.get_running_loop().create_task(_pump(requests, stream, limit))
+            self._ended.add_done_callback(lambda _f: self._stop_pump())
 
-class StreamStreamCall(_SendsStream, StreamResponseCall):
-    """Bidi: requests as for StreamUnaryCall, responses as for UnaryStreamCall."""
+    def _stop_pump(self) -> None:
+        if self._pump is not None:
+            self._pump.cancel()
+
+    async def write(self, message: Any) -> None:
+        if self._pump is not None:
+            raise asyncio.InvalidStateError("requests come from the iterator given to the call")
+        stream = self._stream
+        if stream is None or self._ended.done():
+            return
+        body = message if self._serialize is None else self._serialize(message)
+        if len(body) > self._limit:
+            stream.fail("RESOURCE_EXHAUSTED",
+                        f"request message over max_message_bytes ({len(body)} > {self._limit})",
+                        "message_too_large")  # fmt: skip
+            return
+        if not stream.send(frame(body)):
+            await stream.wait_writable()
+
+    async def done_writing(self) -> None:
+        if self._pump is None and self._stream is not None:
+            self._stream.end_request()

@@ -1,14 +1,15 @@
 """The in-process client's channel: one upstream's whole outbound side inside the app.
 
-Does I/O (discovery, health checks, per-endpoint grpcio channels). What a sidecar's
-outbound listener does for a call, minus the hop: the same `Cluster` (sites, SRV
-priorities, balancer, breakers), the same `Membership` (SRV discovery), the same
-active health checks, and the same pipeline (sidecar/proxy/pipeline.py: deadline,
-limits, throttling, faults, retries within the budget, per-try timeouts, metrics)
-over the same `ChannelPool`. New code: the caller's side, turning a stub's call into
-the pipeline's raw bytes and back (sidecar/client/call.py), and the transport of unary
-attempts (sidecar/client/wire.py, over h2relay's connections: a third of grpcio's
-client CPU per call); streaming calls go over the pool's grpcio channels.
+Does I/O (discovery, health checks, the relay's pooled connections to endpoints). What
+a sidecar's outbound listener does for a call, minus the hop: the same `Cluster`
+(sites, SRV priorities, balancer, breakers), SRV discovery and active health checks,
+all built by `Mesh` (sidecar/mesh.py) as for the sidecar, and the same relay `Plane`
+(sidecar/h2relay: deadline, limits, throttling, faults, retries within the budget,
+per-try timeouts, metrics) over the same kind of `Pool` of HTTP/2 connections, built
+as sidecar/h2relay/listeners.py builds the outbound listener's. Instead of listening
+on a socket the plane serves one in-memory connection from the app
+(sidecar/client/link.py); the caller's side turns a stub's call into a gRPC stream on
+it and back (sidecar/client/call.py).
 
 What a proxy hop does and this cannot: route by `:path` (a channel is one upstream,
 as a stub is one service), strip the caller's hop-by-hop headers (there is no hop),
@@ -18,12 +19,11 @@ or shed inbound load (that is the callee's sidecar's job, unchanged).
 from __future__ import annotations
 
 import random
-import time
-from collections.abc import Coroutine
 from typing import Any
 
 import grpc
 
+from sidecar.client import call as calls
 from sidecar.client.call import (
     Deserializer,
     RequestStream,
@@ -32,25 +32,22 @@ from sidecar.client.call import (
     StreamUnaryCall,
     UnaryResponseCall,
     UnaryStreamCall,
+    _pairs,
 )
-from sidecar.client.wire import Wires
-from sidecar.cluster import Cluster
+from sidecar.client.link import Link
 from sidecar.config import Config, ConfigError
-from sidecar.discovery.membership import Membership
-from sidecar.endpoint import Endpoint, parse_hostport
 from sidecar.faults import FaultTable
-from sidecar.health.checker import HealthCheckers
+from sidecar.h2relay.connection import Settings
+from sidecar.h2relay.relay import Plane, Pool
+from sidecar.mesh import Mesh
 from sidecar.policy import Policies
 from sidecar.policy_adapters import default_policies
-from sidecar.proxy.channels import ChannelPool
-from sidecar.proxy.forward import Answer, Caller
-from sidecar.proxy.pipeline import Pipeline
 from sidecar.route import Route
 
 
 class Upstream:
     """Everything one upstream needs, built from its config section as sidecar/app.py
-    builds it (one implementation, two hosts)."""
+    builds it (one implementation, two hosts). Made inside the running event loop."""
 
     def __init__(
         self,
@@ -68,77 +65,52 @@ class Upstream:
         self.name = name
         # discovery for this upstream only, and never registration (the app's sidecar,
         # if any, registers the app; the client only calls out)
-        self.config = config.model_copy(update={"upstreams": {name: up}, "registration": None})
+        self.config = config.model_copy(update={"upstreams": {name: up}})
         idle_s = config.outbound.channel_idle_timeout_s if config.outbound else 300.0
-        # unary attempts over the relay's HTTP/2 connections, the rest over grpcio channels
-        self.wires = Wires(config.max_message_bytes, idle_s)
-        self.pool = ChannelPool(config.max_message_bytes, idle_s, wire=self.wires)
-        self.cluster = Cluster.from_config(
-            name, up, config.upstream_sites(name), rng or random.Random()
-        )
-        if up.endpoints is not None:
-            self.cluster.update(
-                config.site, [_endpoint(a, config.site) for a in up.endpoints], time.monotonic()
-            )
-        self.route = Route.from_config(name, up, self.cluster, policies.calls(name, up))
+        settings = Settings()
+        self.pool = Pool(settings, idle_s)  # connections to the endpoints (calls, checks)
+        self.mesh = Mesh(self.config, self.pool, rng=rng)
+        self.cluster = self.mesh.clusters[name]
+        self.route = self.mesh.routes(policies)[name]
         self.fault_table = FaultTable({name: up.faults})
-        self.pipeline = Pipeline(direction, self.pool, faults=policies.faults(self.fault_table))
-        self.membership = Membership(self.config, {name: self.cluster}, lambda: False)
-        self.checkers = HealthCheckers({name: self.cluster}, {name: up.health_check}, self.pool)
+        route = self.route
+
+        def resolve(method: str, authority: str | None) -> Route:
+            return route  # one channel is one upstream: every method goes there
+
+        self.plane = Plane(
+            direction,
+            resolve,
+            self.pool,
+            max_message_bytes=config.max_message_bytes,
+            faults=policies.faults(self.fault_table),
+            settings=settings,
+            retry_buffer=up.retries.buffer_bytes if up.retries else 1 << 20,
+        )
+        self.link = Link(self.plane, name, config.max_message_bytes)
 
     async def start(self, wait_s: float | None = None) -> None:
         """Start discovery and health checks; wait (bounded) for the first DNS answers."""
         self.pool.start()
-        self.wires.start()
-        self.checkers.start()
-        await self.membership.start()
-        discovery = self.membership.discovery
-        if discovery is not None:
-            await discovery.wait_ready(
-                wait_s if wait_s is not None else 2 * self.config.discovery.timeout_s
-            )
+        await self.mesh.start(wait_s if wait_s is not None else 2 * self.config.discovery.timeout_s)
 
     async def close(self) -> None:
-        await self.membership.stop()
-        await self.checkers.close()
+        await self.mesh.stop()
+        self.link.close()
+        await self.plane.stop(0)  # calls still in flight end CANCELLED
         await self.pool.close()
-        await self.wires.close()
-
-    async def run(self, method: str, kind: str, request: Any, caller: Caller) -> Answer:
-        return await self.pipeline.answer(self.route, method, kind, request, caller)
-
-
-def _endpoint(address: str, site: str) -> Endpoint:
-    host, port = parse_hostport(address)
-    return Endpoint(host, port, site=site)
 
 
 class _MultiCallable:
-    __slots__ = ("_deserialize", "_kind", "_method", "_run", "_serialize", "_upstream")
+    __slots__ = ("_deserialize", "_head", "_link", "_serialize")
 
     def __init__(
-        self,
-        upstream: Upstream,
-        kind: str,
-        method: str,
-        serialize: Serializer,
-        deserialize: Deserializer,
+        self, upstream: Upstream, method: str, serialize: Serializer, deserialize: Deserializer
     ) -> None:
-        self._upstream = upstream
-        self._kind = kind
-        self._method = method
+        self._link = upstream.link
+        self._head = upstream.link.head(method)  # built once: every call of it shares it
         self._serialize = serialize
         self._deserialize = deserialize
-        self._run = self._runner()  # built once: every call of this method shares it
-
-    def _runner(self) -> Any:
-        answer, route = self._upstream.pipeline.answer, self._upstream.route
-        method, kind = self._method, self._kind
-
-        def runner(request: Any, caller: Caller) -> Coroutine[Any, Any, Answer]:
-            return answer(route, method, kind, request, caller)
-
-        return runner
 
 
 class UnaryUnaryMultiCallable(_MultiCallable):
@@ -146,7 +118,8 @@ class UnaryUnaryMultiCallable(_MultiCallable):
         self, request: Any, *, timeout: float | None = None, metadata: Any = None, **_: Any
     ) -> UnaryResponseCall:
         body = request if self._serialize is None else self._serialize(request)
-        return UnaryResponseCall(self._run, body, timeout, metadata, self._deserialize)
+        run = calls.unary(self._link, self._head, body, _pairs(metadata), timeout)
+        return UnaryResponseCall(run, timeout, self._deserialize)
 
 
 class UnaryStreamMultiCallable(_MultiCallable):
@@ -154,7 +127,8 @@ class UnaryStreamMultiCallable(_MultiCallable):
         self, request: Any, *, timeout: float | None = None, metadata: Any = None, **_: Any
     ) -> UnaryStreamCall:
         body = request if self._serialize is None else self._serialize(request)
-        return UnaryStreamCall(self._run, body, timeout, metadata, self._deserialize)
+        opened = self._link.open(self._head, _pairs(metadata), timeout, unary=False, request=body)
+        return UnaryStreamCall(opened, timeout, self._deserialize)
 
 
 class StreamUnaryMultiCallable(_MultiCallable):
@@ -167,7 +141,8 @@ class StreamUnaryMultiCallable(_MultiCallable):
         **_: Any,
     ) -> StreamUnaryCall:
         requests = RequestStream(request_iterator, self._serialize)
-        return StreamUnaryCall(self._run, requests, timeout, metadata, self._deserialize)
+        run = calls.client_stream(self._link, self._head, requests, _pairs(metadata), timeout)
+        return StreamUnaryCall(run, requests, timeout, self._deserialize)
 
 
 class StreamStreamMultiCallable(_MultiCallable):
@@ -179,16 +154,18 @@ class StreamStreamMultiCallable(_MultiCallable):
         metadata: Any = None,
         **_: Any,
     ) -> StreamStreamCall:
-        requests = RequestStream(request_iterator, self._serialize)
-        return StreamStreamCall(self._run, requests, timeout, metadata, self._deserialize)
+        link = self._link
+        opened = link.open(self._head, _pairs(metadata), timeout, unary=False)
+        return StreamStreamCall(opened, request_iterator, self._serialize, link.limit, timeout,
+                                self._deserialize)  # fmt: skip
 
 
 class Channel:
     """Stands in for a `grpc.aio.Channel` to one upstream: generated stubs work unchanged.
 
     `credentials`, `wait_for_ready` and `compression` are accepted and ignored: the
-    per-endpoint channels are plaintext, like the sidecar's, and a call with nowhere to
-    go fails fast (`no_endpoints`) rather than waiting."""
+    connections to endpoints are plaintext, like the sidecar's, and a call with nowhere
+    to go fails fast (`no_endpoints`) rather than waiting."""
 
     def __init__(self, upstream: Upstream) -> None:
         self.upstream = upstream
@@ -202,7 +179,7 @@ class Channel:
         _registered_method: bool | None = False,
     ) -> UnaryUnaryMultiCallable:
         return UnaryUnaryMultiCallable(
-            self.upstream, "unary", method, request_serializer, response_deserializer
+            self.upstream, method, request_serializer, response_deserializer
         )
 
     def unary_stream(
@@ -213,7 +190,7 @@ class Channel:
         _registered_method: bool | None = False,
     ) -> UnaryStreamMultiCallable:
         return UnaryStreamMultiCallable(
-            self.upstream, "server_stream", method, request_serializer, response_deserializer
+            self.upstream, method, request_serializer, response_deserializer
         )
 
     def stream_unary(
@@ -224,7 +201,7 @@ class Channel:
         _registered_method: bool | None = False,
     ) -> StreamUnaryMultiCallable:
         return StreamUnaryMultiCallable(
-            self.upstream, "client_stream", method, request_serializer, response_deserializer
+            self.upstream, method, request_serializer, response_deserializer
         )
 
     def stream_stream(
@@ -235,7 +212,7 @@ class Channel:
         _registered_method: bool | None = False,
     ) -> StreamStreamMultiCallable:
         return StreamStreamMultiCallable(
-            self.upstream, "bidi", method, request_serializer, response_deserializer
+            self.upstream, method, request_serializer, response_deserializer
         )
 
     def get_state(self, try_to_connect: bool = False) -> grpc.ChannelConnectivity:

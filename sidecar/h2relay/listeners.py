@@ -18,7 +18,6 @@ from grpc_health.v1 import health_pb2
 from sidecar import native
 from sidecar.config import Config
 from sidecar.endpoint import parse_hostport
-from sidecar.h2relay.connection import Settings
 from sidecar.h2relay.local_reply import LocalMethod
 from sidecar.h2relay.relay import Plane, Pool
 from sidecar.health.service import InboundHealth
@@ -122,6 +121,7 @@ class RelayDataPlane:
         health: InboundHealth,
         admission: Admission | None,
         faults: FaultInjector,
+        pool: Pool,
     ) -> None:
         self.config = config
         self.outbound_route = outbound_route
@@ -130,16 +130,13 @@ class RelayDataPlane:
         self.admission = admission
         self.faults = faults
         self.planes: dict[str, Plane] = {}
-        self.pool: Pool | None = None
+        self.pool = pool  # the host's: the active health checks ride its connections too
         self.watch: HealthWatch | None = None
 
     async def start(self) -> dict[str, int]:
         config = self.config
         log.info("h2relay data plane: %s", native.describe())
-        idle_s = config.outbound.channel_idle_timeout_s if config.outbound else 300.0
-        settings = Settings()
-        self.pool = Pool(settings, idle_s)
-        self.pool.start()
+        settings = self.pool.settings
         ports: dict[str, int] = {}
         retry_buffer = max(
             (up.retries.buffer_bytes for up in config.upstreams.values() if up.retries),
@@ -186,9 +183,5 @@ class RelayDataPlane:
             if plane is not None:
                 await plane.stop(grace_s)
 
-    async def close(self) -> None:
-        if self.pool is not None:
-            await self.pool.close()
-
     def __len__(self) -> int:
-        return 0 if self.pool is None else len(self.pool)
+        return len(self.pool)

@@ -49,7 +49,7 @@ class _Kickable(Protocol):
 
 class Stream(Protocol):
     """What an `Upstream` connection drives, one per stream it carries: a relayed `Call`,
-    or an in-process client's unary exchange (sidecar/client/wire.py)."""
+    or a gRPC call the sidecar makes as a client (sidecar/h2relay/grpc_client.py)."""
 
     @property
     def down(self) -> _Kickable:

@@ -25,8 +25,8 @@ from collections.abc import Mapping
 
 from sidecar.cluster import Cluster
 from sidecar.config import Config
+from sidecar.h2relay.relay import Pool
 from sidecar.mesh import Mesh
-from sidecar.proxy.channels import ChannelPool
 from sidecar.xds.resources import EndpointState, UpstreamSnapshot
 from sidecar.xds.server import XdsServer
 
@@ -108,7 +108,7 @@ class XdsHost:
 
     def __init__(self, config: Config, listen: str, refresh_s: float = 1.0) -> None:
         self.config = config
-        self.pool = ChannelPool(config.max_message_bytes)
+        self.pool = Pool()  # the health checks' connections
         # a discovery change is pushed at once (health and breakers every refresh_s)
         self.mesh = Mesh(config, self.pool, on_update=self._changed)
         self.clusters = self.mesh.clusters

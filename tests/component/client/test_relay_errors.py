@@ -1,7 +1,7 @@
-"""The in-process client's unary attempts over the relay's HTTP/2 connections
-(sidecar/client/wire.py): what a peer or a bad request can do to them. A real grpc.aio
-echo backend on loopback, and raw TCP servers that misbehave; each failure must be a
-defined status with the sidecar's reason, and the next call must work."""
+"""The in-process client's calls through its relay (sidecar/client/link.py,
+sidecar/h2relay/grpc_client.py): what a peer or a bad request can do to them. A real
+grpc.aio echo backend on loopback, and raw TCP servers that misbehave; each failure must
+be a defined status with the sidecar's reason, and the next call must work."""
 
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ import pytest
 import sidecar.client
 from meshtest.echo.v1 import echo_pb2, echo_pb2_grpc
 from services.echo import Echo
-from sidecar.client.wire import _Exchange
+from sidecar.h2relay.grpc_client import ClientStream
 from sidecar.h2relay.hpack_codec import Block
 
 pytestmark = pytest.mark.timeout(30)
@@ -128,25 +128,25 @@ def _block(*fields: tuple[bytes, bytes]) -> Block:
 async def test_an_http_status_without_grpc_status(
     status: bytes, code: grpc.StatusCode, end_stream: bool
 ) -> None:
-    exchange = _Exchange(asyncio.get_running_loop().create_future(), b"", b"", 100)
-    exchange.on_up_headers(_block((b":status", status)), end_stream)
-    answer = exchange.future.result()
+    stream = ClientStream(asyncio.get_running_loop(), b"", 100, unary=True)
+    stream.on_up_headers(_block((b":status", status)), end_stream)
+    answer = stream.ended.result()
     assert (answer.code, answer.details) == (
-        code,
+        code.name,
         f"Received http2 header with status: {int(status)}",
     )
 
 
 async def test_trailers_only_metadata_is_trailing_and_details_are_decoded() -> None:
-    exchange = _Exchange(asyncio.get_running_loop().create_future(), b"", b"", 100)
-    exchange.on_up_headers(
+    stream = ClientStream(asyncio.get_running_loop(), b"", 100, unary=True)
+    stream.on_up_headers(
         _block((b":status", b"200"), (b"content-type", b"application/grpc"),
                (b"grpc-status", b"5"), (b"grpc-message", b"caf%C3%A9"),
                (b"x-blob-bin", b"AAH/"), (b"x-note", b"n")),
         True,
     )  # fmt: skip
-    answer = exchange.future.result()
-    assert answer.code is grpc.StatusCode.NOT_FOUND
+    answer = stream.ended.result()
+    assert answer.code == "NOT_FOUND"
     assert answer.details == "café"
     assert answer.headers == ()
     assert answer.trailers == (("x-blob-bin", b"\x00\x01\xff"), ("x-note", "n"))
