@@ -287,7 +287,8 @@ class UnaryResponseCall(Call):
         if self._inline is not None:
             self._cancelled = True
             return self._inline.cancel()
-        return self._future().cancel()
+        self._cancelled = self._future().cancel()
+        return self._cancelled
 
     def cancelled(self) -> bool:
         if self._cancelled:
