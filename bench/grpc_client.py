@@ -10,7 +10,8 @@ Modes:
   `OPEN <n>` and waits for a line on stdin before half-closing them all and reading
   each to its status. The parent measures the proxy's RSS while they are open.
 - `big`: unary calls with a `--size`-byte payload echoed back, `--concurrency` at a time.
-- `bidi`: one Bidi stream for `--seconds`, `--window` messages in flight.
+- `bidi`: one Bidi stream for `--seconds`, `--window` messages in flight (`--target
+  inprocess:FILE` as for `closed`).
 - `openloop`: unary calls started at a fixed `--rate` for `--seconds` (call i at
   t0 + i/rate, whatever earlier calls are doing), each with a `--deadline-ms`; per-call
   status and latency, summarized (Schroeder et al., "Open versus closed", NSDI 2006).
@@ -156,7 +157,7 @@ async def big(target: str, size: int, calls: int, concurrency: int) -> dict[str,
 
 
 async def bidi(target: str, seconds: float, window: int, size: int) -> dict[str, Any]:
-    async with _channel(target) as ch:
+    async with await _closed_channel(target) as ch:
         stub = echo_pb2_grpc.EchoStub(ch)
         await ch.channel_ready()
         call = stub.Bidi(timeout=seconds + 30)
@@ -174,7 +175,7 @@ async def bidi(target: str, seconds: float, window: int, size: int) -> dict[str,
             await call.done_writing()
 
         received = 0
-        t0 = time.monotonic()
+        t0, cpu0 = time.monotonic(), time.process_time()
         wtask = asyncio.create_task(writer())
         try:
             async for _ in call:
@@ -188,6 +189,7 @@ async def bidi(target: str, seconds: float, window: int, size: int) -> dict[str,
         return {
             "seconds": seconds,
             "window": window,
+            "loop_cpu_s": time.process_time() - cpu0,  # the stream only: no connect
             "sent": sent,
             "received": received,
             "status": status,
