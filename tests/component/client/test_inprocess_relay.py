@@ -140,23 +140,27 @@ async def test_cancel_mid_server_stream_reaches_the_backend(
 @pytest.mark.parametrize("kind", ["client_stream", "bidi"])
 async def test_cancel_mid_request_stream_reaches_the_backend(kind: str) -> None:
     """A client or bidi stream cancelled after its first message, never half-closed:
-    the backend's request stream ends at once, long before the call's deadline (the
-    reset reached it; grpc.aio ends a reset request stream without cancelling the
-    handler, also for a direct grpcio caller, so that is what the backend can see)."""
+    the backend's handler ends at once, long before the call's deadline (the reset
+    reached it). grpc.aio ends a reset request stream without cancelling the handler,
+    also for a direct grpcio caller, or cancels it at a `yield`: either way it ends."""
     ended = asyncio.Event()
     started = asyncio.Event()
 
     async def sink(requests: AsyncIterator[bytes], context: Any) -> bytes:
-        async for _ in requests:
-            started.set()
-        ended.set()
+        try:
+            async for _ in requests:
+                started.set()
+        finally:
+            ended.set()
         return b""
 
     async def echoes(requests: AsyncIterator[bytes], context: Any) -> AsyncIterator[bytes]:
-        async for message in requests:
-            started.set()
-            yield message
-        ended.set()
+        try:
+            async for message in requests:
+                started.set()
+                yield message
+        finally:  # the request stream ended, or the handler was cancelled at its yield
+            ended.set()
 
     if kind == "client_stream":
         handler = grpc.stream_unary_rpc_method_handler(sink)
