@@ -1,7 +1,7 @@
 """The places where policies plug into the call pipeline, and their pass-through defaults.
 
 Pure (no I/O) except `Admission.acquire`, which may wait in a queue. Each seam is a
-small Protocol; the pipeline (sidecar/proxy/pipeline.py) calls it at one numbered
+small Protocol; the relay's call (sidecar/h2relay/call.py) calls it at one numbered
 step. The real policies are adapted to these seams in sidecar/policy_adapters.py
 (`default_policies()`, what sidecar/app.py uses); the pass-through defaults here serve
 the inbound route to the local app and let the data plane run alone in tests.
