@@ -223,6 +223,7 @@ class ClientStream:
                     self.up_pending.append(chunk)
                 else:
                     self._send(chunk, self.req_ended and i == len(pending) - 1)
+            self._wake_writer()  # a writer may have waited for the stream to open
         up.kick()  # one write per connection per loop turn for all calls started in it
 
     def send(self, data: bytes, end: bool = False) -> bool:
