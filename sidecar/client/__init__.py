@@ -16,37 +16,7 @@ generated sync stubs, driving the async channel from a thread of its own
 
 from __future__ import annotations
 
-import os
-from collections.abc import Mapping
-from typing import Any
-
-from sidecar.client.channel import Channel, Upstream
+from sidecar.client.channel import Channel, Upstream, connect, load
 from sidecar.client.sync import RpcError, SyncChannel, connect_sync
-from sidecar.config import Config, load_config, parse_config
-from sidecar.policy import Policies
 
 __all__ = ["Channel", "RpcError", "SyncChannel", "Upstream", "connect", "connect_sync", "load"]
-
-
-def load(config: Config | str | os.PathLike[str] | Mapping[str, Any]) -> Config:
-    """A validated Config from any of the accepted forms (ConfigError names a bad key)."""
-    if isinstance(config, Config):
-        return config
-    if isinstance(config, Mapping):
-        return parse_config(dict(config))
-    return load_config(os.fspath(config))
-
-
-async def connect(
-    upstream: str,
-    config: Config | str | os.PathLike[str] | Mapping[str, Any],
-    *,
-    policies: Policies | None = None,
-    wait_s: float | None = None,
-) -> Channel:
-    """A channel to `upstream`, started: discovery has had its first answer (or `wait_s`,
-    by default twice `discovery.timeout_s`, ran out)."""
-    cfg = load(config)
-    up = Upstream(upstream, cfg, policies=policies)
-    await up.start(wait_s)
-    return Channel(up)

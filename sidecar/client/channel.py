@@ -18,7 +18,9 @@ or shed inbound load (that is the callee's sidecar's job, unchanged).
 
 from __future__ import annotations
 
+import os
 import random
+from collections.abc import Mapping
 from typing import Any
 
 import grpc
@@ -35,7 +37,7 @@ from sidecar.client.call import (
     _pairs,
 )
 from sidecar.client.link import Link
-from sidecar.config import Config, ConfigError
+from sidecar.config import Config, ConfigError, load_config, parse_config
 from sidecar.faults import FaultTable
 from sidecar.h2relay.connection import Settings
 from sidecar.h2relay.relay import Plane, Pool
@@ -244,3 +246,26 @@ class Channel:
 
     def __repr__(self) -> str:
         return f"<sidecar.client.Channel {self.upstream.name} {self.upstream.cluster!r}>"
+
+
+def load(config: Config | str | os.PathLike[str] | Mapping[str, Any]) -> Config:
+    """A validated Config from any of the accepted forms (ConfigError names a bad key)."""
+    if isinstance(config, Config):
+        return config
+    if isinstance(config, Mapping):
+        return parse_config(dict(config))
+    return load_config(os.fspath(config))
+
+
+async def connect(
+    upstream: str,
+    config: Config | str | os.PathLike[str] | Mapping[str, Any],
+    *,
+    policies: Policies | None = None,
+    wait_s: float | None = None,
+) -> Channel:
+    """A channel to `upstream`, started: discovery has had its first answer (or `wait_s`,
+    by default twice `discovery.timeout_s`, ran out)."""
+    up = Upstream(upstream, load(config), policies=policies)
+    await up.start(wait_s)
+    return Channel(up)

@@ -32,7 +32,7 @@ from typing import Any, TypeVar
 
 import grpc
 
-from sidecar.client.channel import Channel
+from sidecar.client.channel import Channel, connect
 from sidecar.config import Config
 from sidecar.policy import Policies
 
@@ -48,8 +48,6 @@ def connect_sync(
     wait_s: float | None = None,
 ) -> SyncChannel:
     """A blocking channel to `upstream`, started as `sidecar.client.connect` starts one."""
-    from sidecar.client import connect  # the package imports this module
-
     loop = asyncio.new_event_loop()
     thread = threading.Thread(
         target=loop.run_forever, name=f"sidecar-client-{upstream}", daemon=True
