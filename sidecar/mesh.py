@@ -10,7 +10,8 @@ static `endpoints` in the config's own site, discovery for the rest.
 What a host decides, and passes in: whether this process registers itself (only a
 sidecar with an inbound listener does; the client and `sidecar xds` only look peers up),
 how to read the local app's health (for registration), what to do after each discovery
-change (the xDS host pushes new resources at once), and the pool the health checks ride.
+change (the xDS host pushes new resources at once), and the pool the health checks ride
+(the data plane's, so a check tests the connection calls use).
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from sidecar.cluster import Cluster
 from sidecar.config import Config
 from sidecar.discovery.membership import Membership
 from sidecar.endpoint import Endpoint, parse_hostport
+from sidecar.h2relay.relay import Pool
 from sidecar.health.checker import HealthCheckers
 from sidecar.policy import Policies
 from sidecar.route import Route
@@ -55,7 +57,7 @@ class Mesh:
     def __init__(
         self,
         config: Config,
-        health_pool: Any,
+        health_pool: Pool,
         *,
         register: bool = False,
         app_healthy: Callable[[], bool] = lambda: False,
