@@ -1,4 +1,4 @@
-"""The places where policies plug into the call pipeline, and their pass-through defaults.
+"""The places where policies plug into a call, and their pass-through defaults.
 
 Pure (no I/O) except `Admission.acquire`, which may wait in a queue. Each seam is a
 small Protocol; the relay's call (sidecar/h2relay/call.py) calls it at one numbered
@@ -6,8 +6,8 @@ step. The real policies are adapted to these seams in sidecar/policy_adapters.py
 (`default_policies()`, what sidecar/app.py uses); the pass-through defaults here serve
 the inbound route to the local app and let the data plane run alone in tests.
 
-Tokens follow Netflix concurrency-limits' split: the policy decides, the pipeline
-enforces, and every token is released exactly once, in a `finally`.
+Tokens follow Netflix concurrency-limits' split: the policy decides, the call
+enforces, and every token is released exactly once, when the call ends.
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""The real policies, adapted to the pipeline's seams (sidecar/policy.py).
+"""The real policies, adapted to the call's seams (sidecar/policy.py).
 
 Pure (no I/O) except `ShedAdmission.acquire`, which waits in the admission queue.
 Each adapter is thin: the decisions live in their packages (sidecar/retry,

@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING, Any
 import grpc
 
 from sidecar.h2relay.grpc_client import Answer, ClientStream, frame
-from sidecar.proxy.headers import Pairs
+from sidecar.metadata import Pairs
 
 if TYPE_CHECKING:
     from sidecar.client.link import Link

@@ -26,7 +26,7 @@ from sidecar.h2relay.grpc_client import (
 from sidecar.h2relay.memory import MemoryTransport, memory_pair
 from sidecar.h2relay.relay import Downstream, Plane, Pool
 from sidecar.h2relay.relay import Upstream as Connection
-from sidecar.proxy.headers import Pairs
+from sidecar.metadata import Pairs
 
 # The app's side of the pair. Its connection window is all but unbounded: streams are
 # flow-controlled one by one (a slow reader holds back its own stream's credit), so

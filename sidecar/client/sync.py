@@ -13,7 +13,7 @@ iterator is pulled in the loop's executor so a blocking iterator cannot stall th
 
 The trade-off, chosen for size: one extra thread per channel and a hand-off
 (~tens of µs) per call and per streamed message, against a second, thread-based
-implementation of the pipeline, which would drift from the first. Calls from many
+implementation of the call path, which would drift from the first. Calls from many
 threads share the loop, as grpcio's sync calls share its completion-queue thread.
 Not there: `grpc.channel_ready_future` semantics beyond "ready once discovery has
 answered" (connect_sync already waited for it); `credentials`, `wait_for_ready` and

@@ -40,8 +40,8 @@ from sidecar import __version__
 from sidecar.h2relay import frames as F
 from sidecar.h2relay.grpcwire import STATUS_BY_WIRE, STATUS_FOR_RST, encode_timeout
 from sidecar.h2relay.hpack_codec import Block, encode_field, encode_literal
+from sidecar.metadata import Pairs, forwardable
 from sidecar.outcome import SIDECAR_ERROR_KEY
-from sidecar.proxy.headers import Pairs, forwardable
 
 if TYPE_CHECKING:
     from sidecar.h2relay.relay import Upstream

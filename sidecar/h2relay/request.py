@@ -39,7 +39,7 @@ class Prepared:
     """A request block, read. `error` set: refuse the call (no route, not gRPC...)."""
 
     method: str
-    route: Any  # sidecar.proxy.pipeline.Route | None
+    route: Any  # sidecar.route.Route | None
     timeout_s: float | None
     block: bytes  # encoded toward the upstream, without grpc-timeout / a new request id
     has_request_id: bool

@@ -1,4 +1,4 @@
-"""Everything the outbound pipeline asks about one upstream, built from its config.
+"""Everything a relayed call asks about one upstream, built from its config.
 
 Pure (time and randomness are passed in). The data plane builds one
 `UpstreamPolicy` per upstream at start (and on config reload) and calls, per call:

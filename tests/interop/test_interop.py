@@ -45,25 +45,14 @@ PARAMS = [(*cell, case) for cell in CELLS for case in CASES]
 # 1 ms timer (a few percent of runs on a busy 2-core machine), reports CANCELLED. Only
 # that exact outcome is let off (as an xfail naming it); anything else still fails.
 # Through the sidecars the client gets the sidecar's DEADLINE_EXCEEDED instead
-# (sidecar/h2relay/forwarding.py, on_up_reset).
+# (sidecar/h2relay/call.py, on_up_reset), and so does the in-process client, which
+# runs the same call.
 KNOWN_RACES = {
     ("direct", "grpcio", "grpcgo", "timeout_on_sleeping_server"): (
         1,  # CANCELLED
         "Received RST_STREAM with error code 8",
         "grpc-go's server reset the stream (CANCEL) at its deadline before grpcio's "
         "client handled its own 1 ms timer",
-    ),
-    # The same reset read by the in-process client, whose streaming calls still ride
-    # grpcio channels (sidecar/client/channel.py): its pipeline passes the CANCELLED on
-    # although the caller's deadline has passed (sidecar/proxy/headers.py, local_reason,
-    # knows DEADLINE_EXCEEDED at the deadline only), where the relay answers
-    # DEADLINE_EXCEEDED (on_up_reset). A sidecar bug, left to the in-process client's
-    # move onto the relay's call.
-    ("inprocess_direct", "inprocess", "grpcgo", "timeout_on_sleeping_server"): (
-        1,  # CANCELLED
-        "Received RST_STREAM with error code 8",
-        "sidecar bug: the in-process client passes on grpc-go's RST_STREAM(CANCEL) at the "
-        "deadline as CANCELLED, not DEADLINE_EXCEEDED",
     ),
 }
 

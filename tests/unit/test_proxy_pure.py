@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from sidecar.proxy.headers import forwardable
+from sidecar.metadata import forwardable
 from sidecar.route import Router
 
 
