@@ -14,6 +14,7 @@ from typing import Annotated, Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from sidecar import naming
 from sidecar.endpoint import parse_hostport
 
 log = logging.getLogger(__name__)
@@ -142,9 +143,35 @@ class Xds(_Model):
     _v = field_validator("listen")(_check_hostport)
 
 
+class SiteNaming(_Model):
+    """What differs per site (a Kubernetes cluster, a Consul datacenter) in its SRV names."""
+
+    cluster_domain: str | None = None  # default: discovery.cluster_domain
+    namespace: str | None = None  # default: discovery.namespace
+    domain: str | None = None  # default: the top-level `domain`
+    nameservers: list[HostPort] | None = None  # default: discovery.nameservers
+
+    _v = field_validator("nameservers")(
+        lambda v: v if v is None else [_check_hostport(x) for x in v]
+    )
+
+
+NamingPreset = Literal["spotify", "kubernetes", "consul"]
+
+
+def _check_template(value: str | None) -> str | None:
+    if value is not None:
+        try:
+            naming.placeholders(value)
+        except naming.TemplateError as exc:
+            raise ValueError(str(exc)) from None
+    return value
+
+
 class Discovery(_Model):
     nameservers: list[HostPort] = []  # empty: the system resolver configuration
-    srv_template: str = "_{service}._grpc.{site}.{domain}"
+    naming: NamingPreset = "spotify"  # the SRV naming preset (sidecar/naming.py)
+    srv_template: str | None = None  # default: the preset's template
     sites: list[str] = []  # empty: just this instance's own site
     ttl_floor_s: float = Field(default=5.0, ge=0)
     ttl_cap_s: float = Field(default=300.0, gt=0)
@@ -153,20 +180,24 @@ class Discovery(_Model):
     backoff_initial_s: float = Field(default=1.0, gt=0)
     backoff_max_s: float = Field(default=30.0, gt=0)
     empty_grace_s: float = Field(default=30.0, ge=0)  # NXDOMAIN/empty believed after this
-    namespace: str = "default"  # fills {namespace} (Kubernetes templates)
+    namespace: str = "default"  # fills {namespace} (Kubernetes)
+    port_name: str = "grpc"  # fills {port_name}: the Service's named port (Kubernetes)
+    cluster_domain: str = "cluster.local"  # fills {cluster_domain} (Kubernetes)
+    per_site: dict[str, SiteNaming] = {}  # per site: cluster_domain, namespace, ...
 
     _v = field_validator("nameservers")(lambda v: [_check_hostport(x) for x in v])
+    _t = field_validator("srv_template")(_check_template)
 
-    @field_validator("srv_template")
-    @classmethod
-    def _template(cls, value: str) -> str:
-        try:
-            value.format(service="s", site="x", domain="d", namespace="n")
-        except (KeyError, IndexError, ValueError) as exc:
-            raise ValueError(
-                f"unknown placeholder {exc}; use {{service}}, {{site}}, {{domain}}, {{namespace}}"
-            ) from None
-        return value
+    @property
+    def template(self) -> str:
+        """The template in force: the explicit one, else the preset's."""
+        return self.srv_template or naming.PRESETS[self.naming]
+
+    def nameservers_for(self, site: str) -> list[str]:
+        per = self.per_site.get(site)
+        if per is not None and per.nameservers is not None:
+            return list(per.nameservers)
+        return list(self.nameservers)
 
 
 class TsigKey(_Model):
@@ -248,6 +279,9 @@ class Upstream(_Model):
     grpc_services: list[str] = []
     endpoints: list[HostPort] | None = None  # static; without it, SRV discovery
     srv_name: str | None = None  # default: discovery.srv_template filled in per site
+    tag: str | None = None  # fills {tag} (Consul service tags)
+    port_name: str | None = None  # fills {port_name}; default: discovery.port_name
+    namespace: str | None = None  # fills {namespace}; default: the site's, discovery.namespace
     sites: list[str] | None = None  # default: discovery.sites
     timeout_ms: float = Field(default=1000.0, gt=0)  # when the caller sends no deadline
     per_try_timeout_ms: float | None = Field(default=None, gt=0)
@@ -263,6 +297,7 @@ class Upstream(_Model):
     faults: Faults | None = None
 
     _v = field_validator("endpoints")(lambda v: v if v is None else [_check_hostport(x) for x in v])
+    _t = field_validator("srv_name")(_check_template)
 
 
 class Config(_Model):
@@ -292,6 +327,35 @@ class Config(_Model):
                 seen[svc] = name
         if self.registration is not None and (self.inbound is None or not self.service):
             raise ValueError("registration: needs `service` and an `inbound` listener to publish")
+        preset = self.discovery.naming
+        if self.registration is not None and preset not in naming.SELF_REGISTERING:
+            who = {
+                "kubernetes": "Kubernetes publishes a pod's SRV and A records itself (the "
+                "endpoints of its headless Service, once the pod is ready)",
+                "consul": "Consul publishes what its agents register and health-check",
+            }[preset]
+            raise ValueError(
+                f"registration: refused with discovery.naming {preset}: {who}; "
+                "remove `registration` (the sidecar registers nothing on this platform)"
+            )
+        for up_name, spec in self.upstreams.items():
+            if spec.endpoints is not None:
+                continue
+            seen_names: dict[str, str] = {}
+            for site in self.upstream_sites(up_name):
+                try:
+                    srv = self.srv_name_for(up_name, site)
+                except naming.TemplateError as exc:
+                    raise ValueError(
+                        f"upstreams.{up_name}: no SRV name for site {site}: {exc}"
+                    ) from None
+                if srv in seen_names:
+                    raise ValueError(
+                        f"discovery.per_site: sites {seen_names[srv]} and {site} give upstream "
+                        f"{up_name} the same SRV name {srv}; a site needs a name of its own "
+                        "(with naming kubernetes: its own per_site.SITE.cluster_domain)"
+                    )
+                seen_names[srv] = site
         return self
 
     @property
@@ -301,6 +365,28 @@ class Config(_Model):
         if self.site in sites:
             sites.remove(self.site)
         return [self.site, *sites]
+
+    def naming_values(self, upstream: str | None, site: str) -> dict[str, str]:
+        """What fills the placeholders for `upstream` (None: this instance) in `site`."""
+        disc = self.discovery
+        per = disc.per_site.get(site, SiteNaming())
+        spec = self.upstreams.get(upstream) if upstream is not None else None
+        service = upstream if upstream is not None else (self.service or "")
+        return {
+            "service": service,
+            "site": site,
+            "domain": per.domain or self.domain,
+            "namespace": (spec.namespace if spec else None) or per.namespace or disc.namespace,
+            "port_name": (spec.port_name if spec else None) or disc.port_name,
+            "cluster_domain": per.cluster_domain or disc.cluster_domain,
+            "tag": (spec.tag if spec else None) or "",
+        }
+
+    def srv_name_for(self, upstream: str | None, site: str) -> str:
+        """The SRV name looked up for `upstream` in `site` (None: this instance's own)."""
+        spec = self.upstreams.get(upstream) if upstream is not None else None
+        template = (spec.srv_name if spec else None) or self.discovery.template
+        return naming.render(template, self.naming_values(upstream, site))
 
     def upstream_sites(self, name: str) -> list[str]:
         explicit = self.upstreams[name].sites

@@ -120,9 +120,11 @@ class ProcessDnsServer:
     def send(self, msg: dns.update.UpdateMessage) -> dns.rcode.Rcode:
         return dns.query.tcp(msg, self.host, port=self.port, timeout=5).rcode()
 
-    def update(self, key: dns.tsig.Key | None = None) -> dns.update.UpdateMessage:
+    def update(
+        self, key: dns.tsig.Key | None = None, zone: str | None = None
+    ) -> dns.update.UpdateMessage:
         key = key or self.key
-        return dns.update.UpdateMessage(self.zone, keyring=key, keyname=key.name)
+        return dns.update.UpdateMessage(zone or self.zone, keyring=key, keyname=key.name)
 
     def set_srv(self, name: str, records: Sequence[Srv], ttl: int = 30) -> None:
         """Replace the SRV set at `name` and the targets' A records."""
@@ -160,16 +162,22 @@ class BindServer(ProcessDnsServer):
 
     kind = "bind"
 
-    def __init__(self, workdir: Path, *, minimal_responses: bool = False) -> None:
+    def __init__(
+        self, workdir: Path, *, minimal_responses: bool = False, zones: Sequence[str] = ()
+    ) -> None:
         workdir.mkdir(parents=True, exist_ok=True)
         super().__init__(workdir)
         self.minimal_responses = minimal_responses
-        (workdir / "example.net.db").write_text(
-            "$TTL 30\n"
-            "@ IN SOA ns.example.net. hostmaster.example.net. 1 3600 600 86400 5\n"
-            "@ IN NS ns.example.net.\n"
-            "ns IN A 127.0.0.1\n"
-        )
+        # example.net first (the default zone), then any others a test serves (a platform's
+        # own: cluster.local, consul), each updatable with the same key.
+        self.zones = ["example.net", *(z.rstrip(".") for z in zones)]
+        for zone in self.zones:
+            (workdir / f"{zone}.db").write_text(
+                "$TTL 30\n"
+                f"@ IN SOA ns.{zone}. hostmaster.{zone}. 1 3600 600 86400 5\n"
+                f"@ IN NS ns.{zone}.\n"
+                "ns IN A 127.0.0.1\n"
+            )
 
     def _conf(self) -> str:
         d = self.workdir
@@ -189,12 +197,15 @@ options {{
 }};
 controls {{ }};
 key "{KEY_NAME}" {{ algorithm hmac-sha256; secret "{KEY_SECRET}"; }};
-zone "example.net" {{
+""" + "".join(
+            f"""zone "{zone}" {{
     type primary;
-    file "{d}/example.net.db";
+    file "{d}/{zone}.db";
     allow-update {{ key "{KEY_NAME}"; }};
 }};
 """
+            for zone in self.zones
+        )
 
     def _spawn(self) -> subprocess.Popen[bytes]:
         conf = self.workdir / "named.conf"

@@ -1,24 +1,43 @@
-"""SRV names from the configured template, and this instance's own names.
+"""SRV names from the configured naming, and this instance's own name.
 
-Pure (no I/O). One template serves every naming scheme: the default
-`_{service}._grpc.{site}.{domain}` (Spotify's `_spotify-search._hm.lon3.spotify.net`),
-Kubernetes `_grpc._tcp.{service}.{namespace}.svc.cluster.local` and Consul
-`_{service}._tcp.service.{site}.consul` differ only in the template string.
+Pure (no I/O). The templates and presets (`spotify`, `kubernetes`, `consul`) are
+`sidecar/naming.py`'s; what fills each placeholder per upstream and site is
+`Config.naming_values`'s. The config refuses, at load, a template that cannot make a
+name and two sites that would share one.
 """
 
 from __future__ import annotations
 
+from sidecar import naming
 from sidecar.config import Config
 
-DEFAULT_TEMPLATE = "_{service}._grpc.{site}.{domain}"
+DEFAULT_TEMPLATE = naming.PRESETS["spotify"]
 
 
 def srv_name(
-    template: str, *, service: str, site: str, domain: str, namespace: str = "default"
+    template: str,
+    *,
+    service: str,
+    site: str,
+    domain: str,
+    namespace: str = "default",
+    port_name: str = "grpc",
+    cluster_domain: str = "cluster.local",
+    tag: str = "",
 ) -> str:
-    """Fill in the template; the result is made absolute (trailing dot)."""
-    name = template.format(service=service, site=site, domain=domain, namespace=namespace)
-    return name if name.endswith(".") else name + "."
+    """Fill in the template; the result is absolute (trailing dot)."""
+    return naming.render(
+        template,
+        {
+            "service": service,
+            "site": site,
+            "domain": domain,
+            "namespace": namespace,
+            "port_name": port_name,
+            "cluster_domain": cluster_domain,
+            "tag": tag,
+        },
+    )
 
 
 def upstream_names(config: Config) -> list[tuple[str, str, str]]:
@@ -31,26 +50,12 @@ def upstream_names(config: Config) -> list[tuple[str, str, str]]:
     for upstream, spec in config.upstreams.items():
         if spec.endpoints is not None:
             continue
-        template = spec.srv_name or config.discovery.srv_template
         for site in config.upstream_sites(upstream):
-            name = srv_name(
-                template,
-                service=upstream,
-                site=site,
-                domain=config.domain,
-                namespace=config.discovery.namespace,
-            )
-            out.append((upstream, site, name))
+            out.append((upstream, site, config.srv_name_for(upstream, site)))
     return out
 
 
 def own_srv_name(config: Config) -> str:
     """The SRV name this instance registers under (what its callers look up)."""
     assert config.service is not None
-    return srv_name(
-        config.discovery.srv_template,
-        service=config.service,
-        site=config.site,
-        domain=config.domain,
-        namespace=config.discovery.namespace,
-    )
+    return config.srv_name_for(None, config.site)

@@ -37,6 +37,7 @@ class _Watch:
     site: str
     name: str
     state: NameState
+    client: DnsClient
 
 
 def apply_lookup(
@@ -71,10 +72,20 @@ class Discovery:
         dcfg = config.discovery
         self._on_update = on_update
         self._rng = rng or random.Random()
-        self._client = client or DnsClient(parse_nameservers(dcfg.nameservers), dcfg.timeout_s)
+        # One client per set of nameservers: a site may have its own (its cluster's DNS).
+        clients: dict[tuple[str, ...], DnsClient] = {}
+
+        def client_for(site: str) -> DnsClient:
+            if client is not None:
+                return client
+            servers = tuple(dcfg.nameservers_for(site))
+            if servers not in clients:
+                clients[servers] = DnsClient(parse_nameservers(servers), dcfg.timeout_s)
+            return clients[servers]
+
         timing = Timing.from_config(dcfg)
         self._watches = [
-            _Watch(upstream, site, name, NameState(timing))
+            _Watch(upstream, site, name, NameState(timing), client_for(site))
             for upstream, site, name in upstream_names(config)
         ]
         self._tasks: list[asyncio.Task[None]] = []
@@ -126,7 +137,7 @@ class Discovery:
         first = True
         while True:
             try:
-                result: SrvAnswer | LookupFailure = await self._client.lookup_srv(watch.name)
+                result: SrvAnswer | LookupFailure = await watch.client.lookup_srv(watch.name)
             except LookupFailure as exc:
                 result = exc
             except Exception as exc:  # a bug must not end discovery for this name

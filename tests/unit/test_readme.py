@@ -7,6 +7,7 @@ from pydantic import BaseModel
 
 from sidecar.config import Config
 
+MAPPED = {"upstreams": "NAME", "per_site": "SITE"}
 README = (Path(__file__).parents[2] / "README.md").read_text()
 
 
@@ -27,8 +28,9 @@ def _keys(model: type[BaseModel], prefix: str) -> list[str]:
         keys.append(key)
         sub = _model_of(field.annotation)
         if sub is not None:
-            # upstreams is a mapping of name -> Upstream: documented as upstreams.NAME.key
-            inner = f"{key}.NAME." if name == "upstreams" else f"{key}."
+            # mappings are documented with a stand-in for the name: upstreams.NAME.key,
+            # discovery.per_site.SITE.key
+            inner = f"{key}.{MAPPED[name]}." if name in MAPPED else f"{key}."
             keys.extend(_keys(sub, inner))
     return keys
 
