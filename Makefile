@@ -8,7 +8,7 @@ PROTOS := $(shell find proto -name '*.proto')
 STAMP := $(VENV)/.installed-stamp
 PROTO_STAMP := music/.generated
 
-.PHONY: help venv proto native pure test test-unit test-component test-integration test-interop interop-deps chaos lint fmt demo bench clean
+.PHONY: help venv proto native pure kustomize test test-unit test-component test-integration test-interop interop-deps chaos lint fmt demo bench clean
 
 help:
 	@echo "make demo   run the two-site mesh demo (embedded DNS registry, sidecars, services, load)"
@@ -60,6 +60,20 @@ pure:
 	rm -f $(NATIVE)
 	find sidecar -name '*.so' -delete
 
+# kustomize renders deploy/kubernetes/ in the tests (kubectl's built-in one is as old as
+# the kubectl installed, when there is one at all): a pinned release, built with Go
+# from the Go module proxy into the venv.
+KUSTOMIZE_VERSION := v5.5.0
+KUSTOMIZE := $(BIN)/kustomize
+
+$(KUSTOMIZE): | $(STAMP)
+	@command -v go >/dev/null || { \
+	  if [ "$$(id -u)" = 0 ]; then apt-get install -y -qq --no-install-recommends golang-go; \
+	  else echo "make: kustomize is built with Go (1.22 or later): apt-get install golang-go"; exit 1; fi; }
+	GOBIN=$(abspath $(BIN)) go install sigs.k8s.io/kustomize/kustomize/v5@$(KUSTOMIZE_VERSION)
+
+kustomize: $(KUSTOMIZE)
+
 PYTEST := $(BIN)/python -m pytest
 
 # The interop tier's clients and servers in other languages (tests/interop): grpc-js from
@@ -83,7 +97,7 @@ $(INTEROP_GO): tests/interop/grpc-go.version
 
 interop-deps: $(INTEROP_NODE) $(INTEROP_GO)
 
-test: $(PROTO_STAMP) $(NATIVE) interop-deps
+test: $(PROTO_STAMP) $(NATIVE) interop-deps $(KUSTOMIZE)
 	$(PYTEST) -q tests -m "not slow"
 
 test-unit: $(PROTO_STAMP) $(NATIVE)
@@ -92,7 +106,7 @@ test-unit: $(PROTO_STAMP) $(NATIVE)
 test-component: $(PROTO_STAMP) $(NATIVE)
 	$(PYTEST) -q tests/component
 
-test-integration: $(PROTO_STAMP) $(NATIVE)
+test-integration: $(PROTO_STAMP) $(NATIVE) $(KUSTOMIZE)
 	$(PYTEST) -q tests/integration
 
 test-interop: $(PROTO_STAMP) $(NATIVE) interop-deps
