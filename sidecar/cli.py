@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Callable, Sequence
+from pathlib import Path
 
 from sidecar import __version__
 from sidecar.config import Config, ConfigError, load_config
@@ -103,6 +104,33 @@ def _ca(args: argparse.Namespace) -> int:
     return 0
 
 
+def _inject(args: argparse.Namespace) -> int:
+    import yaml
+
+    from sidecar.inject import InjectError, Options, inject
+
+    try:
+        text = sys.stdin.read() if args.file == "-" else Path(args.file).read_text()
+        docs = list(yaml.safe_load_all(text))
+    except (OSError, yaml.YAMLError) as exc:
+        print(f"sidecar inject: cannot read {args.file}: {exc}", file=sys.stderr)
+        return 1
+    opts = Options(
+        image=args.image,
+        config_map=args.config_map,
+        inbound_port=args.inbound_port,
+        admin_port=args.admin_port,
+        pass_others=args.pass_others,
+    )
+    try:
+        out = inject(docs, opts)
+    except InjectError as exc:
+        print(f"sidecar inject: {exc}", file=sys.stderr)
+        return 1
+    sys.stdout.write(yaml.safe_dump_all(out, sort_keys=False, explicit_start=len(out) > 1))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="sidecar",
@@ -168,6 +196,25 @@ def build_parser() -> argparse.ArgumentParser:
     issue.add_argument("--out", required=True, help="folder for cert.pem, key.pem, ca.pem")
     issue.add_argument("--ttl", default="24h", help="validity, e.g. 90s, 15m, 24h (default 24h)")
     issue.set_defaults(func=_ca)
+
+    inject = verbs.add_parser(
+        "inject",
+        help="add the sidecar (a native sidecar container, its config volume and probes) to "
+        "Kubernetes workloads; writes the result to stdout",
+    )
+    inject.add_argument(
+        "file", help="YAML file (Deployment, StatefulSet, DaemonSet, Pod, List), or -"
+    )
+    inject.add_argument("--image", default="grpc-sidecar:0.1.0", help="the sidecar's image")
+    inject.add_argument(
+        "--config-map", help="ConfigMap holding sidecar.yaml (default: <workload name>-sidecar)"
+    )
+    inject.add_argument("--inbound-port", type=int, default=8181, help="inbound.listen's port")
+    inject.add_argument("--admin-port", type=int, default=9901, help="admin.listen's port")
+    inject.add_argument(
+        "--pass-others", action="store_true", help="leave other kinds as they are (else refused)"
+    )
+    inject.set_defaults(func=_inject)
 
     # `demo` hands every argument after it to services.demo (see main()); listed for --help
     verbs.add_parser("demo", help="run the two-site demo mesh (options: sidecar demo --help)")
