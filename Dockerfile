@@ -2,12 +2,24 @@
 # makes the stubs from proto/ (setup.py's build_py runs sidecar/stubs.py, what `make
 # proto` runs too) and compiles the per-request modules; tests/integration/test_dockerfile_build.py
 # runs these steps in CI, where no Docker engine runs. (No `make` here: python:3.11-slim has none.)
-FROM python:3.11-slim AS build
+#
+# BASE: any Debian-based image with Python 3.11+ as `python` and the venv module. The
+# default is pulled from a registry; where none is reachable, `make image` makes one from
+# the Debian mirror (scripts/make-base-image) and passes it here.
+ARG BASE=python:3.11-slim
+FROM ${BASE} AS build
 WORKDIR /src
+# Set (by scripts/build-image) when pip must trust the build host's CA bundle, mounted for
+# the build only: behind a TLS-inspecting proxy. Unset: pip's own.
+ARG PIP_CERT
 # A C compiler for the wheel build: it compiles the per-request modules with mypyc
-# (setup.py, sidecar/native.py; without one they install as plain Python). Build stage only.
+# (setup.py, sidecar/native.py; without one they install as plain Python), and the Python
+# headers when the base has none (Debian's python3 keeps them in python3-dev). Build
+# stage only.
 RUN apt-get update \
  && apt-get install -y --no-install-recommends gcc libc6-dev \
+ && (test -f "$(python -c 'import sysconfig; print(sysconfig.get_paths()["include"])')/Python.h" \
+     || apt-get install -y --no-install-recommends python3-dev) \
  && rm -rf /var/lib/apt/lists/*
 COPY pyproject.toml setup.py README.md MANIFEST.in ./
 COPY scripts/mypyc.ini ./scripts/
@@ -20,8 +32,9 @@ RUN pip wheel --no-cache-dir --no-deps -w /wheels . \
  && python -m venv /opt/venv \
  && /opt/venv/bin/pip install --no-cache-dir /wheels/*.whl
 
-# Runtime: the project and its runtime dependencies only, as a non-root user.
-FROM python:3.11-slim
+# Runtime: the project and its runtime dependencies only, as a non-root user. The same
+# base as the build stage: the venv's interpreter is the base's.
+FROM ${BASE}
 RUN useradd --system --uid 10001 --home /nonexistent --shell /usr/sbin/nologin sidecar
 COPY --from=build /opt/venv /opt/venv
 ENV PATH=/opt/venv/bin:$PATH PYTHONUNBUFFERED=1

@@ -8,7 +8,7 @@ PROTOS := $(shell find proto -name '*.proto')
 STAMP := $(VENV)/.installed-stamp
 PROTO_STAMP := music/.generated
 
-.PHONY: help venv proto native pure kustomize test test-unit test-component test-integration test-interop interop-deps chaos lint fmt demo bench clean
+.PHONY: help venv proto native pure kustomize image test-image test test-unit test-component test-integration test-interop interop-deps chaos lint fmt demo bench clean
 
 help:
 	@echo "make demo   run the two-site mesh demo (embedded DNS registry, sidecars, services, load)"
@@ -73,6 +73,16 @@ $(KUSTOMIZE): | $(STAMP)
 	GOBIN=$(abspath $(BIN)) go install sigs.k8s.io/kustomize/kustomize/v5@$(KUSTOMIZE_VERSION)
 
 kustomize: $(KUSTOMIZE)
+
+# The container image (Dockerfile), with podman or docker, whichever runs; without a
+# reachable registry its base is made from the Debian mirror (scripts/build-image).
+IMAGE ?= grpc-sidecar:0.1.0
+image:
+	scripts/build-image $(IMAGE)
+
+# Builds the image and runs it: two sidecar containers and an echo app (minutes).
+test-image: $(PROTO_STAMP) $(NATIVE)
+	$(PYTEST) -q tests/integration/test_image.py -m slow
 
 PYTEST := $(BIN)/python -m pytest
 

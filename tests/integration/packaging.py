@@ -49,13 +49,20 @@ def stages() -> list[list[Instruction]]:
     """The Dockerfile's instructions (continuations joined, comments dropped), by stage."""
     text = re.sub(r"\\\n", " ", (ROOT / "Dockerfile").read_text())
     out: list[list[Instruction]] = []
+    build_args: dict[str, str] = {}  # ARGs before the first FROM, with their defaults
     for line in text.splitlines():
         line = line.strip()
         if not line or line.startswith("#"):
             continue
         op, _, arg = line.partition(" ")
+        if op.upper() == "ARG" and not out:
+            name, _, default = arg.partition("=")
+            build_args[name.strip()] = default.strip()
+            continue
         if op.upper() == "FROM":
             out.append([])
+            for name, default in build_args.items():
+                arg = arg.replace("${" + name + "}", default)
         out[-1].append((op.upper(), " ".join(arg.split())))
     return out
 
