@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import dns.name
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
 from sidecar import naming
+from sidecar.cli import main
 from sidecar.config import ConfigError, parse_config
 from sidecar.discovery.names import own_srv_name, upstream_names
 
@@ -183,3 +186,14 @@ def test_an_upstream_template_that_cannot_make_a_name_is_refused() -> None:
         parse_config({"upstreams": {"web": {"srv_name": "_{tag}._tcp.{site}.x"}}})
     assert err.value.key == "upstreams.web"
     assert "{tag} is empty" in err.value.reason
+
+
+def test_sidecar_check_refuses_registration_on_kubernetes(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text(
+        "service: echo\ninbound: {}\ndiscovery: {naming: kubernetes}\nregistration: {}\n"
+    )
+    assert main(["check", "-c", str(cfg)]) == 1
+    assert "registration: refused with discovery.naming kubernetes" in capsys.readouterr().err
