@@ -69,7 +69,7 @@ KUSTOMIZE := $(BIN)/kustomize
 $(KUSTOMIZE): | $(STAMP)
 	@command -v go >/dev/null || { \
 	  if [ "$$(id -u)" = 0 ]; then apt-get install -y -qq --no-install-recommends golang-go; \
-	  else echo "make: kustomize is built with Go (1.22 or later): apt-get install golang-go"; exit 1; fi; }
+	  else echo "make: kustomize is built with Go 1.22 or later (Debian 13: apt-get install golang-go)"; exit 1; fi; }
 	GOBIN=$(abspath $(BIN)) go install sigs.k8s.io/kustomize/kustomize/v5@$(KUSTOMIZE_VERSION)
 
 kustomize: $(KUSTOMIZE)
