@@ -8,7 +8,7 @@ PROTOS := $(shell find proto -name '*.proto')
 STAMP := $(VENV)/.installed-stamp
 PROTO_STAMP := music/.generated
 
-.PHONY: help venv proto native pure kustomize image test-image test test-unit test-component test-integration test-interop interop-deps chaos lint fmt demo bench clean
+.PHONY: help venv proto native pure tools kustomize image test-image test test-unit test-component test-integration test-interop interop-deps chaos lint fmt demo bench clean
 
 help:
 	@echo "make demo   run the two-site mesh demo (embedded DNS registry, sidecars, services, load)"
@@ -107,7 +107,15 @@ $(INTEROP_GO): tests/interop/grpc-go.version
 
 interop-deps: $(INTEROP_NODE) $(INTEROP_GO)
 
-test: $(PROTO_STAMP) $(NATIVE) interop-deps $(KUSTOMIZE)
+# promtool (Debian's `prometheus` package) checks and unit-tests deploy/prometheus/alerts.yml;
+# installed here as root when missing. Without it those tests fail, naming the package.
+tools:
+	@command -v promtool >/dev/null || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null && \
+	  { DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends prometheus >/dev/null 2>&1 || \
+	    { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends prometheus >/dev/null; }; }; } || \
+	  echo "promtool not found and not installable here: apt-get install prometheus"
+
+test: $(PROTO_STAMP) $(NATIVE) interop-deps $(KUSTOMIZE) tools
 	$(PYTEST) -q tests -m "not slow"
 
 test-unit: $(PROTO_STAMP) $(NATIVE)

@@ -23,6 +23,7 @@ from typing import Any
 
 from sidecar.admin import AdminServer
 from sidecar.admin.faults import FaultAdmin, with_faults
+from sidecar.admin.state_metrics import COLLECTOR as STATE_METRICS
 from sidecar.cluster import Cluster
 from sidecar.config import Config, redacted
 from sidecar.faults import FaultTable
@@ -105,6 +106,10 @@ class Sidecar:
             self.checker.on_change(self._app_health_changed)
             self.checker.start()
         self.pool.start()
+        # endpoint states, per-site attempts, retry budgets: read at scrape time
+        STATE_METRICS.watch(
+            self, self.config.service or "", self.config.site, self.clusters, self.routes
+        )
         self.ports["admin"] = await self.admin.start()
         await self.mesh.start()
         if self.xds is not None:
@@ -164,6 +169,7 @@ class Sidecar:
         if self.checker is not None:
             await self.checker.close()
         await self.admin.close()
+        STATE_METRICS.unwatch(self)
         await self.pool.close()
 
 
