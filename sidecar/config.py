@@ -300,6 +300,15 @@ class Upstream(_Model):
     _t = field_validator("srv_name")(_check_template)
 
 
+class AccessLogConfig(_Model):
+    """One JSON line per logical call (sidecar/access_log.py)."""
+
+    path: str = Field(default="stdout", min_length=1)  # a file (appended to), or "stdout"
+    format: Literal["json"] = "json"
+    sample_ratio: float = Field(default=1.0, ge=0, le=1)  # share of calls logged
+    buffer_lines: int = Field(default=10000, ge=1)  # lines waiting for the writer; beyond: dropped
+
+
 class Config(_Model):
     service: str | None = None
     site: str = "local"
@@ -312,6 +321,7 @@ class Config(_Model):
     discovery: Discovery = Discovery()
     registration: Registration | None = None
     xds: Xds | None = None  # off unless configured
+    access_log: AccessLogConfig | None = None  # off unless configured
     upstreams: dict[str, Upstream] = {}
 
     @model_validator(mode="after")

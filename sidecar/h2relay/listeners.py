@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 from grpc_health.v1 import health_pb2
 
 from sidecar import native
+from sidecar.access_log import AccessLog
 from sidecar.config import Config
 from sidecar.endpoint import parse_hostport
 from sidecar.h2relay.local_reply import LocalMethod
@@ -132,11 +133,15 @@ class RelayDataPlane:
         self.planes: dict[str, Plane] = {}
         self.pool = pool  # the host's: the active health checks ride its connections too
         self.watch: HealthWatch | None = None
+        # one access log for both listeners (None: off, and the relay skips it)
+        self.access_log = AccessLog(config.access_log) if config.access_log is not None else None
 
     async def start(self) -> dict[str, int]:
         config = self.config
         log.info("h2relay data plane: %s", native.describe())
         settings = self.pool.settings
+        if self.access_log is not None:
+            self.access_log.start()
         ports: dict[str, int] = {}
         retry_buffer = max(
             (up.retries.buffer_bytes for up in config.upstreams.values() if up.retries),
@@ -147,6 +152,7 @@ class RelayDataPlane:
             "faults": self.faults,
             "settings": settings,
             "retry_buffer": retry_buffer,
+            "access_log": self.access_log,
         }
         if config.outbound is not None:
             plane = Plane("outbound", self.outbound_route, self.pool, **common)
@@ -182,6 +188,8 @@ class RelayDataPlane:
             plane = self.planes.get(name)
             if plane is not None:
                 await plane.stop(grace_s)
+        if self.access_log is not None:
+            self.access_log.close()  # the calls are over: the lines still buffered go out
 
     def __len__(self) -> int:
         return len(self.pool)

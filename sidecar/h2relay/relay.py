@@ -115,6 +115,7 @@ class Plane:
         retry_buffer: int = 1 << 20,
         local_methods: dict[str, LocalMethod] | None = None,
         settings: Settings | None = None,
+        access_log: Any = None,
     ) -> None:
         self.direction = direction
         self.resolve = resolve
@@ -127,6 +128,9 @@ class Plane:
         self.retry_buffer = retry_buffer
         self.local_methods = local_methods or {}
         self.settings = settings or Settings()
+        # sidecar/access_log.py's AccessLog, or None: a listener without one pays one
+        # attribute check per call (call_done) and nothing per connection or frame
+        self.access_log = access_log
         self.wheel = Wheel(self.loop)  # call deadlines and per-try timeouts
         self.connections: set[Downstream] = set()
         self.draining = False
@@ -169,6 +173,8 @@ class Plane:
         histogram.observe(time.monotonic() - call.started)
         if call.local_reason is not None:
             metrics.LOCAL_ERRORS.labels(self.direction, upstream, call.local_reason).inc()
+        if self.access_log is not None:
+            self.access_log.record(call)
 
     def attempt_done(self, upstream: str, address: str, outcome: Outcome) -> None:
         key = ("a", upstream, address, outcome.value)
@@ -182,8 +188,13 @@ class Plane:
     # ---- listening ------------------------------------------------------------------
 
     async def listen(self, host: str, port: int) -> int:
+        logged = self.access_log is not None
         self._server = await self.loop.create_server(
-            lambda: Downstream(self), host, port, reuse_address=True, reuse_port=REUSE_PORT or None
+            lambda: LoggedDownstream(self) if logged else Downstream(self),
+            host,
+            port,
+            reuse_address=True,
+            reuse_port=REUSE_PORT or None,
         )
         server: Any = self._server  # uvloop's: `sockets` is a list (a tuple in typeshed)
         return int(server.sockets[0].getsockname()[1])
@@ -303,6 +314,44 @@ class Downstream(_Flusher, asyncio.Protocol):
 
     def on_goaway(self, last_stream_id: int, code: int) -> None:
         return None  # the caller stops opening streams; ours finish
+
+
+class _CountingConnection(H2Connection):
+    """A caller's connection that counts the DATA bytes sent on each stream."""
+
+    def __init__(self, handler: Any, settings: Settings) -> None:
+        super().__init__(handler, client=False, settings=settings)
+        self.sent: dict[int, int] = {}  # stream id -> bytes; popped when the call is logged
+
+    def send_data(self, sid: int, data: bytes | memoryview, end_stream: bool) -> int:
+        n = H2Connection.send_data(self, sid, data, end_stream)
+        sent = self.sent
+        sent[sid] = sent.get(sid, 0) + n
+        return n
+
+
+class LoggedDownstream(Downstream):
+    """A caller's connection to a listener that writes an access log: it also keeps the
+    caller's address and the bytes each stream carried (sidecar/access_log.py reads and
+    pops them when the call ends). Chosen per listener, so one without a log does none of it."""
+
+    def __init__(self, plane: Plane) -> None:
+        super().__init__(plane)
+        self.conn = _CountingConnection(self, plane.settings)
+        self.peer = ""
+        self.bytes_in: dict[int, int] = {}  # stream id -> request DATA bytes
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        peer = transport.get_extra_info("peername")
+        if isinstance(peer, tuple) and len(peer) >= 2:
+            self.peer = f"{peer[0]}:{peer[1]}"
+        Downstream.connection_made(self, transport)
+
+    def on_data(self, stream_id: int, data: bytes, end_stream: bool, flow: int) -> None:
+        if stream_id in self.calls:  # not after the call ended: it is no longer popped
+            counts = self.bytes_in
+            counts[stream_id] = counts.get(stream_id, 0) + len(data)
+        Downstream.on_data(self, stream_id, data, end_stream, flow)
 
 
 def _prepare(block: Block, resolve: Callable[[str, str | None], Any]) -> Prepared:

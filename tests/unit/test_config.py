@@ -29,6 +29,10 @@ def test_good_config_has_documented_defaults() -> None:
     assert up.breaker.fail_max == 5
     assert config.max_message_bytes == 16 * 1024 * 1024
     assert config.sites == ["lon3"]
+    assert config.access_log is None  # off unless configured
+    logged = parse_config({**GOOD, "access_log": {}}).access_log
+    assert logged is not None
+    assert (logged.path, logged.format, logged.sample_ratio) == ("stdout", "json", 1.0)
 
 
 @pytest.mark.parametrize(
@@ -41,6 +45,8 @@ def test_good_config_has_documented_defaults() -> None:
         ({"upstreams": {"p": {"retries": {"on": ["NOPE"]}}}}, "upstreams.p.retries.on", "NOPE"),
         ({"discovery": {"srv_template": "_{svc}.x"}}, "discovery.srv_template", "placeholder"),
         ({"admin": {"listen": "[::1"}}, "admin.listen", "unclosed"),
+        ({"access_log": {"sample_ratio": 2}}, "access_log.sample_ratio", "less than or equal"),
+        ({"access_log": {"format": "text"}}, "access_log.format", "json"),
     ],
 )
 def test_bad_key_is_named_with_reason(patch: dict[str, object], key: str, reason: str) -> None:

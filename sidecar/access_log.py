@@ -1,0 +1,215 @@
+"""The access log: one JSON line per logical call, written off the request path.
+
+Does I/O (a file or stdout) on a thread of its own. The relay hands each finished call to
+`AccessLog.record` (sidecar/h2relay/relay.py, `Plane.call_done`), which only copies a
+few of the call's fields into a bounded buffer: no formatting, no lock, no write on the
+event loop. A writer thread drains the buffer every `FLUSH_S`, formats the lines and
+writes them. When the buffer is full the call's line is dropped and counted in
+`sidecar_access_log_dropped_total`: a slow disk never blocks a call. A listener with no
+access log never gets here (the relay checks one attribute).
+
+`fields(call, ...)` is the one place that knows the relay call's attributes: what the
+relay's call object is made of can change without the log's format changing.
+
+Each line's keys (README, "Access log"): start_time, duration_ms, direction, method,
+caller, upstream, endpoint, site, attempts, status, sidecar_error, request_id,
+trace_id, bytes_in, bytes_out, retried, shed, dropped.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import random
+import sys
+import threading
+import time
+from collections import deque
+from datetime import UTC, datetime
+from typing import IO, Any
+
+from hpack import Decoder
+from prometheus_client import Counter
+
+from sidecar.config import AccessLogConfig
+
+log = logging.getLogger(__name__)
+
+FLUSH_S = 0.2  # how often the writer drains the buffer
+
+DROPPED = Counter(
+    "sidecar_access_log_dropped_total",
+    "Access log lines dropped because the buffer was full (the writer fell behind)",
+)
+WRITTEN = Counter("sidecar_access_log_lines_total", "Access log lines written")
+
+# the sidecar's own refusals for load, and for too little time left
+_SHED = frozenset({"overloaded", "throttled"})
+_DROPPED = frozenset({"deadline"})
+
+
+def fields(call: Any, mono_now: float) -> tuple[Any, ...]:
+    """What a line needs from a finished relay call, copied now (cheap, on the loop)."""
+    req = call.req
+    route = req.route
+    host = call.host
+    down = call.down
+    sid = call.sid
+    counted_in = getattr(down, "bytes_in", None)
+    counted_out = getattr(down.conn, "sent", None)
+    return (
+        mono_now - call.started,
+        call.plane.direction,
+        req.method,
+        getattr(down, "peer", ""),
+        route.name if route is not None else "-",
+        call.address,
+        host.endpoint.site if host is not None else "",
+        call.attempt,
+        call.code,
+        call.local_reason,
+        call.request_id,
+        req.block,  # the caller's x-request-id and traceparent, decoded by the writer
+        counted_in.pop(sid, 0) if counted_in is not None else 0,
+        counted_out.pop(sid, 0) if counted_out is not None else 0,
+    )
+
+
+def forget(call: Any) -> None:
+    """Let go of what the caller's connection counted for a call that is not logged."""
+    down = call.down
+    getattr(down, "bytes_in", {}).pop(call.sid, None)
+    getattr(down.conn, "sent", {}).pop(call.sid, None)
+
+
+def line(wall_start: float, f: tuple[Any, ...]) -> str:
+    """One JSON line from what `fields` copied (on the writer thread)."""
+    (duration, direction, method, caller, upstream, endpoint, site, attempts, status,
+     reason, own_id, block, bytes_in, bytes_out) = f  # fmt: skip
+    request_id, traceparent = _request_headers(block)
+    return json.dumps(
+        {
+            "start_time": datetime.fromtimestamp(wall_start, UTC).isoformat(
+                timespec="microseconds"
+            ),
+            "duration_ms": round(duration * 1000.0, 3),
+            "direction": direction,
+            "method": method,
+            "caller": caller,
+            "upstream": upstream,
+            "endpoint": endpoint,
+            "site": site,
+            "attempts": attempts,
+            "status": status,
+            "sidecar_error": reason,
+            "request_id": own_id.decode("latin-1") if own_id else request_id,
+            "trace_id": _trace_id(traceparent),
+            "bytes_in": bytes_in,
+            "bytes_out": bytes_out,
+            "retried": attempts > 1,
+            "shed": reason in _SHED,
+            "dropped": reason in _DROPPED,
+        },
+        separators=(",", ":"),
+    )
+
+
+def _request_headers(block: bytes) -> tuple[str | None, str | None]:
+    """x-request-id and traceparent of a request block (encoded statelessly: static table
+    indices and literals, so a fresh decoder reads it)."""
+    request_id = traceparent = None
+    try:
+        headers = Decoder().decode(block, raw=True)
+    except Exception:
+        return None, None
+    for name, value in headers:
+        if name == b"x-request-id":
+            request_id = value.decode("latin-1")
+        elif name == b"traceparent":
+            traceparent = value.decode("latin-1")
+    return request_id, traceparent
+
+
+def _trace_id(traceparent: str | None) -> str | None:
+    """The trace id of a W3C traceparent (`00-<32 hex>-<16 hex>-<2 hex>`), if well formed."""
+    if traceparent is None:
+        return None
+    parts = traceparent.strip().split("-")
+    if len(parts) < 4 or len(parts[1]) != 32 or parts[1] == "0" * 32:
+        return None
+    try:
+        int(parts[1], 16)
+    except ValueError:
+        return None
+    return parts[1].lower()
+
+
+class AccessLog:
+    """A bounded buffer of finished calls and the thread that writes them out."""
+
+    def __init__(self, config: AccessLogConfig) -> None:
+        self.config = config
+        self.ratio = config.sample_ratio
+        self.capacity = config.buffer_lines
+        self.buffer: deque[tuple[float, tuple[Any, ...]]] = deque()
+        self._random = random.Random()
+        self._out: IO[str] | None = None
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def record(self, call: Any) -> None:
+        """A call ended (the loop's thread): keep its fields for the writer, or count a drop."""
+        if self.ratio < 1.0 and self._random.random() >= self.ratio:
+            forget(call)
+            return
+        buffer = self.buffer
+        if len(buffer) >= self.capacity:
+            DROPPED.inc()
+            forget(call)
+            return
+        f = fields(call, time.monotonic())
+        buffer.append((time.time() - f[0], f))  # deque.append: safe beside the writer
+
+    def start(self) -> None:
+        path = self.config.path
+        self._out = sys.stdout if path == "stdout" else open(path, "a", encoding="utf-8")  # noqa: SIM115
+        self._thread = threading.Thread(target=self._run, name="access-log", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while not self._stop.wait(FLUSH_S):
+            self.drain()
+        self.drain()
+
+    def drain(self) -> int:
+        """Write what the buffer holds; the count written."""
+        buffer = self.buffer
+        lines: list[str] = []
+        while buffer:
+            wall, f = buffer.popleft()
+            try:
+                lines.append(line(wall, f))
+            except Exception:
+                log.exception("access log: a line could not be formatted")
+        out = self._out
+        if lines and out is not None:
+            try:
+                out.write("\n".join(lines) + "\n")
+                out.flush()
+            except OSError as exc:
+                DROPPED.inc(len(lines))
+                log.warning("access log: write to %s failed: %s", self.config.path, exc)
+                return 0
+            WRITTEN.inc(len(lines))
+        return len(lines)
+
+    def close(self) -> None:
+        """Write what is left and stop the writer."""
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(5)
+            self._thread = None
+        out = self._out
+        self._out = None
+        if out is not None and out is not sys.stdout:
+            out.close()
