@@ -8,8 +8,9 @@ writes them. When the buffer is full the call's line is dropped and counted in
 `sidecar_access_log_dropped_total`: a slow disk never blocks a call. A listener with no
 access log never gets here (the relay checks one attribute).
 
-`fields(call, ...)` is the one place that knows the relay call's attributes: what the
-relay's call object is made of can change without the log's format changing.
+`fields(call, ...)` and `call_context(call)` are the one place that knows the relay call's
+attributes: what the relay's call object is made of can change without the log's format
+changing.
 
 Each line's keys (README, "Access log"): start_time, duration_ms, direction, method,
 caller, upstream, endpoint, site, attempts, status, sidecar_error, request_id,
@@ -73,6 +74,21 @@ def fields(call: Any, mono_now: float) -> tuple[Any, ...]:
         counted_in.pop(sid, 0) if counted_in is not None else 0,
         counted_out.pop(sid, 0) if counted_out is not None else 0,
     )
+
+
+def call_context(call: Any) -> dict[str, Any]:
+    """A relay call's ids for a log line about it (sidecar/logs.py prints them)."""
+    req = call.req
+    request_id, traceparent = _request_headers(req.block)
+    own = call.request_id
+    return {
+        "request_id": own.decode("latin-1") if own else request_id,
+        "trace_id": _trace_id(traceparent),
+        "method": req.method,
+        "direction": call.plane.direction,
+        "upstream": req.route.name if req.route is not None else None,
+        "endpoint": call.address or None,
+    }
 
 
 def forget(call: Any) -> None:

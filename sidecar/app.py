@@ -32,6 +32,7 @@ from sidecar.h2relay.listeners import RelayDataPlane
 from sidecar.h2relay.relay import Pool
 from sidecar.health.app_checker import AppChecker
 from sidecar.health.service import InboundHealth
+from sidecar.logs import configure as configure_logs
 from sidecar.mesh import Mesh, static_endpoint
 from sidecar.metrics import CHANNELS_OPEN, DRAINING
 from sidecar.policy import Policies
@@ -204,9 +205,7 @@ async def serve(config: Config) -> int:
 
 def run(config: Config) -> int:
     """Run the sidecar on uvloop when available."""
-    logging.basicConfig(
-        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
+    configure_logs(config.log)
     try:
         import uvloop
 

@@ -300,6 +300,14 @@ class Upstream(_Model):
     _t = field_validator("srv_name")(_check_template)
 
 
+class LogConfig(_Model):
+    """The sidecar's own log lines (sidecar/logs.py), on stderr."""
+
+    format: Literal["text", "json"] = "text"
+    level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    repeat_interval_s: float = Field(default=10.0, ge=0)  # a repeated event logs once per this
+
+
 class AccessLogConfig(_Model):
     """One JSON line per logical call (sidecar/access_log.py)."""
 
@@ -322,6 +330,7 @@ class Config(_Model):
     registration: Registration | None = None
     xds: Xds | None = None  # off unless configured
     access_log: AccessLogConfig | None = None  # off unless configured
+    log: LogConfig = LogConfig()
     upstreams: dict[str, Upstream] = {}
 
     @model_validator(mode="after")

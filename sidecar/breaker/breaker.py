@@ -47,9 +47,11 @@ import pybreaker
 
 from sidecar.breaker.metrics import BREAKER_HELD, BREAKER_STATE, BREAKER_TRANSITIONS, STATE_VALUES
 from sidecar.config import Breaker as BreakerConfig
+from sidecar.logs import Folding
 from sidecar.outcome import Outcome
 
 log = logging.getLogger(__name__)
+_fold = Folding(log)  # a flapping endpoint logs once per interval, with a count
 
 _NEVER_S = 10.0 * 365 * 86400  # pybreaker's own wall-clock reset never fires
 
@@ -177,7 +179,10 @@ class EndpointBreaker:
         )
         if tripping and not self.group.may_eject():
             BREAKER_HELD.labels(self.group.upstream).inc()
-            log.info(
+            _fold.log(
+                now,
+                logging.INFO,
+                ("held", self.group.upstream, self.endpoint),
                 "breaker %s/%s held closed: %d of %d endpoints already ejected",
                 self.group.upstream,
                 self.endpoint,
@@ -207,7 +212,10 @@ class EndpointBreaker:
         elif new is BreakerState.CLOSED:
             self.closed_at = now
             self.probe_sent_at = None
-        log.warning(
+        _fold.log(
+            now,
+            logging.WARNING,
+            ("breaker", self.group.upstream, self.endpoint, new),
             "breaker %s/%s %s -> %s (trips=%d, open for %.1fs)",
             self.group.upstream,
             self.endpoint,

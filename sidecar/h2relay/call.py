@@ -871,7 +871,14 @@ class Call:
     def crashed(self) -> None:
         """A bug of ours inside this call (the caller of this method caught it): log it,
         answer INTERNAL with `x-sidecar-error: internal`, keep the connection."""
-        log.exception("%s call %s failed inside the sidecar", self.plane.direction, self.req.method)
+        from sidecar.access_log import call_context  # the ids of the call, for the log line
+
+        log.exception(
+            "%s call %s failed inside the sidecar",
+            self.plane.direction,
+            self.req.method,
+            extra=call_context(self),
+        )
         try:
             if not self.done:
                 self.fail("INTERNAL", local_reply.INTERNAL, "internal")

@@ -13,9 +13,11 @@ Every waiting request ends by its deadline or CoDel's sojourn bound (at most
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 
 from sidecar.config import InboundAdmission
+from sidecar.logs import Folding
 from sidecar.outcome import SIDECAR_ERROR_KEY
 from sidecar.retry.backoff import PUSHBACK_KEY
 from sidecar.shedding.limit import make_limit
@@ -29,6 +31,7 @@ from sidecar.shedding.queue import ADMIT, QUEUED, AdmissionQueue, parse_priority
 
 # App statuses that say "I could not cope": they shrink an adaptive limit.
 _OVERLOAD_STATUSES = frozenset({"RESOURCE_EXHAUSTED", "UNAVAILABLE", "DEADLINE_EXCEEDED"})
+_fold = Folding(logging.getLogger(__name__))  # under overload: one line per interval, counted
 _DROPPED_BY_REASON = {r: DROPPED.labels(r) for r in ("overloaded", "deadline")}
 
 
@@ -120,6 +123,16 @@ class Admission:
 
     def _drop(self, reason: str) -> Dropped:
         _DROPPED_BY_REASON[reason].inc()
+        _fold.log(
+            time.monotonic(),
+            logging.WARNING,
+            reason,
+            "inbound admission dropped a call for the app (%s): limit %d, %d in flight, %d queued",
+            reason,
+            self.queue.limit,
+            self.queue.in_flight,
+            self.queue.queued,
+        )
         return Dropped(reason, self.pushback_ms)
 
     async def acquire(self, priority: str | None, deadline: float | None) -> AdmissionToken:
