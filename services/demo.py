@@ -46,11 +46,11 @@ import grpc
 import yaml
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from services import demo_plan
+from services import demo_plan, demo_prometheus
 from services.demo_plan import Instance, Phase, Plan
 from services.demo_view import MeshView, render_rows
 from services.knobs import set_knobs
-from services.ports import free_ports
+from services.ports import free_port, free_ports
 
 # The folder `services` was imported from (a source tree, or site-packages): the
 # children run the same code as the demo, wherever it is started from.
@@ -236,6 +236,7 @@ class Demo:
         self.summaries: dict[str, dict[str, Any]] = {}
         self.phase: Phase = self.phases[0]
         self.events: list[str] = []
+        self.prometheus_url: str | None = None
 
     # --- starting -------------------------------------------------------------------
     def _app_argv(self, inst: Instance) -> list[str]:
@@ -316,6 +317,25 @@ class Demo:
             await together(*(self._start_app(i) for i in insts))
             if not self.args.direct:
                 await together(*(self._start_sidecar(i) for i in insts))
+
+    async def start_prometheus(self) -> str:
+        """A Prometheus scraping every sidecar (file-based discovery), when installed:
+        what to tell the user (its URL, or how to get one)."""
+        exe = demo_prometheus.binary()
+        if exe is None:
+            return (f"no Prometheus here (apt-get install {demo_prometheus.PACKAGE} to have the "
+                    "demo start one scraping every sidecar)")  # fmt: skip
+        workdir = self.workdir / "prometheus"
+        config = demo_prometheus.write_config(workdir, self.plan.instances)
+        port = free_port()
+        child = await self.sup.spawn("prometheus", demo_prometheus.argv(exe, config, workdir, port))
+        await asyncio.sleep(0.5)
+        if child.proc.returncode is not None:
+            return f"Prometheus exited at start: {self.sup.tail('prometheus')}"
+        self.prometheus_url = f"http://127.0.0.1:{port}/"
+        return (f"Prometheus: {self.prometheus_url} scrapes the {len(self.plan.instances)} "
+                f"sidecars listed in {config.parent / 'sidecars.json'} (alerts: "
+                f"{demo_prometheus.ALERTS.relative_to(ROOT)})")  # fmt: skip
 
     def entry(self, site: str) -> str:
         ap = self.plan.by_service("accesspoint", site)[0]
@@ -492,6 +512,8 @@ async def run(args: argparse.Namespace, workdir: Path, out: IO[str]) -> int:
             starting.cancel()
             return 130
         starting.result()
+        if not args.direct and not args.no_prometheus:
+            console.print(await demo.start_prometheus())
         t0 = time.monotonic()
         gens = [await demo._loadgen(f"loadgen-{s}", s, args.rate, args.duration)
                 for s in demo_plan.SITES]  # fmt: skip
@@ -544,7 +566,8 @@ async def run(args: argparse.Namespace, workdir: Path, out: IO[str]) -> int:
         result = {"mode": "direct" if args.direct else "sidecars", "phases": rows,
                   "inprocess": inprocess,
                   "loadgen": demo.summaries, "events": demo.events,
-                  "instances": demo.view.totals(), "walk": demo.walk()}  # fmt: skip
+                  "instances": demo.view.totals(), "walk": demo.walk(),
+                  "prometheus": demo.prometheus_url}  # fmt: skip
         if args.summary_out:
             text = json.dumps(result, indent=1)
             await asyncio.to_thread(Path(args.summary_out).write_text, text)
@@ -593,6 +616,8 @@ def build_parser() -> argparse.ArgumentParser:
         type=int,
         help="the DNS registry's port on 127.0.0.1 (default: a free one)",
     )
+    parser.add_argument("--no-prometheus", action="store_true",
+                        help="do not start a Prometheus even when one is installed")  # fmt: skip
     parser.add_argument("--demo-id", help=f"value of {DEMO_ID_ENV} in every child (tests)")
     return parser
 

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 
+from services import demo_prometheus
 from tests.integration.services.test_demo_direct import start_demo, survivors
 
 pytestmark = pytest.mark.timeout(180)
@@ -83,4 +84,7 @@ async def test_demo_with_sidecars_survives_the_story(tmp_path: Path) -> None:
     assert burst["worst_p99_ms"] < BURST_P99_MS, burst
     assert b"summary per phase and site" in out
     assert b"per instance" in out
-    assert survivors(demo_id) == []
+    if demo_prometheus.binary() is not None:  # it scraped every sidecar; printed its URL
+        assert result["prometheus"].startswith("http://127.0.0.1:")
+        assert f"Prometheus: {result['prometheus']}" in text
+    assert survivors(demo_id) == []  # Prometheus too
