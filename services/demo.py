@@ -326,7 +326,9 @@ class Demo:
             return (f"no Prometheus here (apt-get install {demo_prometheus.PACKAGE} to have the "
                     "demo start one scraping every sidecar)")  # fmt: skip
         workdir = self.workdir / "prometheus"
-        config = demo_prometheus.write_config(workdir, self.plan.instances)
+        # every 5 s: the terminal view polls the same /metrics every `poll_s` already, and on
+        # a small machine sixteen sidecars' scrapes are CPU the mesh needs
+        config = demo_prometheus.write_config(workdir, self.plan.instances, scrape_s=5.0)
         port = free_port()
         child = await self.sup.spawn("prometheus", demo_prometheus.argv(exe, config, workdir, port))
         await asyncio.sleep(0.5)
