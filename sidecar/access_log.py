@@ -53,7 +53,7 @@ def fields(call: Any, mono_now: float) -> tuple[Any, ...]:
     """What a line needs from a finished relay call, copied now (cheap, on the loop)."""
     req = call.req
     route = req.route
-    host = call.host
+    attempt = call.attempt  # the last attempt (or None: the sidecar answered itself)
     down = call.down
     sid = call.sid
     counted_in = getattr(down, "bytes_in", None)
@@ -64,9 +64,9 @@ def fields(call: Any, mono_now: float) -> tuple[Any, ...]:
         req.method,
         getattr(down, "peer", ""),
         route.name if route is not None else "-",
-        call.address,
-        host.endpoint.site if host is not None else "",
-        call.attempt,
+        attempt.address if attempt is not None else "",
+        attempt.host.endpoint.site if attempt is not None else "",
+        call.attempts,
         call.code,
         call.local_reason,
         call.request_id,
@@ -87,7 +87,7 @@ def call_context(call: Any) -> dict[str, Any]:
         "method": req.method,
         "direction": call.plane.direction,
         "upstream": req.route.name if req.route is not None else None,
-        "endpoint": call.address or None,
+        "endpoint": call.attempt.address if call.attempt is not None else None,
     }
 
 
