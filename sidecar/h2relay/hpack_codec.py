@@ -17,6 +17,13 @@ frame-parsing relay cost ~130 µs per request (FACTS.md), so:
   nginx's insertions emptied it before each trailers block).
 - Huffman-coded strings (RFC 7541 §5.2) are decoded by the `hpack` package's table
   and cached by their coded bytes, since the same values repeat across requests.
+- An HPACK bomb (CVE-2016-6581: a few bytes of indexed references to a large table
+  entry) is bounded by the decoded size as it is decoded: past `max_list` (the
+  SETTINGS_MAX_HEADER_LIST_SIZE we advertised) fields are no longer kept, only the
+  table is updated (to stay in sync with the peer's), so a block costs memory up to the
+  limit and time in proportion to its encoded bytes; `Block.size` still tells the whole
+  decoded size, for the connection to refuse the block. Only blocks and strings up to
+  a small size are cached, so the caches' memory stays bounded too.
 - Encoding never uses the dynamic table (allowed by §2.3.2: an encoder may choose
   literals), so the encoder has no state to keep in sync: static-table indices where
   the whole field or its name is in the static table, literals without indexing
@@ -40,6 +47,10 @@ _FULL_INDEX = {field: i + 1 for i, field in reversed(list(enumerate(STATIC)))}
 _NAME_INDEX = {name: i + 1 for i, (name, _) in reversed(list(enumerate(STATIC)))}
 _ENTRY_OVERHEAD = 32  # RFC 7541 §4.1
 _CACHE_LIMIT = 1024
+# the longest block and Huffman string cached: a request's block is ~100-300 bytes, so
+# this keeps every hit, and 1024 distinct 16 KiB blocks cannot pin 16 MiB a connection
+_CACHE_BLOCK_MAX = 2048
+_CACHE_STRING_MAX = 512
 
 
 class HpackError(Exception):
@@ -88,6 +99,7 @@ class Decoder:
         self.size = 0
         self.entries: deque[Header] = deque()  # newest first (index 62)
         self.generation = 0
+        self.max_list = 1 << 31  # decoded header list size past which fields are dropped
         # blocks that read the table without changing it: valid while it is unchanged
         self._blocks: dict[bytes, Block] = {}
         # blocks that read nothing from the table (they may insert into it): valid whatever
@@ -125,6 +137,8 @@ class Decoder:
             raise HpackError("header block truncated") from None
         if cut > 0 and self.generation == generation:
             self._learn_head(block[:cut])
+        if len(block) > _CACHE_BLOCK_MAX:
+            return result
         if not self._reads_table and not self._resized:
             if len(self._pure) >= _CACHE_LIMIT:
                 self._pure.clear()
@@ -143,6 +157,7 @@ class Decoder:
         pos = 0
         end = len(data)
         seen_field = False
+        max_list = self.max_list
         while pos < end:
             first = data[pos]
             if first & 0x80:  # indexed field (§6.1)
@@ -172,8 +187,9 @@ class Decoder:
                 value, pos = self._string(data, pos)
                 field = (name, value)
             seen_field = True
-            out.append(field)
             size += len(field[0]) + len(field[1]) + _ENTRY_OVERHEAD
+            if size <= max_list:
+                out.append(field)
         self._inserted = tuple(inserted)
         return Block(tuple(out), size)
 
@@ -204,7 +220,7 @@ class Decoder:
 
     def _learn_head(self, head: bytes) -> None:
         """Cache the head of a split-able block (the table is as it was before it)."""
-        if head in self._blocks or head in self._pure:
+        if len(head) > _CACHE_BLOCK_MAX or head in self._blocks or head in self._pure:
             return
         self._reads_table = False
         try:
@@ -247,9 +263,10 @@ class Decoder:
                 found = decode_huffman(raw)
             except HPACKDecodingError as exc:
                 raise HpackError(f"bad Huffman string: {exc}") from None
-            if len(self._strings) >= _CACHE_LIMIT:
-                self._strings.clear()
-            self._strings[raw] = found
+            if length <= _CACHE_STRING_MAX:
+                if len(self._strings) >= _CACHE_LIMIT:
+                    self._strings.clear()
+                self._strings[raw] = found
         return found, stop
 
     def _add(self, field: Header) -> None:
