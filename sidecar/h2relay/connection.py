@@ -9,6 +9,33 @@ says the data moved on, so a slow reader stalls its writer instead of filling me
 stream-id rules; header-list-size and header-block limits. Any violation of RFC 9113
 that is a connection error raises ProtocolError: the I/O layer sends GOAWAY and closes.
 
+Abuse limits (a caller's connection only, `client=False`; RFC 9113 §10.5 lets an
+endpoint treat such activity as a connection error of type ENHANCE_YOUR_CALM). Each is
+a counter compared once per frame of its type, no allocation, so the common frames
+(HEADERS, DATA) pay a compare or two. A tripped limit raises ProtocolError with `kind`
+set (the label of `sidecar_h2_abuse_total`):
+
+- CONTINUATION flood (CVE-2024-27316 and relatives): a header block is bounded before
+  decoding, in bytes by the SETTINGS_MAX_HEADER_LIST_SIZE we advertise (RFC 9113
+  §10.5.1: a block is processed whole or the connection closed, and a block whose
+  encoded form is already larger cannot decode smaller than the limit) and in frames
+  by `max_continuation_frames` (nghttp2 1.61's fix: at most 8 CONTINUATION frames).
+- HPACK bomb (CVE-2016-6581): the decoder stops keeping fields once the decoded size
+  passes the limit (hpack_codec.py), so memory stays bounded and time follows the
+  encoded bytes (themselves within the limit). A block that decodes to more than
+  `_BOMB_RATIO` times the limit we advertised (from at most the limit in bytes) is an
+  attack: the connection ends with ENHANCE_YOUR_CALM, as h2 ends it for any oversized
+  list; one merely over the limit is refused on its stream (`on_oversized`).
+- The CVE-2019-9512/9515/9518 family, following Envoy's `http2_protocol_options`:
+  `max_consecutive_inbound_frames_with_empty_payload` (DATA, HEADERS, CONTINUATION
+  with nothing in them and no END_STREAM / END_HEADERS), and PRIORITY and
+  WINDOW_UPDATE frames bounded by the work they relate to (per stream opened, per
+  DATA frame we sent). SETTINGS, PING, RST_STREAM on closed streams and unknown frame
+  types, frames that ask for no work of the relay, count against
+  `max_inbound_control_frames_per_s`; the I/O layer zeroes `control_frames` every second.
+  `control_out` counts the control frames we queued in answer (ACKs, RST_STREAM), for
+  the I/O layer's bound on those the peer does not read (`max_outbound_control_frames`).
+
 Frames are parsed in place: one `struct.unpack_from` for the 9-byte header and a bytes
 slice for the payload; no frame objects (that churn is what the `h2`-based proxy paid
 for, FACTS.md). What reaches the handler:
@@ -43,19 +70,51 @@ class Handler(Protocol):
 class Stream:
     """Per-stream flow-control state."""
 
-    __slots__ = ("recv", "remote_closed", "send", "unacked")
+    __slots__ = ("opening", "recv", "remote_closed", "send", "unacked")
 
     def __init__(self, send: int, recv: int) -> None:
         self.send = send  # what the peer lets us send
         self.recv = recv  # what we still let the peer send
         self.unacked = 0  # consumed but not yet returned in a WINDOW_UPDATE
         self.remote_closed = False
+        # ours (client role): where our HEADERS wait in `out`, while nothing else of the
+        # stream was queued after them; -1 otherwise (see reset)
+        self.opening = -1
+
+
+# a header list decoding to more than this many times the SETTINGS_MAX_HEADER_LIST_SIZE
+# we advertised, from an encoded block within it, is an HPACK bomb: no peer that reads
+# our SETTINGS sends one (a block of small literals decodes to ~7x its bytes at most,
+# 32 bytes a field included; only indexed references to big entries go further)
+_BOMB_RATIO = 4
 
 
 class Settings:
-    """What we advertise. Large windows keep a relay from stalling on round trips."""
+    """What we advertise, and the limits we hold a caller's connection to (the
+    `inbound.http2` / `outbound.http2` config blocks, README). Large windows keep a
+    relay from stalling on round trips. The I/O-level limits (timeouts, resets, the
+    outbound queue, connections per listener) are kept here too, so that one object
+    describes a listener's HTTP/2, and read by sidecar/h2relay/relay.py."""
 
-    __slots__ = ("connection_window", "max_block", "max_header_list", "max_streams", "window")
+    __slots__ = (
+        "connection_window",
+        "frame_timeout_s",
+        "idle_timeout_s",
+        "max_block",
+        "max_connections",
+        "max_continuation_frames",
+        "max_control_per_s",
+        "max_empty_frames",
+        "max_header_list",
+        "max_outbound_control",
+        "max_priority_per_stream",
+        "max_streams",
+        "max_window_updates_per_data",
+        "preface_timeout_s",
+        "premature_reset_lifetime_s",
+        "premature_reset_streams",
+        "window",
+    )
 
     def __init__(
         self,
@@ -64,12 +123,39 @@ class Settings:
         max_streams: int = 10_000,
         max_header_list: int = 16 * 1024,
         max_block: int = 64 * 1024,
+        max_continuation_frames: int = 8,
+        max_empty_frames: int = 1,
+        max_priority_per_stream: int = 100,
+        max_window_updates_per_data: int = 10,
+        max_control_per_s: int = 1000,
+        max_outbound_control: int = 1000,
+        premature_reset_lifetime_s: float = 1.0,
+        premature_reset_streams: int = 500,
+        preface_timeout_s: float = 10.0,
+        frame_timeout_s: float = 10.0,
+        idle_timeout_s: float = 3600.0,
+        max_connections: int = 1024,
     ) -> None:
         self.window = window
         self.connection_window = connection_window
         self.max_streams = max_streams
         self.max_header_list = max_header_list
-        self.max_block = max_block  # raw HEADERS+CONTINUATION bytes we buffer at most
+        # raw HEADERS+CONTINUATION bytes we buffer at most from an endpoint (client role);
+        # a caller's block is held to max_header_list
+        self.max_block = max_block
+        self.max_continuation_frames = max_continuation_frames
+        self.max_empty_frames = max_empty_frames
+        self.max_priority_per_stream = max_priority_per_stream
+        self.max_window_updates_per_data = max_window_updates_per_data
+        self.max_control_per_s = max_control_per_s
+        # I/O level (relay.py)
+        self.max_outbound_control = max_outbound_control
+        self.premature_reset_lifetime_s = premature_reset_lifetime_s
+        self.premature_reset_streams = premature_reset_streams
+        self.preface_timeout_s = preface_timeout_s
+        self.frame_timeout_s = frame_timeout_s
+        self.idle_timeout_s = idle_timeout_s
+        self.max_connections = max_connections
 
 
 class H2Connection:
@@ -79,6 +165,7 @@ class H2Connection:
         self.local = settings or Settings()
         self.out: list[bytes | memoryview] = []
         self.decoder = Decoder()
+        self.decoder.max_list = self.local.max_header_list
         self.streams: dict[int, Stream] = {}
         # the peer's settings, as they apply to what we send
         self.peer_window = F.DEFAULT_WINDOW
@@ -95,6 +182,18 @@ class H2Connection:
         self._need_preface = not client
         self._need_settings = True
         self._continuation: tuple[int, bool, bytearray] | None = None
+        # abuse accounting (see the module docstring); limits apply to callers only
+        self.guarded = not client
+        self.block_limit = self.local.max_block if client else self.local.max_header_list
+        self.opened = 0  # streams the peer opened (and we accepted)
+        self.data_sent = 0  # DATA frames we sent
+        self.empty_run = 0  # consecutive frames with an empty payload
+        self.priority_frames = 0
+        self.window_updates = 0
+        self.control_frames = 0  # no-work frames since the I/O layer last zeroed it
+        self.control_out = 0  # control frames we queued in answer, not yet taken
+        self._cont_frames = 0
+        self.partial = False  # a frame or header block is started and not complete
         s = self.local
         initial = F.settings(
             {
@@ -159,8 +258,11 @@ class H2Connection:
                     raise F.ProtocolError(F.PROTOCOL_ERROR, "PING on a stream")
                 if length != 8:
                     raise F.ProtocolError(F.FRAME_SIZE_ERROR, "PING must be 8 bytes")
+                if self.guarded:
+                    self._control()
                 if not flags & F.ACK:
                     self.out.append(F.ping(payload, ack=True))
+                    self.control_out += 1
             elif ftype == F.GOAWAY:
                 if sid:
                     raise F.ProtocolError(F.PROTOCOL_ERROR, "GOAWAY on a stream")
@@ -175,10 +277,52 @@ class H2Connection:
                     raise F.ProtocolError(F.PROTOCOL_ERROR, "PRIORITY on stream 0")
                 if length != 5:
                     raise F.ProtocolError(F.FRAME_SIZE_ERROR, "PRIORITY must be 5 bytes")
+                if self.guarded:
+                    self.priority_frames += 1
+                    if self.priority_frames > self.local.max_priority_per_stream * (
+                        1 + self.opened
+                    ):
+                        raise F.ProtocolError(
+                            F.ENHANCE_YOUR_CALM, "too many PRIORITY frames", "control_flood"
+                        )
             elif ftype == F.PUSH_PROMISE:
                 raise F.ProtocolError(F.PROTOCOL_ERROR, "PUSH_PROMISE (push is disabled)")
-            # other types: ignored (RFC 9113 §4.1: unknown frame types are discarded)
+            elif self.guarded:
+                # other types are ignored (RFC 9113 §4.1), and cost a frame of the budget
+                self._control()
         self._buf = buf[pos:] if pos < end else b""
+        self.partial = pos < end or self._continuation is not None
+
+    def _control(self) -> None:
+        """A frame that asks no work of the relay: against the per-second budget."""
+        self.control_frames += 1
+        if self.control_frames > self.local.max_control_per_s:
+            raise F.ProtocolError(
+                F.ENHANCE_YOUR_CALM, "too many control frames per second", "control_flood"
+            )
+
+    def _empty(self, what: str) -> None:
+        """A DATA/HEADERS/CONTINUATION frame carrying nothing (Envoy's
+        max_consecutive_inbound_frames_with_empty_payload)."""
+        self.empty_run += 1
+        if self.empty_run > self.local.max_empty_frames:
+            raise F.ProtocolError(
+                F.ENHANCE_YOUR_CALM, f"too many empty {what} frames in a row", "empty_frames"
+            )
+
+    def in_preface(self) -> bool:
+        """The peer has not yet sent its whole preface and first SETTINGS (§3.4)."""
+        return self._need_preface or self._need_settings
+
+    def incomplete(self) -> str:
+        """What is started and not complete: "headers" (a header block, or a HEADERS or
+        CONTINUATION frame in part), "frame" (another frame in part), or ""."""
+        if self._continuation is not None:
+            return "headers"
+        buf = self._buf
+        if len(buf) >= 4 and buf[3] in (F.HEADERS, F.CONTINUATION):
+            return "headers"
+        return "frame" if buf else ""
 
     def _stream_for_frame(self, sid: int, what: str) -> Stream | None:
         """The open stream, or None for one already closed (frames in flight after our
@@ -202,6 +346,10 @@ class H2Connection:
             if not payload or payload[0] >= len(payload):
                 raise F.ProtocolError(F.PROTOCOL_ERROR, "padding longer than the frame")
             payload = payload[1 : len(payload) - payload[0]]
+        if not payload and self.guarded and not flags & F.END_STREAM:
+            self._empty("DATA")
+        elif self.empty_run:
+            self.empty_run = 0
         if stream is None or stream.remote_closed:
             self.consumed(0, flow)  # nobody will read it: give the window back now
             if stream is not None:
@@ -232,18 +380,49 @@ class H2Connection:
             raise F.ProtocolError(F.PROTOCOL_ERROR, "padding longer than the frame")
         fragment = payload[start:stop] if start or stop != len(payload) else payload
         end_stream = bool(flags & F.END_STREAM)
+        if self.guarded:
+            if not fragment and not end_stream:
+                self._empty("HEADERS")
+            elif self.empty_run:
+                self.empty_run = 0
+        if len(fragment) > self.block_limit:
+            self._too_large(len(fragment))
         if flags & F.END_HEADERS:
             self._block(sid, end_stream, fragment)
         else:
+            self._cont_frames = 0
             self._continuation = (sid, end_stream, bytearray(fragment))
+
+    def _too_large(self, size: int) -> None:
+        """A header block over the limit before decoding: we will not buffer it, and a
+        block not processed leaves the HPACK state unknown, so the connection ends
+        (RFC 9113 §10.5.1, §4.3)."""
+        raise F.ProtocolError(
+            F.ENHANCE_YOUR_CALM,
+            f"a header block of {size} bytes or more, over the {self.block_limit} of "
+            f"SETTINGS_MAX_HEADER_LIST_SIZE",
+            "header_too_large",
+        )
 
     def _cont(self, sid: int, flags: int, payload: bytes) -> None:
         if self._continuation is None or self._continuation[0] != sid:
             raise F.ProtocolError(F.PROTOCOL_ERROR, "unexpected CONTINUATION")
         _, end_stream, block = self._continuation
+        self._cont_frames += 1
+        if self.guarded:
+            if self._cont_frames > self.local.max_continuation_frames:
+                raise F.ProtocolError(
+                    F.ENHANCE_YOUR_CALM,
+                    f"more than {self.local.max_continuation_frames} CONTINUATION frames",
+                    "continuation_flood",
+                )
+            if not payload and not flags & F.END_HEADERS:
+                self._empty("CONTINUATION")
+            elif self.empty_run:
+                self.empty_run = 0
         block += payload
-        if len(block) > self.local.max_block:
-            raise F.ProtocolError(F.ENHANCE_YOUR_CALM, "header block too large")
+        if len(block) > self.block_limit:
+            self._too_large(len(block))
         if flags & F.END_HEADERS:
             self._continuation = None
             self._block(sid, end_stream, bytes(block))
@@ -265,8 +444,10 @@ class H2Connection:
             self.last_peer_stream = sid
             if len(self.streams) >= self.local.max_streams or self.goaway_sent:
                 self.out.append(F.rst_stream(sid, F.REFUSED_STREAM))
+                self.control_out += 1
                 return
             stream = self.streams[sid] = Stream(self.peer_window, self.local.window)
+            self.opened += 1
         elif stream.remote_closed:
             self.reset(sid, F.STREAM_CLOSED)
             self.handler.on_reset(sid, F.STREAM_CLOSED)
@@ -274,6 +455,12 @@ class H2Connection:
         if end_stream:
             stream.remote_closed = True
         if block.size > self.local.max_header_list:
+            if self.guarded and block.size > _BOMB_RATIO * self.local.max_header_list:
+                raise F.ProtocolError(
+                    F.ENHANCE_YOUR_CALM,
+                    f"a header block of {len(raw)} bytes decodes to over {block.size}",
+                    "hpack_bomb",
+                )
             self.handler.on_oversized(sid)
             return
         self.handler.on_headers(sid, block, end_stream)
@@ -281,6 +468,8 @@ class H2Connection:
     def _settings(self, sid: int, flags: int, payload: bytes) -> None:
         if sid:
             raise F.ProtocolError(F.PROTOCOL_ERROR, "SETTINGS on a stream")
+        if self.guarded:
+            self._control()
         if flags & F.ACK:
             if payload:
                 raise F.ProtocolError(F.FRAME_SIZE_ERROR, "SETTINGS ACK with a payload")
@@ -310,6 +499,7 @@ class H2Connection:
                 raise F.ProtocolError(F.PROTOCOL_ERROR, "bad ENABLE_PUSH")
             # HEADER_TABLE_SIZE: our encoder never uses the dynamic table; others: advisory
         self.out.append(F.SETTINGS_ACK)
+        self.control_out += 1
         if grew:
             self.handler.on_window(0)
 
@@ -317,6 +507,12 @@ class H2Connection:
         if len(payload) != 4:
             raise F.ProtocolError(F.FRAME_SIZE_ERROR, "WINDOW_UPDATE must be 4 bytes")
         increment = F.unpack_u32(payload, 0) & 0x7FFFFFFF
+        if self.guarded:
+            self.window_updates += 1
+            if self.window_updates > self.local.max_window_updates_per_data * (1 + self.data_sent):
+                raise F.ProtocolError(
+                    F.ENHANCE_YOUR_CALM, "too many WINDOW_UPDATE frames", "control_flood"
+                )
         if sid == 0:
             if increment == 0:
                 raise F.ProtocolError(F.PROTOCOL_ERROR, "WINDOW_UPDATE of 0")
@@ -344,6 +540,8 @@ class H2Connection:
             raise F.ProtocolError(F.FRAME_SIZE_ERROR, "RST_STREAM must be 4 bytes")
         stream = self._stream_for_frame(sid, "RST_STREAM")
         if stream is None:
+            if self.guarded:
+                self._control()  # a reset of a stream already closed: no work
             return
         del self.streams[sid]
         self.handler.on_reset(sid, F.unpack_u32(payload, 0))
@@ -360,6 +558,10 @@ class H2Connection:
         return sid
 
     def send_headers(self, sid: int, block: bytes, end_stream: bool) -> None:
+        if self.client:
+            stream = self.streams.get(sid)
+            if stream is not None:
+                stream.opening = len(self.out)
         self.out.append(F.headers(sid, block, end_stream, self.peer_max_frame))
 
     def send_data(self, sid: int, data: bytes | memoryview, end_stream: bool) -> int:
@@ -368,6 +570,7 @@ class H2Connection:
         stream = self.streams.get(sid)
         if stream is None:
             return len(data)  # reset meanwhile: drop
+        stream.opening = -1
         size = len(data)
         allowed = min(size, self.send_window, stream.send)
         if allowed <= 0 and size:
@@ -380,6 +583,7 @@ class H2Connection:
             last = pos + n >= size
             flags = F.END_STREAM if (last and end_stream) else 0
             out.append(F.header(n, F.DATA, flags, sid))
+            self.data_sent += 1
             if n:
                 out.append(data[pos : pos + n] if n != size else data)
             pos += n
@@ -405,8 +609,29 @@ class H2Connection:
                 stream.unacked = 0
 
     def reset(self, sid: int, code: int) -> None:
-        if self.streams.pop(sid, None) is not None:
-            self.out.append(F.rst_stream(sid, code))
+        stream = self.streams.pop(sid, None)
+        if stream is None:
+            return
+        pos = stream.opening
+        if pos >= 0 and self._withdraw(sid, pos):
+            return
+        self.out.append(F.rst_stream(sid, code))
+        self.control_out += 1
+
+    def _withdraw(self, sid: int, pos: int) -> bool:
+        """A stream of ours reset before its HEADERS left `out` (nothing else of it was
+        queued): take them back, so the peer never sees the stream. A caller's Rapid
+        Reset (CVE-2023-44487) then costs the endpoint nothing and cannot make it close
+        our pooled connection for the resets. Skipping a stream id is allowed (RFC 9113
+        §5.1.1), and our encoder keeps no HPACK state (hpack_codec.py) to disturb."""
+        out = self.out
+        if pos >= len(out):
+            return False  # `out` was written meanwhile
+        frame = out[pos]
+        if len(frame) < 9 or frame[3] != F.HEADERS or F.unpack_u32(bytes(frame[5:9]), 0) != sid:
+            return False
+        out[pos] = b""
+        return True
 
     def close_stream(self, sid: int) -> None:
         """Forget a stream both sides finished (no frame sent)."""

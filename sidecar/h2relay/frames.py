@@ -67,11 +67,14 @@ _SETTING = struct.Struct(">HL")
 
 
 class ProtocolError(Exception):
-    """A connection error (RFC 9113 §5.4.1): answer GOAWAY(code) and close."""
+    """A connection error (RFC 9113 §5.4.1): answer GOAWAY(code) and close. `kind` names
+    the abuse limit that tripped (the `kind` label of `sidecar_h2_abuse_total`), or ""
+    for a plain protocol violation."""
 
-    def __init__(self, code: int, message: str) -> None:
+    def __init__(self, code: int, message: str, kind: str = "") -> None:
         super().__init__(message)
         self.code = code
+        self.kind = kind
 
 
 def header(length: int, ftype: int, flags: int, stream_id: int) -> bytes:
