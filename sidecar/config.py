@@ -109,12 +109,34 @@ class AppHealth(_Model):
     timeout_s: float = Field(default=1.0, gt=0)
 
 
+class Http2(_Model):
+    """A listener's HTTP/2 limits toward its callers (sidecar/h2relay/connection.py and
+    relay.py say which attack each one bounds). Names and defaults follow Envoy's
+    `http2_protocol_options` where Envoy has the limit."""
+
+    max_concurrent_streams: int = Field(default=10_000, ge=1, le=2**31 - 1)
+    max_header_list_size: int = Field(default=16 * 1024, ge=1024, le=2**24)
+    max_continuation_frames: int = Field(default=8, ge=1)  # nghttp2 1.61's default
+    max_consecutive_inbound_frames_with_empty_payload: int = Field(default=1, ge=0)
+    max_inbound_priority_frames_per_stream: int = Field(default=100, ge=0)
+    max_inbound_window_update_frames_per_data_frame_sent: int = Field(default=10, ge=1)
+    max_inbound_control_frames_per_s: int = Field(default=1000, ge=1)
+    max_outbound_control_frames: int = Field(default=1000, ge=1)
+    premature_reset_min_stream_lifetime_s: float = Field(default=1.0, ge=0)
+    premature_reset_total_stream_count: int = Field(default=500, ge=2)
+    preface_timeout_s: float = Field(default=10.0, gt=0)
+    frame_timeout_s: float = Field(default=10.0, gt=0)
+    idle_timeout_s: float = Field(default=3600.0, gt=0)
+    max_connections: int = Field(default=1024, ge=1)
+
+
 class Inbound(_Model):
     listen: HostPort = "0.0.0.0:8181"
     app: HostPort = "127.0.0.1:9181"
     health: AppHealth = AppHealth()
     admission: InboundAdmission = InboundAdmission()
     faults: Faults | None = None  # injected on calls to the app (upstream name `app`)
+    http2: Http2 = Http2()
 
     _v = field_validator("listen", "app")(_check_hostport)
 
@@ -124,6 +146,7 @@ class Outbound(_Model):
     channel_idle_timeout_s: float = Field(
         default=300.0, gt=0
     )  # pooled channels unused this long close
+    http2: Http2 = Http2()
 
     _v = field_validator("listen")(_check_hostport)
 

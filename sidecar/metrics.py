@@ -45,3 +45,10 @@ LOCAL_ERRORS = Counter(
 CHANNELS_OPEN = Gauge("sidecar_channels_open", "Pooled upstream channels open")
 APP_HEALTHY = Gauge("sidecar_app_healthy", "1 when the local app answers its health check")
 DRAINING = Gauge("sidecar_draining", "1 while the sidecar drains")
+H2_ABUSE = Counter(
+    "sidecar_h2_abuse_total",
+    "HTTP/2 abuse limits tripped on callers' connections (rapid_reset, "
+    "continuation_flood, header_too_large, hpack_bomb, control_flood, empty_frames, "
+    "slow_preface, slow_headers, slow_frame, idle_timeout, max_connections)",
+    ["direction", "kind"],
+)

@@ -111,6 +111,26 @@ def _response(status: int) -> bytes:
     return bytes(health_pb2.HealthCheckResponse(status=status).SerializeToString())
 
 
+def listener_settings(http2: Any) -> Settings:
+    """A listener's HTTP/2 settings and limits from its `http2` config block."""
+    return Settings(
+        max_streams=http2.max_concurrent_streams,
+        max_header_list=http2.max_header_list_size,
+        max_continuation_frames=http2.max_continuation_frames,
+        max_empty_frames=http2.max_consecutive_inbound_frames_with_empty_payload,
+        max_priority_per_stream=http2.max_inbound_priority_frames_per_stream,
+        max_window_updates_per_data=http2.max_inbound_window_update_frames_per_data_frame_sent,
+        max_control_per_s=http2.max_inbound_control_frames_per_s,
+        max_outbound_control=http2.max_outbound_control_frames,
+        premature_reset_lifetime_s=http2.premature_reset_min_stream_lifetime_s,
+        premature_reset_streams=http2.premature_reset_total_stream_count,
+        preface_timeout_s=http2.preface_timeout_s,
+        frame_timeout_s=http2.frame_timeout_s,
+        idle_timeout_s=http2.idle_timeout_s,
+        max_connections=http2.max_connections,
+    )
+
+
 class RelayDataPlane:
     """The h2relay listeners of one sidecar."""
 
@@ -150,12 +170,17 @@ class RelayDataPlane:
         common: dict[str, Any] = {
             "max_message_bytes": config.max_message_bytes,
             "faults": self.faults,
-            "settings": settings,
             "retry_buffer": retry_buffer,
             "access_log": self.access_log,
         }
         if config.outbound is not None:
-            plane = Plane("outbound", self.outbound_route, self.pool, **common)
+            plane = Plane(
+                "outbound",
+                self.outbound_route,
+                self.pool,
+                settings=listener_settings(config.outbound.http2),
+                **common,
+            )
             ports["outbound"] = await plane.listen(*parse_hostport(config.outbound.listen))
             self.planes["outbound"] = plane
         if config.inbound is not None:
@@ -175,6 +200,7 @@ class RelayDataPlane:
                     "/grpc.health.v1.Health/Check": health_check(self.health),
                     "/grpc.health.v1.Health/Watch": self.watch,  # type: ignore[dict-item]
                 },
+                settings=listener_settings(config.inbound.http2),
                 **common,
             )
             ports["inbound"] = await plane.listen(*parse_hostport(config.inbound.listen))

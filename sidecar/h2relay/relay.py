@@ -10,6 +10,14 @@ rather than one per frame; but a whole request or answer is written at once
 an upstream read answered runs after that read (`Pool.settle`), so an answer in a
 burst waits for the earlier answers' frames, not for their breakers and metrics.
 
+Abuse limits on a caller's connection (the `http2` block of each listener, README):
+the sans-IO connection counts what a frame tells (CONTINUATION, HPACK, empty and
+control frames); a Downstream adds what needs time or sockets: premature resets (Rapid
+Reset, CVE-2023-44487), control frames the caller does not read, per-phase timeouts and
+idle connections (Slowloris), and `max_connections` per listener. A tripped limit is
+counted in `sidecar_h2_abuse_total{direction,kind}`, logged once per connection, and
+(but for a header list refused on its stream) answered GOAWAY and a close.
+
 Pool: one HTTP/2 connection per endpoint, more only when the peer's
 MAX_CONCURRENT_STREAMS is reached or it sent GOAWAY; closed after
 `channel_idle_timeout_s` without calls. Connect failures and lost connections go to
@@ -38,6 +46,12 @@ from sidecar.outcome import Outcome
 from sidecar.policy import Admission, AdmitAll, FaultInjector, NoFaults
 
 log = logging.getLogger(__name__)
+
+# once a connection is closed for abuse, how long its queued bytes (the GOAWAY) may take
+# to drain to a caller that reads slowly, or not at all, before the socket is dropped
+CLOSE_GRACE_S = 2.0
+# kinds that are housekeeping rather than abuse: logged at INFO, not WARNING
+_HOUSEKEEPING = ("idle_timeout", "max_connections")
 
 # set in `sidecar run --workers N` workers (sidecar/workers.py): listeners share their port
 REUSE_PORT = False
@@ -135,6 +149,7 @@ class Plane:
         self.connections: set[Downstream] = set()
         self.draining = False
         self._server: asyncio.Server | None = None
+        self._sweeper: asyncio.TimerHandle | None = None
         # metric children, cached: label lookups cost more than the increments
         self._children: dict[tuple[str, ...], Any] = {}
         self._in_flight: dict[str, int] = {}
@@ -185,6 +200,13 @@ class Plane:
             )
         counter.inc(1)
 
+    def abuse(self, kind: str) -> None:
+        key = ("x", kind)
+        counter = self._children.get(key)
+        if counter is None:
+            counter = self._children[key] = metrics.H2_ABUSE.labels(self.direction, kind)
+        counter.inc()
+
     # ---- listening ------------------------------------------------------------------
 
     async def listen(self, host: str, port: int) -> int:
@@ -196,6 +218,8 @@ class Plane:
             reuse_address=True,
             reuse_port=REUSE_PORT or None,
         )
+        if self._sweeper is None:
+            self._sweeper = self.loop.call_later(1.0, self._sweep)
         server: Any = self._server  # uvloop's: `sockets` is a list (a tuple in typeshed)
         return int(server.sockets[0].getsockname()[1])
 
@@ -213,7 +237,35 @@ class Plane:
         for down in list(self.connections):
             if down.transport is not None:
                 down.transport.close()
+        if self._sweeper is not None:
+            self._sweeper.cancel()
         self.wheel.close()
+
+    def _sweep(self) -> None:
+        """Once a second, every connection: the time limits, and a new second of the
+        control-frame budget. O(connections) a second, nothing on the per-frame path."""
+        now = time.monotonic()
+        for down in list(self.connections):
+            try:
+                down.sweep(now)
+            except Exception:
+                log.exception("relay failed while checking a caller's connection")
+        self._sweeper = self.loop.call_later(1.0, self._sweep)
+
+    def make_room(self, new: Downstream) -> bool:
+        """At `max_connections`: close the connection idle the longest (no calls), else
+        refuse the new one. False: refused."""
+        victim: Downstream | None = None
+        for down in self.connections:
+            if down.closing or down.calls or down is new:
+                continue
+            if victim is None or down.idle_since < victim.idle_since:
+                victim = down
+        if victim is None:
+            return False
+        victim.abused("max_connections", "idle connection closed: the listener is full")
+        victim.close(F.NO_ERROR, "idle connection closed: listener at max_connections")
+        return True
 
 
 class Downstream(_Flusher, asyncio.Protocol):
@@ -226,30 +278,132 @@ class Downstream(_Flusher, asyncio.Protocol):
         self.calls: dict[int, Call] = {}
         self.blocked: set[Call] = set()  # calls whose answer waits for the caller's window
         self.transport = None
+        self.limits = plane.settings
+        now = time.monotonic()
+        self.opened_at = now
+        self.idle_since = now  # when it last had a call (or was opened)
+        self.seen_stream = 0  # the caller's highest stream id at the last sweep
+        self.partial_since = 0.0  # when a frame / header block was left incomplete
+        self.premature = 0  # streams the caller reset early (Rapid Reset)
+        self.control_pending = 0  # control frames queued while the caller is not reading
+        self.closing = False
+        self.logged = False
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]  # uvloop's is no subclass
-        self.plane.connections.add(self)
+        plane = self.plane
+        if len(plane.connections) >= self.limits.max_connections and not plane.make_room(self):
+            self.abused("max_connections", "new connection refused: the listener is full")
+            self.close(F.ENHANCE_YOUR_CALM, "listener at max_connections")
+            return
+        plane.connections.add(self)
         self.flush()
 
     def data_received(self, data: bytes) -> None:
+        if self.closing:
+            return  # after our GOAWAY: read and dropped (see close)
+        conn = self.conn
         try:
-            self.conn.receive(data)
+            conn.receive(data)
         except F.ProtocolError as exc:
-            self.conn.goaway(exc.code, str(exc))
-            self.flush()
-            if self.transport is not None:
-                self.transport.close()
+            if exc.kind:
+                self.abused(exc.kind, str(exc))
+            self.close(exc.code, str(exc), drain=exc.kind == "rapid_reset")
             return
         except Exception:
             # a bug of ours: lose this connection, not the process
             log.exception("relay failed on a caller's connection")
-            self.conn.goaway(F.INTERNAL_ERROR, "sidecar internal error")
-            self.flush()
-            if self.transport is not None:
-                self.transport.close()
+            self.close(F.INTERNAL_ERROR, "sidecar internal error")
             return
+        if conn.partial:
+            if not self.partial_since:
+                self.partial_since = time.monotonic()
+        elif self.partial_since:
+            self.partial_since = 0.0
+        if conn.control_out:
+            self._control_out()
         self.flush()
+
+    def _control_out(self) -> None:
+        """Control frames we queued in answer (ACKs, RST_STREAM) count while the caller
+        is not reading what we wrote before (our write buffer is not empty): past
+        `max_outbound_control_frames` (Envoy's, and Go's maxQueuedControlFrames, for
+        CVE-2019-9512/9515), the connection ends."""
+        conn = self.conn
+        transport = self.transport
+        behind = transport is not None and transport.get_write_buffer_size() > 0
+        pending = (self.control_pending if behind else 0) + conn.control_out
+        conn.control_out = 0
+        self.control_pending = pending
+        if pending > self.limits.max_outbound_control:
+            self.abused("control_flood", f"{pending} control frames queued, the caller not reading")
+            self.close(F.ENHANCE_YOUR_CALM, "too many control frames queued")
+
+    def abused(self, kind: str, detail: str) -> None:
+        """Count an abuse limit tripped on this connection; log the first one only."""
+        self.plane.abuse(kind)
+        if self.logged:
+            return
+        self.logged = True
+        peer = self.transport.get_extra_info("peername") if self.transport is not None else None
+        level = logging.INFO if kind in _HOUSEKEEPING else logging.WARNING
+        log.log(level, "%s HTTP/2 caller %s: %s (%s)", self.plane.direction, peer, kind, detail)
+
+    def close(self, code: int, message: str, drain: bool = False) -> None:
+        """GOAWAY(code), then a lingering close: our side is shut (FIN after the GOAWAY)
+        while what the caller still sends is read and dropped, since closing a socket
+        with unread input resets it and loses the GOAWAY on the way. The socket goes
+        when the caller closes too, or after CLOSE_GRACE_S, which also bounds a caller
+        that does not read at all. `drain`: calls still open may finish first, within
+        CLOSE_GRACE_S (a pooled connection of another sidecar carries many callers'
+        calls, and only some of them were reset)."""
+        if self.closing:
+            return
+        self.closing = True
+        self.conn.goaway(code, message)
+        self.flush()
+        transport = self.transport
+        if transport is None:
+            return
+        self.loop.call_later(CLOSE_GRACE_S, _abort, transport)
+        if not (drain and self.calls):
+            self._shut()
+
+    def _shut(self) -> None:
+        transport = self.transport
+        if transport is None or transport.is_closing():
+            return
+        if transport.can_write_eof():
+            transport.write_eof()
+        else:
+            transport.close()
+
+    def sweep(self, now: float) -> None:
+        """The per-phase time limits (Slowloris), once a second from Plane._sweep."""
+        if self.closing:
+            if not self.calls:
+                self._shut()  # a draining close whose calls are done
+            return
+        conn = self.conn
+        limits = self.limits
+        conn.control_frames = 0  # a new second of the control-frame budget
+        if conn.in_preface():
+            if now - self.opened_at >= limits.preface_timeout_s:
+                self.abused("slow_preface", f"no preface within {limits.preface_timeout_s} s")
+                self.close(F.ENHANCE_YOUR_CALM, "connection preface not received in time")
+            return
+        if self.partial_since and now - self.partial_since >= limits.frame_timeout_s:
+            what = conn.incomplete()
+            kind = "slow_headers" if what == "headers" else "slow_frame"
+            self.abused(kind, f"a {what or 'frame'} incomplete for {limits.frame_timeout_s} s")
+            self.close(F.ENHANCE_YOUR_CALM, f"{what or 'frame'} not completed in time")
+            return
+        if self.calls or conn.last_peer_stream != self.seen_stream:
+            self.seen_stream = conn.last_peer_stream
+            self.idle_since = now
+        elif now - self.idle_since >= limits.idle_timeout_s:
+            self.abused("idle_timeout", f"no call for {limits.idle_timeout_s} s")
+            self.close(F.NO_ERROR, "idle connection closed")
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.transport = None
@@ -281,6 +435,7 @@ class Downstream(_Flusher, asyncio.Protocol):
             call.crashed()
 
     def on_oversized(self, stream_id: int) -> None:
+        self.abused("header_too_large", "a request's header list over max_header_list_size")
         self.conn.send_headers(
             stream_id,
             _trailers("RESOURCE_EXHAUSTED", "request headers over the size limit", "headers"),
@@ -301,7 +456,28 @@ class Downstream(_Flusher, asyncio.Protocol):
     def on_reset(self, stream_id: int, code: int) -> None:
         call = self.calls.get(stream_id)
         if call is not None:
+            early = time.monotonic() - call.started < self.limits.premature_reset_lifetime_s
             _guard(call, call.on_reset, code)
+            if early:
+                self._premature_reset()
+
+    def _premature_reset(self) -> None:
+        """Rapid Reset (CVE-2023-44487), as Envoy 1.27.1 bounds it: a stream the caller
+        resets before its call ended and within `premature_reset_min_stream_lifetime_s`
+        is premature; once the connection opened `premature_reset_total_stream_count`
+        streams, at most half of them may be, and before that at most half that count.
+        Each reset's own work is bounded by the call: one still in admission or waiting
+        for a stream slot never reaches the upstream, one already sent is reset there
+        with RST_STREAM(CANCEL)."""
+        self.premature += 1
+        limit = self.limits.premature_reset_streams
+        opened = self.conn.opened
+        if self.premature * 2 >= (limit if opened < limit else opened):
+            raise F.ProtocolError(
+                F.ENHANCE_YOUR_CALM,
+                f"{self.premature} of {opened} streams reset by the caller early",
+                "rapid_reset",
+            )
 
     def on_window(self, stream_id: int) -> None:
         if stream_id == 0:
@@ -352,6 +528,15 @@ class LoggedDownstream(Downstream):
             counts = self.bytes_in
             counts[stream_id] = counts.get(stream_id, 0) + len(data)
         Downstream.on_data(self, stream_id, data, end_stream, flow)
+
+
+def _abort(transport: asyncio.Transport) -> None:
+    """The end of a lingering close (Downstream.close)."""
+    try:
+        if not transport.is_closing() or transport.get_write_buffer_size():
+            transport.abort()
+    except Exception:  # already gone
+        return
 
 
 def _prepare(block: Block, resolve: Callable[[str, str | None], Any]) -> Prepared:
