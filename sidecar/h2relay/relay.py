@@ -147,6 +147,9 @@ class Plane:
         self.access_log = access_log
         self.wheel = Wheel(self.loop)  # call deadlines and per-try timeouts
         self.connections: set[Downstream] = set()
+        # connections closing after our GOAWAY (Downstream.close): not counted against
+        # max_connections, so that closed attackers do not crowd out new callers
+        self.lingering: set[Downstream] = set()
         self.draining = False
         self._server: asyncio.Server | None = None
         self._sweeper: asyncio.TimerHandle | None = None
@@ -234,7 +237,7 @@ class Plane:
         end = time.monotonic() + grace_s
         while any(d.calls for d in self.connections) and time.monotonic() < end:  # noqa: ASYNC110
             await asyncio.sleep(0.05)  # calls end on frames, not on an event we could await
-        for down in list(self.connections):
+        for down in [*self.connections, *self.lingering]:
             if down.transport is not None:
                 down.transport.close()
         if self._sweeper is not None:
@@ -245,7 +248,7 @@ class Plane:
         """Once a second, every connection: the time limits, and a new second of the
         control-frame budget. O(connections) a second, nothing on the per-frame path."""
         now = time.monotonic()
-        for down in list(self.connections):
+        for down in [*self.connections, *self.lingering]:
             try:
                 down.sweep(now)
             except Exception:
@@ -281,12 +284,13 @@ class Downstream(_Flusher, asyncio.Protocol):
         self.limits = plane.settings
         now = time.monotonic()
         self.opened_at = now
-        self.idle_since = now  # when it last had a call (or was opened)
+        self.idle_since = now  # when its last call started (or it opened)
         self.seen_stream = 0  # the caller's highest stream id at the last sweep
         self.partial_since = 0.0  # when a frame / header block was left incomplete
         self.premature = 0  # streams the caller reset early (Rapid Reset)
         self.control_pending = 0  # control frames queued while the caller is not reading
         self.closing = False
+        self.draining = False  # closing, but frames of the calls still open are read
         self.logged = False
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -300,7 +304,7 @@ class Downstream(_Flusher, asyncio.Protocol):
         self.flush()
 
     def data_received(self, data: bytes) -> None:
-        if self.closing:
+        if self.closing and not self.draining:
             return  # after our GOAWAY: read and dropped (see close)
         conn = self.conn
         try:
@@ -355,21 +359,32 @@ class Downstream(_Flusher, asyncio.Protocol):
         with unread input resets it and loses the GOAWAY on the way. The socket goes
         when the caller closes too, or after CLOSE_GRACE_S, which also bounds a caller
         that does not read at all. `drain`: calls still open may finish first, within
-        CLOSE_GRACE_S (a pooled connection of another sidecar carries many callers'
-        calls, and only some of them were reset)."""
+        CLOSE_GRACE_S, their frames still read while new streams are refused (a pooled
+        connection of another sidecar carries many callers' calls, and only some of
+        them were reset)."""
         if self.closing:
+            if self.draining and not drain:  # a second violation while draining
+                self.draining = False
+                self._shut()
             return
         self.closing = True
+        plane = self.plane
+        if self in plane.connections:
+            plane.connections.discard(self)
+            plane.lingering.add(self)
         self.conn.goaway(code, message)
         self.flush()
         transport = self.transport
         if transport is None:
             return
         self.loop.call_later(CLOSE_GRACE_S, _abort, transport)
-        if not (drain and self.calls):
+        if drain and self.calls:
+            self.draining = True
+        else:
             self._shut()
 
     def _shut(self) -> None:
+        self.draining = False
         transport = self.transport
         if transport is None or transport.is_closing():
             return
@@ -381,7 +396,7 @@ class Downstream(_Flusher, asyncio.Protocol):
     def sweep(self, now: float) -> None:
         """The per-phase time limits (Slowloris), once a second from Plane._sweep."""
         if self.closing:
-            if not self.calls:
+            if self.draining and not self.calls:
                 self._shut()  # a draining close whose calls are done
             return
         conn = self.conn
@@ -408,6 +423,7 @@ class Downstream(_Flusher, asyncio.Protocol):
     def connection_lost(self, exc: Exception | None) -> None:
         self.transport = None
         self.plane.connections.discard(self)
+        self.plane.lingering.discard(self)
         for call in list(self.calls.values()):
             try:
                 call.on_reset(F.CANCEL)
@@ -427,6 +443,7 @@ class Downstream(_Flusher, asyncio.Protocol):
         assert isinstance(prepared, Prepared)
         call = Call(self.plane, self, stream_id, prepared)
         self.calls[stream_id] = call
+        self.idle_since = call.started  # for max_connections: the longest idle goes first
         if end_stream:
             call.req_ended = True
         try:  # (each call's step guarded as `_guard` does, inline on the per-request path)
@@ -472,7 +489,7 @@ class Downstream(_Flusher, asyncio.Protocol):
         self.premature += 1
         limit = self.limits.premature_reset_streams
         opened = self.conn.opened
-        if self.premature * 2 >= (limit if opened < limit else opened):
+        if self.premature * 2 >= (limit if opened < limit else opened) and not self.closing:
             raise F.ProtocolError(
                 F.ENHANCE_YOUR_CALM,
                 f"{self.premature} of {opened} streams reset by the caller early",

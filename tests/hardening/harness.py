@@ -192,4 +192,6 @@ class GoodCaller:
         total = self.ok + len(self.failed)
         assert self.ok >= minimum, f"only {self.ok} good calls: {self.failed[:3]}"
         assert self.ok / total >= 0.99, f"{len(self.failed)} of {total} failed: {self.failed[:3]}"
-        return f"good caller: {self.ok}/{total} OK"
+        return f"good caller: {self.ok}/{total} OK" + (
+            f" ({self.failed[0]})" if self.failed else ""
+        )

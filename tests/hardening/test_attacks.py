@@ -13,7 +13,9 @@ from collections.abc import Iterator
 
 import pytest
 
+from meshtest.echo.v1 import echo_pb2
 from sidecar.h2relay import frames as F
+from sidecar.h2relay.hpack_codec import Decoder
 from tests.hardening.harness import (
     LISTENERS,
     GoodCaller,
@@ -112,6 +114,42 @@ def test_rapid_reset(sc: Sidecar, echo_app: tuple[Proc, int], listener: str) -> 
     assert app_calls <= good_calls, (app_calls, good_calls)
     # 250 calls started and cancelled a connection: more work than the other attacks
     _bounded(usage, report, len(answers), 5 * CPU_PER_CONNECTION_MAX_S)
+
+
+def _grpc_message(request: echo_pb2.EchoRequest) -> bytes:
+    body = request.SerializeToString()
+    return b"\0" + len(body).to_bytes(4, "big") + body
+
+
+@pytest.mark.parametrize("listener", LISTENERS)
+def test_rapid_reset_lets_open_calls_finish(sc: Sidecar, listener: str) -> None:
+    """A connection over the reset budget that still has calls open (a pooled connection
+    of another sidecar carries good calls beside relayed resets) gets its GOAWAY, and
+    its open calls still get their answers; later streams are refused."""
+    port = sc.port(listener)
+    block = request_block()
+    body = _grpc_message(echo_pb2.EchoRequest(payload=b"slow", delay_ms=700))
+    with RawPeer(port) as peer:
+        peer.start()
+        frames = F.headers(1, block, False, 16384) + F.header(len(body), F.DATA, F.END_STREAM, 1)
+        peer.send(frames + body)
+        time.sleep(0.2)  # the slow call is under way
+        attack = b"".join(
+            F.headers(sid, block, False, 16384) + F.rst_stream(sid, F.CANCEL)
+            for sid in range(3, 1203, 2)
+        )
+        peer.send(attack)
+        answer = peer.goaway()
+        assert answer is not None and answer[1] == F.ENHANCE_YOUR_CALM, answer
+        assert peer.closed_within(5)
+    decoder = Decoder()
+    ends = [
+        decoder.decode(p).headers
+        for t, flags, sid, p in peer.frames
+        if t == F.HEADERS and sid == 1 and flags & F.END_STREAM
+    ]
+    assert ends and (b"grpc-status", b"0") in ends[0], ends
+    assert any(t == F.DATA and sid == 1 and b"slow" in p for t, _, sid, p in peer.frames)
 
 
 @pytest.mark.parametrize("listener", LISTENERS)
