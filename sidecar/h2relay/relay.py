@@ -291,6 +291,7 @@ class Downstream(_Flusher, asyncio.Protocol):
         self.control_pending = 0  # control frames queued while the caller is not reading
         self.closing = False
         self.draining = False  # closing, but frames of the calls still open are read
+        self.shut = False  # our side of the socket is shut: nothing more is written
         self.logged = False
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -364,9 +365,13 @@ class Downstream(_Flusher, asyncio.Protocol):
         them were reset)."""
         if self.closing:
             if self.draining and not drain:  # a second violation while draining
-                self.draining = False
+                self._cancel_calls()
                 self._shut()
             return
+        if not drain:
+            # now, in the turn that read the abuse: a call's upstream HEADERS still queued
+            # are withdrawn (H2Connection.reset), the endpoint never sees its stream
+            self._cancel_calls()
         self.closing = True
         plane = self.plane
         if self in plane.connections:
@@ -383,11 +388,20 @@ class Downstream(_Flusher, asyncio.Protocol):
         else:
             self._shut()
 
+    def _cancel_calls(self) -> None:
+        for call in list(self.calls.values()):
+            try:
+                call.on_reset(F.CANCEL)
+            except Exception:
+                log.exception("relay failed while cancelling a call")
+
     def _shut(self) -> None:
         self.draining = False
         transport = self.transport
-        if transport is None or transport.is_closing():
+        if transport is None or transport.is_closing() or self.shut:
             return
+        self.flush()
+        self.shut = True
         if transport.can_write_eof():
             transport.write_eof()
         else:
@@ -424,11 +438,13 @@ class Downstream(_Flusher, asyncio.Protocol):
         self.transport = None
         self.plane.connections.discard(self)
         self.plane.lingering.discard(self)
-        for call in list(self.calls.values()):
-            try:
-                call.on_reset(F.CANCEL)
-            except Exception:
-                log.exception("relay failed while cancelling a call")
+        self._cancel_calls()
+
+    def write_now(self) -> None:
+        out = self.conn.out
+        if out and self.transport is not None and not self.shut:
+            self.transport.write(b"".join(out))
+        out.clear()
 
     # H2Connection handler
     def on_headers(self, stream_id: int, block: Block, end_stream: bool) -> None:
@@ -462,7 +478,9 @@ class Downstream(_Flusher, asyncio.Protocol):
 
     def on_data(self, stream_id: int, data: bytes, end_stream: bool, flow: int) -> None:
         call = self.calls.get(stream_id)
-        if call is None:
+        if call is None or not (data or end_stream):
+            # an empty DATA frame (padding at most) carries nothing to relay: not sent on,
+            # so that it does not pin the call's upstream HEADERS (H2Connection._withdraw)
             self.conn.consumed(stream_id, flow)
             return
         try:
