@@ -8,7 +8,7 @@ PROTOS := $(shell find proto -name '*.proto')
 STAMP := $(VENV)/.installed-stamp
 PROTO_STAMP := music/.generated
 
-.PHONY: help venv proto native pure tools kustomize image test-image test test-unit test-component test-integration test-interop interop-deps chaos lint fmt demo bench clean
+.PHONY: help venv proto native pure tools kustomize image test-image test test-unit test-component test-integration test-interop interop-deps chaos lint fmt demo bench clean test-hardening
 
 help:
 	@echo "make demo   run the two-site mesh demo (embedded DNS registry, sidecars, services, load)"
@@ -129,6 +129,9 @@ test-integration: $(PROTO_STAMP) $(NATIVE) $(KUSTOMIZE)
 
 test-interop: $(PROTO_STAMP) $(NATIVE) interop-deps
 	$(PYTEST) -q tests/interop
+
+test-hardening: $(PROTO_STAMP) $(NATIVE)
+	$(PYTEST) -q -s tests/hardening
 
 # Every chaos scenario (the smoke tier that `make test` runs, plus the `slow` ones).
 # Needs root for the network-namespace cases (skipped, with the reason, otherwise).
