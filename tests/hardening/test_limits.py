@@ -14,7 +14,7 @@ from sidecar.config import ConfigError, parse_config
 from sidecar.h2relay import frames as F
 from sidecar.h2relay.connection import H2Connection, Settings
 from sidecar.h2relay.hpack_codec import Decoder, encode
-from sidecar.h2relay.wiring import listener_settings
+from sidecar.h2relay.listeners import listener_settings
 from tests.hardening.peer import request_block
 from tests.unit.test_h2relay_conformance import Recorder, frames_out, server
 
