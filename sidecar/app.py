@@ -89,6 +89,7 @@ class Sidecar:
             clusters=lambda: self.mesh.snapshot(time.monotonic()),
             config_dump=lambda: with_faults(redacted(self.config), self.fault_table),
             drain=self.drain,
+            token=config.admin.token,
         )
         self.mesh.membership.add_admin_routes(self.admin)
         targets = [*config.upstreams, *(["app"] if config.inbound is not None else [])]

@@ -7,6 +7,7 @@ file raises ConfigError naming the key path and the reason, and nothing is appli
 
 from __future__ import annotations
 
+import ipaddress
 import logging
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -153,6 +154,9 @@ class Outbound(_Model):
 
 class Admin(_Model):
     listen: HostPort = "127.0.0.1:9901"
+    # with a token, mutating endpoints (POST /drain, /faults) need `Authorization: Bearer`;
+    # without one they answer only callers on loopback (sidecar/admin/server.py)
+    token: str | None = Field(default=None, min_length=16)
 
     _v = field_validator("listen")(_check_hostport)
 
@@ -367,6 +371,11 @@ class Config(_Model):
                         f"upstream {seen[svc]!r}"
                     )
                 seen[svc] = name
+        if self.admin.token is None and not is_loopback(parse_hostport(self.admin.listen)[0]):
+            raise ValueError(
+                "admin.listen: a non-loopback admin address needs admin.token, or anyone who "
+                "reaches it could drain the sidecar or inject faults"
+            )
         if self.registration is not None and (self.inbound is None or not self.service):
             raise ValueError("registration: needs `service` and an `inbound` listener to publish")
         preset = self.discovery.naming
@@ -437,6 +446,16 @@ class Config(_Model):
         return sorted(explicit, key=lambda s: s != self.site)
 
 
+def is_loopback(host: str | None) -> bool:
+    """`host` (an address, `localhost`, or "" / None for a unix socket) is this machine only."""
+    if not host or host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
 def _format_error(exc: ValidationError) -> ConfigError:
     first = exc.errors()[0]
     key = ".".join(str(part) for part in first["loc"])
@@ -503,4 +522,6 @@ def redacted(config: Config) -> dict[str, Any]:
     reg = data.get("registration")
     if reg and reg.get("tsig"):
         reg["tsig"]["secret"] = "<redacted>"
+    if data.get("admin", {}).get("token"):
+        data["admin"]["token"] = "<redacted>"
     return data

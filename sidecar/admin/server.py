@@ -11,19 +11,44 @@ GET  /clusters     JSON: every upstream's endpoints and their state
 GET  /config_dump  JSON: the effective config, secrets redacted
 POST /drain        start draining (health NOT_SERVING; listeners stop after the grace)
 GET/POST/DELETE /faults   runtime fault injection (sidecar/admin/faults.py)
+
+Mutating requests (POST, PUT, PATCH, DELETE, on any path, those added by others too)
+answer only callers on loopback (or a unix socket) unless `admin.token` is set; with a
+token they need `Authorization: Bearer <token>` from anywhere. `sidecar check` refuses
+a non-loopback `admin.listen` without a token (sidecar/config.py), and `/config_dump`
+masks the token as it masks the TSIG secret.
 """
 
 from __future__ import annotations
 
+import hmac
 from collections.abc import Awaitable, Callable
 from typing import Any
 
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, generate_latest
 
+from sidecar.config import is_loopback
 from sidecar.endpoint import parse_hostport
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+MUTATING = frozenset({"POST", "PUT", "PATCH", "DELETE"})
+
+
+def refusal(
+    method: str, remote: str | None, authorization: str | None, token: str | None
+) -> tuple[int, str] | None:
+    """Why an admin request may not run, as (HTTP status, message); None: it may."""
+    if method not in MUTATING:
+        return None
+    if token is not None:
+        expected = f"Bearer {token}".encode()
+        if authorization is None or not hmac.compare_digest(authorization.encode(), expected):
+            return 401, "this admin endpoint needs Authorization: Bearer <admin.token>"
+        return None
+    if not is_loopback(remote):
+        return 403, "mutating admin endpoints answer only on loopback unless admin.token is set"
+    return None
 
 
 class AdminServer:
@@ -35,14 +60,16 @@ class AdminServer:
         clusters: Callable[[], dict[str, Any]],
         config_dump: Callable[[], dict[str, Any]],
         drain: Callable[[], Awaitable[None]],
+        token: str | None = None,
     ) -> None:
         self.listen = listen
+        self.token = token
         self.port = 0
         self._ready = ready
         self._clusters = clusters
         self._config_dump = config_dump
         self._drain = drain
-        self.app = web.Application()
+        self.app = web.Application(middlewares=[self._guard])
         self.app.router.add_get("/live", self._live)
         self.app.router.add_get("/ready", self._ready_handler)
         self.app.router.add_get("/metrics", self._metrics)
@@ -50,6 +77,15 @@ class AdminServer:
         self.app.router.add_get("/config_dump", self._config_handler)
         self.app.router.add_post("/drain", self._drain_handler)
         self._runner: web.AppRunner | None = None
+
+    @web.middleware
+    async def _guard(self, request: web.Request, handler: Handler) -> web.StreamResponse:
+        refused = refusal(
+            request.method, request.remote, request.headers.get("Authorization"), self.token
+        )
+        if refused is not None:
+            return web.json_response({"error": refused[1]}, status=refused[0])
+        return await handler(request)
 
     def add_route(self, method: str, path: str, handler: Handler) -> None:
         """Let another module serve its own admin endpoint (before `start`)."""

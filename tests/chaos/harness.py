@@ -129,8 +129,14 @@ def leaked() -> list[str]:
     return found
 
 
+# admin binds the instance's address, inside a namespace off loopback: mutating endpoints
+# then need the token (sidecar/admin/server.py)
+ADMIN_TOKEN = "chaos-admin-token-0123456789"
+
+
 def http(method: str, url: str, body: bytes | None = None) -> tuple[int, bytes]:
-    return procs.http(method, url, body, timeout=3)  # short: pollers run every 100 ms
+    headers = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
+    return procs.http(method, url, body, timeout=3, headers=headers)  # short: pollers: 100 ms
 
 
 def port_open(host: str, port: int) -> bool:
@@ -349,7 +355,7 @@ class Mesh:
                 "app": f"{app_host}:{app_port}",
                 "health": {"mode": "grpc", "interval_s": 0.5, "timeout_s": 0.5},
             },
-            "admin": {"listen": f"{host}:{admin_port}"},
+            "admin": {"listen": f"{host}:{admin_port}", "token": ADMIN_TOKEN},
             "drain_grace_s": 3.0,
         }
         if self.mode == "dns":

@@ -62,10 +62,14 @@ def wait_until(check: Any, timeout: float = 15.0, what: str = "condition") -> An
 
 
 def http(
-    method: str, url: str, body: bytes | None = None, timeout: float = 5.0
+    method: str,
+    url: str,
+    body: bytes | None = None,
+    timeout: float = 5.0,
+    headers: dict[str, str] | None = None,
 ) -> tuple[int, bytes]:
     """(status, body); status 0 when nothing answered."""
-    req = urllib.request.Request(url, data=body, method=method)
+    req = urllib.request.Request(url, data=body, method=method, headers=headers or {})
     try:
         with urllib.request.urlopen(req, timeout=timeout) as resp:
             return resp.status, resp.read()
