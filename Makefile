@@ -8,7 +8,7 @@ PROTOS := $(shell find proto -name '*.proto')
 STAMP := $(VENV)/.installed-stamp
 PROTO_STAMP := music/.generated
 
-.PHONY: help venv proto native pure tools kustomize image test-image test test-unit test-component test-integration test-interop interop-deps chaos lint fmt demo bench clean test-hardening
+.PHONY: help venv proto native pure tools kustomize image test-image test test-unit test-component test-integration test-interop interop-deps chaos lint fmt demo bench clean test-hardening fuzz
 
 help:
 	@echo "make demo   run the two-site mesh demo (embedded DNS registry, sidecars, services, load)"
@@ -132,6 +132,10 @@ test-interop: $(PROTO_STAMP) $(NATIVE) interop-deps
 
 test-hardening: $(PROTO_STAMP) $(NATIVE)
 	$(PYTEST) -q -s tests/hardening
+
+# The fuzz targets' long run (`make test` runs 200 inputs a target)
+fuzz: $(PROTO_STAMP) $(NATIVE)
+	FUZZ_EXAMPLES=20000 $(PYTEST) -q tests/fuzz
 
 # Every chaos scenario (the smoke tier that `make test` runs, plus the `slow` ones).
 # Needs root for the network-namespace cases (skipped, with the reason, otherwise).
