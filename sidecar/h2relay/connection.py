@@ -29,7 +29,7 @@ set (the label of `sidecar_h2_abuse_total`):
 - The CVE-2019-9512/9515/9518 family, following Envoy's `http2_protocol_options`:
   `max_consecutive_inbound_frames_with_empty_payload` (DATA, HEADERS, CONTINUATION
   with nothing in them and no END_STREAM / END_HEADERS), and PRIORITY and
-  WINDOW_UPDATE frames bounded by the work they relate to (per stream opened, per
+  WINDOW_UPDATE frames bounded by the work they relate to (per stream opened, and per
   DATA frame we sent). SETTINGS, PING, RST_STREAM on closed streams and unknown frame
   types, frames that ask for no work of the relay, count against
   `max_inbound_control_frames_per_s`; the I/O layer zeroes `control_frames` every second.
@@ -509,7 +509,10 @@ class H2Connection:
         increment = F.unpack_u32(payload, 0) & 0x7FFFFFFF
         if self.guarded:
             self.window_updates += 1
-            if self.window_updates > self.local.max_window_updates_per_data * (1 + self.data_sent):
+            # Envoy's bound: 5 + 2 x (streams opened + the ratio x DATA frames sent), since
+            # a client also credits windows of streams it opened (gRPC clients do, on each)
+            limit = 5 + 2 * (self.opened + self.local.max_window_updates_per_data * self.data_sent)
+            if self.window_updates > limit:
                 raise F.ProtocolError(
                     F.ENHANCE_YOUR_CALM, "too many WINDOW_UPDATE frames", "control_flood"
                 )

@@ -86,11 +86,11 @@ def test_priority_bounded_per_stream() -> None:
 
 
 def test_window_updates_bounded_per_data_frame_sent() -> None:
-    """10 WINDOW_UPDATE frames per DATA frame we sent (plus 10)."""
+    """Envoy's bound: 5 + 2 x (streams opened + 10 x DATA frames we sent)."""
     conn, _ = server()
-    conn.receive(F.headers(1, request_block(), False, 16384) + F.window_update(1, 1) * 10)
-    conn.send_data(1, b"hello", False)
-    conn.receive(F.window_update(0, 1) * 10)
+    conn.receive(F.headers(1, request_block(), False, 16384) + F.window_update(1, 1) * 7)
+    conn.send_data(1, b"hello", False)  # now 5 + 2 x (1 + 10) = 27
+    conn.receive(F.window_update(0, 1) * 20)
     assert calm(conn, F.window_update(1, 1)) == "control_flood"
 
 
