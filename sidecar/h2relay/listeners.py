@@ -19,6 +19,7 @@ from sidecar import native
 from sidecar.access_log import AccessLog
 from sidecar.config import Config
 from sidecar.endpoint import parse_hostport
+from sidecar.h2relay.connection import Settings
 from sidecar.h2relay.local_reply import LocalMethod
 from sidecar.h2relay.relay import Plane, Pool
 from sidecar.health.service import InboundHealth
@@ -159,7 +160,6 @@ class RelayDataPlane:
     async def start(self) -> dict[str, int]:
         config = self.config
         log.info("h2relay data plane: %s", native.describe())
-        settings = self.pool.settings
         if self.access_log is not None:
             self.access_log.start()
         ports: dict[str, int] = {}

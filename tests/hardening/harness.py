@@ -43,7 +43,6 @@ def config(echo_port: int, http2: dict[str, Any]) -> dict[str, Any]:
             "http2": http2,
         },
         "outbound": {"listen": f"127.0.0.1:{free_port()}", "http2": http2},
-        "proto_modules": ["meshtest.echo.v1.echo_pb2"],
         "upstreams": {
             "echo": {
                 "grpc_services": [ECHO],
