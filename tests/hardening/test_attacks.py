@@ -37,10 +37,9 @@ HTTP2 = {
     "idle_timeout_s": 3,
     "max_connections": 48,
 }
-# The sidecar is one thread, so an attacker that is faster than it could take up to a
-# core: the bounds are on the work per attacker connection (what the limits make
-# finite) and on the memory, with a ceiling on the share of a core.
-CPU_CORES_MAX = 0.95
+# The sidecar is one thread, and an attacker that reconnects as fast as it can keeps it
+# busy up to a core whatever the limits (its share is printed, not asserted): the bounds
+# are on the work per attacker connection, which the limits make finite, and on memory.
 CPU_PER_CONNECTION_MAX_S = 0.02
 RSS_GROWTH_MAX = 48 * MiB
 
@@ -66,7 +65,6 @@ def rounds(most: int, least_s: float = ATTACK_S) -> Iterator[int]:
 
 def _bounded(usage: Usage, report: str, connections: int, per_connection_s: float) -> None:
     print(report)
-    assert usage.cores < CPU_CORES_MAX, report
     assert usage.cpu / max(connections, 1) < per_connection_s, report
     assert usage.rss_growth < RSS_GROWTH_MAX, report
 
