@@ -6,8 +6,9 @@ DaemonSet, also inside a `List`) it puts:
 
 - the sidecar as a native sidecar: the first init container, `restartPolicy: Always`, so
   it starts before the app and the app's own init containers and stops after the app;
-  its inbound (`grpc`) and admin ports; probes on the admin endpoints (startup and
-  liveness `/live`, readiness `/ready`); the resources measured in bench/README.md;
+  its inbound (`grpc`) port; probes on the inbound listener (startup and
+  liveness: it accepts; readiness: its grpc.health.v1); the resources measured in
+  bench/README.md;
   non-root, read-only root filesystem, no capabilities;
 - its config volume: a ConfigMap (default `<workload>-sidecar`) mounted at /etc/sidecar.
 
@@ -54,22 +55,24 @@ def sidecar_container(opts: Options) -> dict[str, Any]:
         "args": ["run", "-c", f"{CONFIG_DIR}/sidecar.yaml"],
         "ports": [
             {"name": "grpc", "containerPort": opts.inbound_port, "protocol": "TCP"},
-            {"name": "admin", "containerPort": opts.admin_port, "protocol": "TCP"},
         ],
-        # Startup on /live: the app containers start once the sidecar listens. Readiness
-        # on /ready: the app answers and every upstream has an endpoint.
+        # Admin stays on loopback (a non-loopback admin needs a token: its mutating
+        # endpoints drain and inject faults), so the kubelet asks the inbound listener:
+        # startup once it accepts (the app containers start after it), readiness by
+        # grpc.health.v1, which the sidecar answers itself (SERVING while the app is
+        # healthy and the sidecar is not draining), liveness while it accepts.
         "startupProbe": {
-            "httpGet": {"path": "/live", "port": "admin"},
+            "tcpSocket": {"port": "grpc"},
             "periodSeconds": 1,
             "failureThreshold": 30,
         },
         "readinessProbe": {
-            "httpGet": {"path": "/ready", "port": "admin"},
+            "grpc": {"port": opts.inbound_port},
             "periodSeconds": 2,
             "failureThreshold": 2,
         },
         "livenessProbe": {
-            "httpGet": {"path": "/live", "port": "admin"},
+            "tcpSocket": {"port": "grpc"},
             "periodSeconds": 10,
             "failureThreshold": 3,
         },

@@ -1,6 +1,6 @@
 """deploy/kubernetes/: every manifest and both overlays' kustomize output valid under the
 pinned Kubernetes schema (strict), and the pods shaped as the README says: a native
-sidecar with probes on its admin endpoints, a stop budget that covers the drain, non-root
+sidecar with probes on its inbound listener, a stop budget that covers the drain, non-root
 and read-only, a headless Service with a named gRPC port and a PDB per Deployment, and
 sidecar configs that `sidecar check` accepts, one site each."""
 
@@ -84,8 +84,8 @@ def test_pods_run_a_native_sidecar_that_drains_within_the_grace_period(
         [sidecar] = pod["initContainers"]
         [app] = pod["containers"]
         assert sidecar["restartPolicy"] == "Always", name
-        assert sidecar["readinessProbe"]["httpGet"] == {"path": "/ready", "port": "admin"}
-        assert sidecar["livenessProbe"]["httpGet"] == {"path": "/live", "port": "admin"}
+        assert sidecar["readinessProbe"]["grpc"] == {"port": 8181}  # the sidecar's own health
+        assert sidecar["livenessProbe"]["tcpSocket"] == {"port": "grpc"}
         assert sidecar["resources"]["requests"] and sidecar["resources"]["limits"]
         assert pod["securityContext"]["runAsNonRoot"] is True
         for container in (sidecar, app):
@@ -95,7 +95,7 @@ def test_pods_run_a_native_sidecar_that_drains_within_the_grace_period(
         config = parse_config(sidecar_config(docs, deployment))  # what `sidecar check` does
         assert config.site == site and config.service == name
         assert config.registration is None and config.discovery.naming == "kubernetes"
-        assert config.admin.listen.startswith("0.0.0.0:"), "the kubelet probes the pod IP"
+        assert config.admin.listen.startswith("127.0.0.1:"), "admin stays on loopback"
         # The stop: the app's preStop (callers' DNS lets go), its drain, then the sidecar's.
         linger = app["lifecycle"]["preStop"]["sleep"]["seconds"]
         ttl = max(5.0, config.discovery.ttl_floor_s)  # CoreDNS answers TTL 5

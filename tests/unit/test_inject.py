@@ -66,8 +66,8 @@ def test_injected_workload_is_valid_and_keeps_the_app(kind: str) -> None:
     assert spec["containers"] == spec_of(doc)["containers"], "app containers untouched"
     [sidecar] = spec["initContainers"]
     assert sidecar["name"] == "sidecar" and sidecar["restartPolicy"] == "Always"
-    assert sidecar["readinessProbe"]["httpGet"]["path"] == "/ready"
-    assert sidecar["livenessProbe"]["httpGet"]["path"] == "/live"
+    assert sidecar["readinessProbe"]["grpc"] == {"port": 8181}
+    assert sidecar["livenessProbe"]["tcpSocket"] == {"port": "grpc"}
     assert {"name": "sidecar-config", "configMap": {"name": "web-sidecar"}} in spec["volumes"]
     assert doc == workload(kind), "the input is not modified"
 
