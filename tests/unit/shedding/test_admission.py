@@ -53,7 +53,9 @@ async def test_burst_every_request_admitted_or_dropped_within_its_deadline() -> 
         deadline = time.monotonic() + budget_s
         try:
             async with admitted(adm, priority, deadline):
-                assert deadline - time.monotonic() >= 0.005, "app got a request with no time left"
+                # the queue admits only with min_deadline_ms (5 ms) left; the waiter then
+                # resumes a loop turn later, which a busy 2-core machine can stretch: allow 3 ms
+                assert deadline - time.monotonic() >= 0.002, "app got a request with no time left"
                 in_app += 1
                 peak = max(peak, in_app)
                 await asyncio.sleep(0.004)
