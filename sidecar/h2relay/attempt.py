@@ -17,7 +17,6 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from sidecar.cluster.cluster import Host
-from sidecar.h2relay import frames as F
 from sidecar.h2relay.grpcwire import MessageLimit
 from sidecar.h2relay.request import PreparedResponse
 from sidecar.outcome import EXPLAIN, Outcome, classify
@@ -146,16 +145,9 @@ class Attempt:
         if up is None:
             return
         self.up = None
+        up.leave(stream, self.sid, reset)
         if self.sid:
-            up.calls.pop(self.sid, None)
-            up.blocked.discard(stream)
-            if reset:
-                up.conn.reset(self.sid, F.CANCEL)
-            else:
-                up.conn.close_stream(self.sid)
             up.kick()
-        elif stream in up.waiting:
-            up.waiting.remove(stream)
 
     def end(self, outcome: Outcome, now: float) -> bool:
         """Report the attempt to its endpoint, once: True the first time."""

@@ -480,12 +480,7 @@ class ClientStream:
         up = self.up
         self.up = None
         if up is not None:
-            if self.sid:
-                up.calls.pop(self.sid, None)
-                up.blocked.discard(self)
-                up.conn.close_stream(self.sid)
-            elif self in up.waiting:
-                up.waiting.remove(self)
+            up.leave(self, self.sid, reset=False)
         self.up_pending = []
 
     def _detach(self, reset: bool) -> None:
@@ -493,16 +488,9 @@ class ClientStream:
         if up is None:
             return
         self.up = None
-        if self.sid:
-            up.calls.pop(self.sid, None)
-            up.blocked.discard(self)
-            if reset:
-                up.conn.reset(self.sid, F.CANCEL)
-                up.kick()
-            else:
-                up.conn.close_stream(self.sid)
-        elif self in up.waiting:
-            up.waiting.remove(self)
+        up.leave(self, self.sid, reset)
+        if self.sid and reset:
+            up.kick()
         self.up_pending = []
 
 

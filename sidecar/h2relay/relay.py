@@ -612,6 +612,20 @@ class Upstream(_Flusher, asyncio.Protocol):
         self.closed = False
         self.last_used = time.monotonic()
 
+    def leave(self, stream: Stream, sid: int, reset: bool) -> None:
+        """`stream` leaves this connection: its HTTP/2 stream `sid` closed, or reset with
+        CANCEL (`reset`: the peer has not ended its side), or, never opened (`sid` 0), it
+        leaves the queue of streams waiting for a slot. The caller kicks the flush."""
+        if sid:
+            self.calls.pop(sid, None)
+            self.blocked.discard(stream)
+            if reset:
+                self.conn.reset(sid, F.CANCEL)
+            else:
+                self.conn.close_stream(sid)
+        elif stream in self.waiting:
+            self.waiting.remove(stream)
+
     @property
     def usable(self) -> bool:
         """Open to new calls now: a stream slot free under the peer's MAX_CONCURRENT_STREAMS."""
