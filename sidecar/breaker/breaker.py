@@ -97,6 +97,9 @@ class BreakerGroup:
         self.config = config or BreakerConfig()
         self.size = 0  # endpoints in the upstream, set by the cluster
         self.ejected = 0  # breakers open or half-open
+        # exported at 0 from the start, so a dashboard or alert has a series per upstream
+        # before the first held trip (a labelled counter shows nothing until it is touched)
+        BREAKER_HELD.labels(upstream)
 
     def new(self, endpoint: str, on_change: Callable[[], None] | None = None) -> EndpointBreaker:
         return EndpointBreaker(self, endpoint, on_change)
