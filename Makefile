@@ -147,6 +147,7 @@ lint: $(PROTO_STAMP) $(NATIVE)
 	$(BIN)/ruff format --check sidecar services tests bench
 	$(BIN)/mypy
 	$(BIN)/lint-imports --no-cache
+	$(BIN)/python scripts/import_cycles.py sidecar
 
 fmt: $(STAMP)
 	$(BIN)/ruff check --fix sidecar services tests bench

@@ -1,7 +1,7 @@
 """The access log: one JSON line per logical call, written off the request path.
 
 Does I/O (a file or stdout) on a thread of its own. The relay hands each finished call to
-`AccessLog.record` (sidecar/h2relay/relay.py, `Plane.call_done`), which only copies a
+`AccessLog.record` (sidecar/h2relay/plane.py, `Plane.call_done`), which only copies a
 few of the call's fields into a bounded buffer: no formatting, no lock, no write on the
 event loop. A writer thread drains the buffer every `FLUSH_S`, formats the lines and
 writes them. When the buffer is full the call's line is dropped and counted in

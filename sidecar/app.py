@@ -29,7 +29,7 @@ from sidecar.config import Config, redacted
 from sidecar.faults import FaultTable
 from sidecar.h2relay.connection import Settings
 from sidecar.h2relay.listeners import RelayDataPlane
-from sidecar.h2relay.relay import Pool
+from sidecar.h2relay.pool import Pool
 from sidecar.health.app_checker import AppChecker
 from sidecar.health.service import InboundHealth
 from sidecar.logs import configure as configure_logs

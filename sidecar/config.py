@@ -195,7 +195,7 @@ def _check_template(value: str | None) -> str | None:
     return value
 
 
-class Discovery(_Model):
+class DiscoveryConfig(_Model):
     nameservers: list[HostPort] = []  # empty: the system resolver configuration
     naming: NamingPreset = "spotify"  # the SRV naming preset (sidecar/naming.py)
     srv_template: str | None = None  # default: the preset's template
@@ -302,7 +302,7 @@ class Throttling(_Model):
 LbName = Literal["peak_ewma", "least_request", "round_robin", "random", "ring_hash"]
 
 
-class Upstream(_Model):
+class UpstreamConfig(_Model):
     grpc_services: list[str] = []
     endpoints: list[HostPort] | None = None  # static; without it, SRV discovery
     srv_name: str | None = None  # default: discovery.srv_template filled in per site
@@ -353,12 +353,12 @@ class Config(_Model):
     admin: Admin = Admin()
     max_message_bytes: int = Field(default=16 * MiB, ge=1024)
     drain_grace_s: float = Field(default=10.0, ge=0)
-    discovery: Discovery = Discovery()
+    discovery: DiscoveryConfig = DiscoveryConfig()
     registration: Registration | None = None
     xds: Xds | None = None  # off unless configured
     access_log: AccessLogConfig | None = None  # off unless configured
     log: LogConfig = LogConfig()
-    upstreams: dict[str, Upstream] = {}
+    upstreams: dict[str, UpstreamConfig] = {}
 
     @model_validator(mode="after")
     def _cross_checks(self) -> Config:

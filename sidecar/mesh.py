@@ -25,7 +25,7 @@ from sidecar.cluster import Cluster
 from sidecar.config import Config
 from sidecar.discovery.membership import Membership
 from sidecar.endpoint import Endpoint, parse_hostport
-from sidecar.h2relay.relay import Pool
+from sidecar.h2relay.pool import Pool
 from sidecar.health.checker import HealthCheckers
 from sidecar.policy import Policies
 from sidecar.route import Route

@@ -1,6 +1,6 @@
 """The places where policies plug into a call, and their pass-through defaults.
 
-Pure (no I/O) except `Admission.acquire`, which may wait in a queue. Each seam is a
+Pure (no I/O) except `AdmissionPolicy.acquire`, which may wait in a queue. Each seam is a
 small Protocol; the relay's call (sidecar/h2relay/call.py) calls it at one numbered
 step. The real policies are adapted to these seams in sidecar/policy_adapters.py
 (`default_policies()`, what sidecar/app.py uses); the pass-through defaults here serve
@@ -16,7 +16,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from sidecar.config import InboundAdmission, Upstream
+from sidecar.config import InboundAdmission, UpstreamConfig
 from sidecar.faults import FaultAction, FaultTable
 from sidecar.outcome import Outcome
 
@@ -88,7 +88,7 @@ class CallPolicy(Protocol):
 
 
 # (b) Inbound admission: concurrency limit, bounded queue, queue-delay and deadline dropping.
-class Admission(Protocol):
+class AdmissionPolicy(Protocol):
     async def acquire(self, priority: str | None, deadline: float | None) -> Token | Refusal:
         """Wait (bounded) for a slot. `priority`: the caller's `x-sidecar-priority`
         (None: default); `deadline`: the time.monotonic() at which the caller gives up,
@@ -165,7 +165,7 @@ class Policies:
     Each gets its config section, so a policy plugs in by replacing one factory; the
     real ones are `sidecar.policy_adapters.default_policies()`."""
 
-    calls: Callable[[str, Upstream], CallPolicy] = lambda name, cfg: OneAttempt()
-    admission: Callable[[InboundAdmission], Admission] = lambda cfg: AdmitAll()
+    calls: Callable[[str, UpstreamConfig], CallPolicy] = lambda name, cfg: OneAttempt()
+    admission: Callable[[InboundAdmission], AdmissionPolicy] = lambda cfg: AdmitAll()
     # the table holds the faults in force (config, then POST/DELETE /faults)
     faults: Callable[[FaultTable], FaultInjector] = lambda table: NoFaults()

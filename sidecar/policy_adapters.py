@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import random
 
-from sidecar.config import InboundAdmission, Upstream
+from sidecar.config import InboundAdmission, UpstreamConfig
 from sidecar.faults import FaultAction, FaultTable, decide
 from sidecar.outcome import Outcome
 from sidecar.policy import AttemptResult, CallState, Policies, Refusal, Token
@@ -30,7 +30,7 @@ from sidecar.shedding import Admission, AdmissionToken, Dropped
 class UpstreamCalls:
     """Seam (a) for one upstream: limits, throttling, retries (sidecar/retry)."""
 
-    def __init__(self, name: str, config: Upstream, rng: random.Random | None = None) -> None:
+    def __init__(self, name: str, config: UpstreamConfig, rng: random.Random | None = None) -> None:
         self.policy = UpstreamPolicy(name, config, rng)
         self._throttled = Refusal(
             "throttled",
@@ -55,10 +55,10 @@ class UpstreamCalls:
         if token is None:
             return self._overloaded
         self.policy.on_call(now)  # a deposit into the retry budget, once per call
-        return _Call(self, token)
+        return _AdmittedCall(self, token)
 
 
-class _Call:
+class _AdmittedCall:
     __slots__ = ("_calls", "_token")
 
     def __init__(self, calls: UpstreamCalls, token: LimitToken) -> None:

@@ -14,7 +14,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
 from sidecar.cluster import Cluster
-from sidecar.config import Upstream
+from sidecar.config import UpstreamConfig
 from sidecar.policy import CallPolicy, OneAttempt
 
 
@@ -48,7 +48,9 @@ class Route:
     replay_bytes: int = 0  # request streams are buffered for a retry up to this size
 
     @classmethod
-    def from_config(cls, name: str, config: Upstream, cluster: Cluster, calls: CallPolicy) -> Route:
+    def from_config(
+        cls, name: str, config: UpstreamConfig, cluster: Cluster, calls: CallPolicy
+    ) -> Route:
         """The route to upstream `name` as its config section says (sidecar and client alike)."""
         return cls(
             name,

@@ -99,8 +99,8 @@ def supervise(config_path: str, workers: int) -> int:
 
 def in_worker(index: int) -> bool:
     """True in a worker process (set up its listeners to share their ports)."""
-    from sidecar.h2relay import relay
+    from sidecar.h2relay import plane
 
-    relay.REUSE_PORT = True
+    plane.REUSE_PORT = True
     os.environ["SIDECAR_WORKER_INDEX"] = str(index)
     return True

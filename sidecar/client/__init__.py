@@ -16,7 +16,15 @@ generated sync stubs, driving the async channel from a thread of its own
 
 from __future__ import annotations
 
-from sidecar.client.channel import Channel, Upstream, connect, load
+from sidecar.client.channel import Channel, ClientUpstream, connect, load
 from sidecar.client.sync import RpcError, SyncChannel, connect_sync
 
-__all__ = ["Channel", "RpcError", "SyncChannel", "Upstream", "connect", "connect_sync", "load"]
+__all__ = [
+    "Channel",
+    "ClientUpstream",
+    "RpcError",
+    "SyncChannel",
+    "connect",
+    "connect_sync",
+    "load",
+]

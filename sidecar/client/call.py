@@ -144,7 +144,7 @@ def _unstarted() -> _Unstarted:
     return unstarted
 
 
-class Call:
+class ClientCall:
     """What every kind of call answers (grpc.aio.Call); subclasses add the rest."""
 
     _deadline: float | None
@@ -159,7 +159,7 @@ class Call:
     def time_remaining(self) -> float | None:
         return None if self._deadline is None else self._deadline - time.monotonic()
 
-    def add_done_callback(self, callback: Callable[[Call], None]) -> None:
+    def add_done_callback(self, callback: Callable[[ClientCall], None]) -> None:
         self._future().add_done_callback(lambda _t: callback(self))
 
     async def trailing_metadata(self) -> grpc.aio.Metadata:
@@ -178,7 +178,7 @@ class Call:
         return None
 
 
-class UnaryResponseCall(Call):
+class UnaryResponseCall(ClientCall):
     """Unary and client-streaming calls: `await call` is the response.
 
     The common use, `await stub.Method(request)`, runs the call inside the awaiting
@@ -299,7 +299,7 @@ class UnaryResponseCall(Call):
         return self._result is not None or (self._task is not None and self._task.done())
 
 
-class StreamResponseCall(Call):
+class StreamResponseCall(ClientCall):
     """Server-streaming and bidi calls: `read()` / `async for`. The stream opens when
     the call is made; its `ended` future is the call's answer."""
 

@@ -39,15 +39,17 @@ from sidecar.client.call import (
 from sidecar.client.link import Link
 from sidecar.config import Config, ConfigError, load_config, parse_config
 from sidecar.faults import FaultTable
+from sidecar.h2relay.call import Call
 from sidecar.h2relay.connection import Settings
-from sidecar.h2relay.relay import Plane, Pool
+from sidecar.h2relay.plane import Plane
+from sidecar.h2relay.pool import Pool
 from sidecar.mesh import Mesh
 from sidecar.policy import Policies
 from sidecar.policy_adapters import default_policies
 from sidecar.route import Route
 
 
-class Upstream:
+class ClientUpstream:
     """Everything one upstream needs, built from its config section as sidecar/app.py
     builds it (one implementation, two hosts). Made inside the running event loop."""
 
@@ -84,6 +86,7 @@ class Upstream:
             direction,
             resolve,
             self.pool,
+            new_call=Call,
             max_message_bytes=config.max_message_bytes,
             faults=policies.faults(self.fault_table),
             settings=settings,
@@ -107,7 +110,11 @@ class _MultiCallable:
     __slots__ = ("_deserialize", "_head", "_link", "_serialize")
 
     def __init__(
-        self, upstream: Upstream, method: str, serialize: Serializer, deserialize: Deserializer
+        self,
+        upstream: ClientUpstream,
+        method: str,
+        serialize: Serializer,
+        deserialize: Deserializer,
     ) -> None:
         self._link = upstream.link
         self._head = upstream.link.head(method)  # built once: every call of it shares it
@@ -169,7 +176,7 @@ class Channel:
     connections to endpoints are plaintext, like the sidecar's, and a call with nowhere
     to go fails fast (`no_endpoints`) rather than waiting."""
 
-    def __init__(self, upstream: Upstream) -> None:
+    def __init__(self, upstream: ClientUpstream) -> None:
         self.upstream = upstream
         self._closed = False
 
@@ -266,6 +273,6 @@ async def connect(
 ) -> Channel:
     """A channel to `upstream`, started: discovery has had its first answer (or `wait_s`,
     by default twice `discovery.timeout_s`, ran out)."""
-    up = Upstream(upstream, load(config), policies=policies)
+    up = ClientUpstream(upstream, load(config), policies=policies)
     await up.start(wait_s)
     return Channel(up)

@@ -3,7 +3,7 @@
 Does I/O on the event loop only: no socket. A sidecar's outbound listener accepts the
 app's connection and serves each stream on it with a relay `Call` (sidecar/h2relay).
 The in-process client does the same without the socket: `Link` connects an HTTP/2
-client connection (`relay.Upstream`, the very class the pool dials endpoints with) to a
+client connection (`UpstreamConnection`, the very class the pool dials endpoints with) to a
 `Downstream` of the client's `Plane` through an in-memory transport pair
 (sidecar/h2relay/memory.py), and each call of the app is a gRPC client stream on it
 (sidecar/h2relay/grpc_client.py). From the `Downstream` on, a call is exactly a
@@ -24,8 +24,8 @@ from sidecar.h2relay.grpc_client import (
     request_head,
 )
 from sidecar.h2relay.memory import MemoryTransport, memory_pair
-from sidecar.h2relay.relay import Downstream, Plane, Pool
-from sidecar.h2relay.relay import Upstream as Connection
+from sidecar.h2relay.plane import Downstream, Plane
+from sidecar.h2relay.pool import Pool, UpstreamConnection
 from sidecar.metadata import Pairs
 
 # The app's side of the pair. Its connection window is all but unbounded: streams are
@@ -45,7 +45,7 @@ class Link:
         self.authority = authority  # the upstream's name, as a sidecar would be dialled
         self.limit = max_message_bytes
         self.pool = Pool(_SETTINGS)  # holds nothing: the connection's settings and loop
-        self.conn: Connection | None = None
+        self.conn: UpstreamConnection | None = None
         self.transport: MemoryTransport | None = None
         self.closed = False
         self._heads: dict[str, bytes] = {}  # method -> its encoded fixed fields
@@ -58,10 +58,10 @@ class Link:
                 self._heads[method] = head
         return head
 
-    def connection(self) -> Connection:
+    def connection(self) -> UpstreamConnection:
         conn = self.conn
         if conn is None or conn.closed or not conn.open_for_calls:
-            conn = self.conn = Connection(self.pool, _PEER)
+            conn = self.conn = UpstreamConnection(self.pool, _PEER)
             self.transport = memory_pair(self.loop, conn, Downstream(self.plane))[0]
         return conn
 

@@ -110,7 +110,7 @@ class RpcError(grpc.RpcError, grpc.Call):  # type: ignore[misc]
         return f"<RpcError {self._code.name}: {self._details!r}>"
 
 
-class _Call(grpc.Call, grpc.Future):  # type: ignore[misc]
+class _BlockingCall(grpc.Call, grpc.Future):  # type: ignore[misc]
     """One call's sync face: the asyncio call runs on the loop; every accessor blocks
     on the loop for its answer. `future()` returns it; streamed responses iterate it."""
 
@@ -230,21 +230,21 @@ def _requests(loop: asyncio.AbstractEventLoop, iterator: Any) -> AsyncIterator[A
     return pull()
 
 
-class _MultiCallable:
+class _BlockingMultiCallable:
     def __init__(self, owner: SyncChannel, acallable: Any, stream_request: bool) -> None:
         self._owner = owner
         self._acallable = acallable
         self._stream_request = stream_request
 
-    def _start(self, request: Any, timeout: float | None, metadata: Any) -> _Call:
+    def _start(self, request: Any, timeout: float | None, metadata: Any) -> _BlockingCall:
         if self._stream_request:
             request = _requests(self._owner._loop, request)
-        return _Call(
+        return _BlockingCall(
             self._owner, lambda: self._acallable(request, timeout=timeout, metadata=metadata)
         )
 
 
-class _UnaryResponse(_MultiCallable):
+class _UnaryResponse(_BlockingMultiCallable):
     """unary_unary and stream_unary: `__call__`, `with_call`, `future`."""
 
     def __call__(
@@ -254,22 +254,22 @@ class _UnaryResponse(_MultiCallable):
 
     def with_call(
         self, request: Any, timeout: float | None = None, metadata: Any = None, **_: Any
-    ) -> tuple[Any, _Call]:
+    ) -> tuple[Any, _BlockingCall]:
         call = self._start(request, timeout, metadata)
         return call.result(), call
 
     def future(
         self, request: Any, timeout: float | None = None, metadata: Any = None, **_: Any
-    ) -> _Call:
+    ) -> _BlockingCall:
         return self._start(request, timeout, metadata)
 
 
-class _StreamResponse(_MultiCallable):
+class _StreamResponse(_BlockingMultiCallable):
     """unary_stream and stream_stream: the call is the response iterator."""
 
     def __call__(
         self, request: Any, timeout: float | None = None, metadata: Any = None, **_: Any
-    ) -> _Call:
+    ) -> _BlockingCall:
         return self._start(request, timeout, metadata)
 
 

@@ -40,7 +40,7 @@ from sidecar.balancer.tiers import tier_loads
 from sidecar.breaker import BreakerGroup, BreakerState, EndpointBreaker
 from sidecar.config import Breaker as BreakerConfig
 from sidecar.config import HealthCheck as HealthCheckConfig
-from sidecar.config import Upstream
+from sidecar.config import UpstreamConfig
 from sidecar.endpoint import Endpoint
 from sidecar.health import HealthCheckState
 from sidecar.outcome import Outcome
@@ -187,7 +187,7 @@ class Cluster:
     def from_config(
         cls,
         name: str,
-        upstream: Upstream,
+        upstream: UpstreamConfig,
         sites_in_order: Sequence[str],
         rng: random.Random | None = None,
     ) -> Cluster:

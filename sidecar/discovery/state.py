@@ -30,7 +30,7 @@ import random
 from dataclasses import dataclass
 from typing import Any
 
-from sidecar.config import Discovery as DiscoveryConfig
+from sidecar.config import DiscoveryConfig
 from sidecar.endpoint import Endpoint
 
 # Never schedule sooner than this, whatever the config says (TTL 0 with floor 0

@@ -11,8 +11,8 @@ grpcwire.py (grpc-timeout, statuses, message limits) and timers.py (the deadline
 wheel); listeners.py (the sidecar's two listeners, Health/Check and Health/Watch).
 Modules depend downward only: call.py imports attempt/deadline/replay/local_reply,
 never the reverse. Policies plug in through sidecar/policy.py; per-call metrics go
-through sidecar/cells.py (lock-free). grpc_client.py is a gRPC call
-made as a client, a second kind of `relay.Stream` on the same client connections
+through sidecar/loop_metrics.py (lock-free). grpc_client.py is a gRPC call
+made as a client, a second kind of `pool.UpstreamStream` on the same client connections
 (`Upstream`): the active health checks send theirs on the pool's, the in-process client
 (sidecar/client) all of its calls on an in-memory connection (memory.py) to a `Plane`
 of its own.

@@ -22,7 +22,7 @@ from sidecar.h2relay.request import PreparedResponse
 from sidecar.outcome import EXPLAIN, Outcome, classify
 
 if TYPE_CHECKING:  # the connection layer above, for its types only (it imports no attempt)
-    from sidecar.h2relay.relay import Stream, Upstream
+    from sidecar.h2relay.pool import UpstreamConnection, UpstreamStream
 
 
 class Failure:
@@ -78,7 +78,7 @@ class Attempt:
         self.started = now
         self.open = True  # not reported yet (`end`)
         self.pending = False  # holds a `limits.max_pending` slot while it waits
-        self.up: Upstream | None = None  # the pooled connection, once chosen
+        self.up: UpstreamConnection | None = None  # the pooled connection, once chosen
         self.sid = 0  # our stream on it, once opened (0 while waiting for a slot)
         self.queued: list[tuple[bytes, bool, int]] = []  # (DATA, END_STREAM, caller credit)
         self.ended = False  # the upstream ended its side (final status received)
@@ -86,12 +86,14 @@ class Attempt:
 
     # ---- the stream ----------------------------------------------------------------
 
-    def wait(self, up: Upstream, stream: Stream) -> None:
+    def wait(self, up: UpstreamConnection, stream: UpstreamStream) -> None:
         """Wait on `up` for its connection or a stream slot (it opens us, FIFO)."""
         self.up = up
         up.waiting.append(stream)
 
-    def open_stream(self, up: Upstream, stream: Stream, block: bytes, end_stream: bool) -> None:
+    def open_stream(
+        self, up: UpstreamConnection, stream: UpstreamStream, block: bytes, end_stream: bool
+    ) -> None:
         """Open our stream on `up` and queue the request headers."""
         self.up = up
         conn = up.conn
@@ -99,7 +101,7 @@ class Attempt:
         up.calls[sid] = stream
         conn.send_headers(sid, block, end_stream)
 
-    def send(self, stream: Stream, data: bytes, end_stream: bool, flow: int) -> int:
+    def send(self, stream: UpstreamStream, data: bytes, end_stream: bool, flow: int) -> int:
         """Request DATA toward the upstream. Returns the caller's window credit to give
         back now (the bytes went on), or 0: queued behind the upstream's window, its
         credit returned by `flush` (RFC 9113 §5.2: we pass flow control on, end to end)."""
@@ -116,7 +118,7 @@ class Attempt:
             return 0
         return flow
 
-    def flush(self, stream: Stream) -> int:
+    def flush(self, stream: UpstreamStream) -> int:
         """The upstream's window grew: send what waits. The caller's credit freed."""
         up = self.up
         if up is None:
@@ -138,7 +140,7 @@ class Attempt:
         """Response headers came: from now on its DATA is walked for the size limit."""
         self.resp_limit = MessageLimit(max_message_bytes)
 
-    def detach(self, stream: Stream, reset: bool) -> None:
+    def detach(self, stream: UpstreamStream, reset: bool) -> None:
         """Leave the connection: close our stream (`reset`: RST_STREAM(CANCEL), the
         upstream has not ended its side), or leave its queue. Idempotent."""
         up = self.up

@@ -18,7 +18,7 @@ sits where it sits:
    remaining time is too short).
 3. Headers: hop-by-hop fields dropped, `x-request-id` added when absent (request.py).
    Before any attempt, so every attempt and every hop logs one id.
-4. Admit (seam b, inbound): `Admission.acquire(priority, deadline)` before any upstream
+4. Admit (seam b, inbound): `AdmissionPolicy.acquire(priority, deadline)` before any upstream
    stream is opened, so a dropped call costs no upstream work. AdmitAll skips it.
 5. Fault (seam c): a delay by a timer, or an abort as a sidecar error. After admission,
    so a delayed inbound call holds its admission slot as a slow app would; before the
@@ -70,7 +70,8 @@ from sidecar.policy import NO_TOKEN, AttemptResult, CallPolicy, CallState, Refus
 if TYPE_CHECKING:  # the connection layer above, for its types only
     from collections.abc import Sized
 
-    from sidecar.h2relay.relay import Downstream, Plane, Upstream
+    from sidecar.h2relay.plane import Downstream, Plane
+    from sidecar.h2relay.pool import UpstreamConnection
 
 log = logging.getLogger(__name__)
 _monotonic = time.monotonic
@@ -414,9 +415,9 @@ class Call:
             self._detach(reset=not attempt.ended)
             self._end_attempt(outcome)
 
-    # ---- 7: the request toward the upstream (relay.Stream, driven by the connections) --
+    # ---- 7: the request toward the upstream (pool.UpstreamStream, driven by the connections) --
 
-    def open_upstream(self, up: Upstream) -> None:
+    def open_upstream(self, up: UpstreamConnection) -> None:
         """Our attempt may open its stream on `up`: headers, then the request DATA held."""
         attempt = self.attempt
         assert attempt is not None
@@ -451,7 +452,7 @@ class Call:
 
     @property
     def up_pending(self) -> Sized:
-        """Request DATA waiting for the upstream's window (relay.Stream)."""
+        """Request DATA waiting for the upstream's window (pool.UpstreamStream)."""
         attempt = self.attempt
         return _NOTHING if attempt is None else attempt.queued
 

@@ -94,7 +94,7 @@ class Settings:
     `inbound.http2` / `outbound.http2` config blocks, README). Large windows keep a
     relay from stalling on round trips. The I/O-level limits (timeouts, resets, the
     outbound queue, connections per listener) are kept here too, so that one object
-    describes a listener's HTTP/2, and read by sidecar/h2relay/relay.py."""
+    describes a listener's HTTP/2, and read by sidecar/h2relay/plane.py."""
 
     __slots__ = (
         "connection_window",

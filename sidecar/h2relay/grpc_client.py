@@ -1,9 +1,9 @@
 """One gRPC call made by the sidecar as a client, any of the four kinds, on one relay
-connection (`Upstream`, sidecar/h2relay/relay.py).
+connection (`UpstreamConnection`, sidecar/h2relay/pool.py).
 
 Does I/O only by queueing frames on the connection's sans-IO `H2Connection` (the
-`Upstream` protocol writes them out) and by resolving asyncio futures. A `ClientStream`
-is a `relay.Stream`, driven by its connection exactly as a relayed `Call` is. Two users:
+`UpstreamConnection` protocol writes them out) and by resolving asyncio futures. A `ClientStream`
+is a `pool.UpstreamStream`, driven by its connection exactly as a relayed `Call` is. Two users:
 the in-process client (sidecar/client), whose calls go over an in-memory connection to
 an outbound relay listener, and the active health checks (sidecar/health/checker.py),
 which send `Health/Check` over the pool's own connection to each endpoint.
@@ -44,7 +44,7 @@ from sidecar.metadata import Pairs, forwardable
 from sidecar.outcome import SIDECAR_ERROR_KEY
 
 if TYPE_CHECKING:
-    from sidecar.h2relay.relay import Upstream
+    from sidecar.h2relay.pool import UpstreamConnection
 
 # an HTTP status without a grpc-status (a proxy or a web server answered): the spec's map
 _FOR_HTTP = {
@@ -181,7 +181,7 @@ class ClientStream:
         # cache what a response block says on the block itself: only on a connection no
         # relayed call shares (a relayed call caches its own reading there)
         self.cache_reads = cache_reads
-        self.up: Upstream | None = None
+        self.up: UpstreamConnection | None = None
         self.sid = 0
         self.up_pending: list[memoryview] = []  # request bytes the windows held back
         self.req_ended = False  # the request's END_STREAM is sent or queued
@@ -201,7 +201,7 @@ class ClientStream:
 
     # ---- sending ---------------------------------------------------------------------
 
-    def start(self, up: Upstream) -> None:
+    def start(self, up: UpstreamConnection) -> None:
         """Open on `up` now, or wait in its queue (connecting, or no stream slot)."""
         self.up = up
         if up.ready and up.has_slot():
@@ -209,7 +209,7 @@ class ClientStream:
         else:
             up.waiting.append(self)
 
-    def open_upstream(self, up: Upstream) -> None:
+    def open_upstream(self, up: UpstreamConnection) -> None:
         self.up = up
         conn = up.conn
         sid = self.sid = conn.open_stream()

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from grpc_health.v1 import health_pb2
 
@@ -19,15 +19,14 @@ from sidecar import native
 from sidecar.access_log import AccessLog
 from sidecar.config import Config
 from sidecar.endpoint import parse_hostport
+from sidecar.h2relay.call import Call
 from sidecar.h2relay.connection import Settings
 from sidecar.h2relay.local_reply import LocalMethod
-from sidecar.h2relay.relay import Plane, Pool
+from sidecar.h2relay.plane import Plane
+from sidecar.h2relay.pool import Pool
 from sidecar.health.service import InboundHealth
-from sidecar.policy import Admission, FaultInjector
+from sidecar.policy import AdmissionPolicy, FaultInjector
 from sidecar.route import Route
-
-if TYPE_CHECKING:
-    from sidecar.h2relay.call import Call
 
 log = logging.getLogger(__name__)
 
@@ -141,7 +140,7 @@ class RelayDataPlane:
         outbound_route: Callable[[str, str | None], Route | None],
         app_route: Route | None,
         health: InboundHealth,
-        admission: Admission | None,
+        admission: AdmissionPolicy | None,
         faults: FaultInjector,
         pool: Pool,
     ) -> None:
@@ -168,6 +167,7 @@ class RelayDataPlane:
             default=1 << 20,
         )
         common: dict[str, Any] = {
+            "new_call": Call,
             "max_message_bytes": config.max_message_bytes,
             "faults": self.faults,
             "retry_buffer": retry_buffer,

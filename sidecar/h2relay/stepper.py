@@ -1,7 +1,7 @@
 """Run a policy coroutine without an asyncio Task while it does not have to wait.
 
 Does I/O only through the futures the coroutine awaits. Inbound admission is a
-coroutine (`Admission.acquire`, seam b) because a call may wait in its queue, yet
+coroutine (`AdmissionPolicy.acquire`, seam b) because a call may wait in its queue, yet
 almost every call is admitted at once: wrapping each in a Task cost ~15-20 µs per
 inbound call (the Task, its first scheduling, its completion), a quarter of a relayed
 call. `Stepper` steps the coroutine by hand, the way a Task does: the first step runs

@@ -28,7 +28,7 @@ from sidecar.cluster import Cluster
 from sidecar.config import HealthCheck
 from sidecar.endpoint import Endpoint
 from sidecar.h2relay.grpc_client import ClientStream, frame, request_block, request_head
-from sidecar.h2relay.relay import Pool
+from sidecar.h2relay.pool import Pool
 
 log = logging.getLogger(__name__)
 

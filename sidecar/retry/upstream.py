@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import random
 
-from sidecar.config import Upstream
+from sidecar.config import UpstreamConfig
 from sidecar.outcome import Outcome
 from sidecar.retry.deadline import attempt_timeout_s, call_deadline
 from sidecar.retry.limits import UpstreamLimits
@@ -31,7 +31,7 @@ THROTTLED_REASON = "throttled"  # `x-sidecar-error` when throttling rejects a fi
 
 
 class UpstreamPolicy:
-    def __init__(self, name: str, config: Upstream, rng: random.Random | None = None) -> None:
+    def __init__(self, name: str, config: UpstreamConfig, rng: random.Random | None = None) -> None:
         self.name = name
         self.config = config
         self.rng = rng if rng is not None else random.Random()

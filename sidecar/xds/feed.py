@@ -25,7 +25,7 @@ from collections.abc import Mapping
 
 from sidecar.cluster import Cluster
 from sidecar.config import Config
-from sidecar.h2relay.relay import Pool
+from sidecar.h2relay.pool import Pool
 from sidecar.mesh import Mesh
 from sidecar.xds.resources import EndpointState, UpstreamSnapshot
 from sidecar.xds.server import XdsServer

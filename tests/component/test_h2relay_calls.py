@@ -14,10 +14,12 @@ import grpc
 import pytest
 
 from sidecar.cluster import Cluster
-from sidecar.config import Upstream
+from sidecar.config import UpstreamConfig
 from sidecar.endpoint import Endpoint
+from sidecar.h2relay.call import Call
 from sidecar.h2relay.connection import Settings
-from sidecar.h2relay.relay import Plane, Pool
+from sidecar.h2relay.plane import Plane
+from sidecar.h2relay.pool import Pool
 from sidecar.outcome import Outcome
 from sidecar.policy import AttemptResult, CallState, OneAttempt, Refusal
 from sidecar.policy_adapters import UpstreamCalls
@@ -80,7 +82,7 @@ async def relay(
         "t", cluster, 5.0, calls=calls or OneAttempt(), per_try_timeout_s=per_try_timeout_s
     )
     pool = pool or Pool()
-    plane = Plane("outbound", lambda m, _a=None: route if m == METHOD else None, pool,
+    plane = Plane("outbound", lambda m, _a=None: route if m == METHOD else None, pool, new_call=Call,
                   max_message_bytes=1 << 20)  # fmt: skip
     return plane, await plane.listen("127.0.0.1", 0), pool
 
@@ -203,7 +205,7 @@ async def test_peer_pushback_garbage_or_negative_stops_retries(
     retry" (one attempt, as the grpcio plane), a number means retry after that long."""
     backend.status = grpc.StatusCode.UNAVAILABLE
     backend.trailers = (("grpc-retry-pushback-ms", pushback),)
-    config = Upstream.model_validate(
+    config = UpstreamConfig.model_validate(
         {"endpoints": ["127.0.0.1:1"], "throttling": None, "breaker": {"fail_max": 1000},
          "retries": {"max_attempts": 3, "min_retries_per_s": 100}}
     )  # fmt: skip
@@ -228,7 +230,7 @@ async def test_a_peer_timing_out_just_before_our_per_try_timer_is_retried(
     backend.delay_s = 0.1975
     backend.status = grpc.StatusCode.DEADLINE_EXCEEDED
     backend.misbehaving = 1
-    config = Upstream.model_validate(
+    config = UpstreamConfig.model_validate(
         {"endpoints": ["127.0.0.1:1"], "throttling": None, "breaker": {"fail_max": 1000},
          "retries": {"max_attempts": 3, "on": ["DEADLINE_EXCEEDED"],
                      "backoff_base_ms": 50, "backoff_max_ms": 50}}
@@ -251,10 +253,10 @@ async def test_max_pending_fails_fast_beyond_the_waiting_calls(backend: Backend)
     backend.delay_s = 0.3
     # the peer: a relay inbound listener with one stream slot, in front of the backend
     peer, peer_port, peer_pool = await relay(backend, None)
-    peer_plane = Plane("inbound", peer.resolve, peer_pool, max_message_bytes=1 << 20,
+    peer_plane = Plane("inbound", peer.resolve, peer_pool, new_call=Call, max_message_bytes=1 << 20,
                        settings=Settings(max_streams=1))  # fmt: skip
     peer_port = await peer_plane.listen("127.0.0.1", 0)
-    config = Upstream.model_validate(
+    config = UpstreamConfig.model_validate(
         {"endpoints": ["127.0.0.1:1"], "throttling": None, "limits": {"max_pending": 2}}
     )
     calls = UpstreamCalls("t", config, random.Random(1))
@@ -262,7 +264,9 @@ async def test_max_pending_fails_fast_beyond_the_waiting_calls(backend: Backend)
     cluster.update("local", [Endpoint("127.0.0.1", peer_port, site="local")], 0.0)
     route = Route("t", cluster, 5.0, calls=calls)
     pool = Pool(max_conns=1)
-    plane = Plane("outbound", lambda m, _a=None: route, pool, max_message_bytes=1 << 20)
+    plane = Plane(
+        "outbound", lambda m, _a=None: route, pool, new_call=Call, max_message_bytes=1 << 20
+    )
     port = await plane.listen("127.0.0.1", 0)
     try:
         assert (await call(port)) == [("OK", "", "")]  # connected; the peer's SETTINGS known

@@ -15,10 +15,12 @@ import pytest
 from sidecar.cluster import Cluster
 from sidecar.endpoint import Endpoint
 from sidecar.h2relay import frames as F
+from sidecar.h2relay.call import Call
 from sidecar.h2relay.connection import H2Connection
 from sidecar.h2relay.grpcwire import parse_timeout
 from sidecar.h2relay.hpack_codec import Block
-from sidecar.h2relay.relay import Plane, Pool
+from sidecar.h2relay.plane import Plane
+from sidecar.h2relay.pool import Pool
 from sidecar.outcome import Outcome
 from sidecar.policy import AttemptResult, CallState, Refusal
 from sidecar.route import Route
@@ -119,7 +121,7 @@ async def relay() -> AsyncIterator[Callable[..., Any]]:
         policy = Recorded()
         route = Route("t", cluster, timeout_s, calls=policy)
         pool = Pool()
-        plane = Plane("outbound", lambda m, _a=None: route if m == METHOD else None, pool,
+        plane = Plane("outbound", lambda m, _a=None: route if m == METHOD else None, pool, new_call=Call,
                       max_message_bytes=1 << 20)  # fmt: skip
         stops.extend([lambda: plane.stop(0), pool.close])
         return await plane.listen("127.0.0.1", 0), policy

@@ -9,7 +9,7 @@ from prometheus_client import CollectorRegistry, generate_latest
 
 from sidecar.admin.state_metrics import StateCollector
 from sidecar.cluster import Cluster
-from sidecar.config import Breaker, HealthCheck, Upstream
+from sidecar.config import Breaker, HealthCheck, UpstreamConfig
 from sidecar.endpoint import Endpoint
 from sidecar.outcome import Outcome
 from sidecar.policy_adapters import default_policies
@@ -19,7 +19,7 @@ from sidecar.route import Route
 def test_endpoints_by_state_and_site_and_the_budget() -> None:
     """One endpoint ejected by its breaker, one failing its health check, two healthy;
     a site with none still shows zeros; the budget shows what retries it allows."""
-    config = Upstream(
+    config = UpstreamConfig(
         breaker=Breaker(fail_max=2, max_ejection_percent=50),
         health_check=HealthCheck(unhealthy_threshold=1),
         retries={"budget_percent": 20, "min_retries_per_s": 1, "budget_window_s": 10},

@@ -7,7 +7,7 @@ from sidecar.cluster.cluster import Host
 from sidecar.endpoint import Endpoint
 from sidecar.h2relay import frames as F
 from sidecar.h2relay.attempt import Attempt
-from sidecar.h2relay.relay import Pool, Upstream
+from sidecar.h2relay.pool import Pool, UpstreamConnection
 from sidecar.h2relay.request import PreparedResponse
 from sidecar.outcome import Outcome
 
@@ -16,7 +16,7 @@ TARGET = "upstream t"
 
 
 class FakeStream:
-    """The call side of a stream, as a connection sees it (relay.Stream)."""
+    """The call side of a stream, as a connection sees it (pool.UpstreamStream)."""
 
     down = None
     up_pending: list[bytes] = []
@@ -105,7 +105,7 @@ async def test_its_stream_opens_sends_within_the_window_and_resets_on_detach() -
     """Headers and DATA queue on the connection; DATA past the peer's window waits, its
     caller credit returned only when flushed; detach resets the stream, once."""
     pool = Pool()
-    up = Upstream(pool, ENDPOINT)  # never connected: frames only queue
+    up = UpstreamConnection(pool, ENDPOINT)  # never connected: frames only queue
     stream = FakeStream()
     attempt = Attempt(1, Host(ENDPOINT), 0.0)
     attempt.open_stream(up, stream, b"", end_stream=False)  # type: ignore[arg-type]
@@ -128,7 +128,7 @@ async def test_its_stream_opens_sends_within_the_window_and_resets_on_detach() -
 
 async def test_a_waiting_attempt_leaves_the_queue_on_detach() -> None:
     """While it waits for a connection or a slot it holds no stream; detach dequeues it."""
-    up = Upstream(Pool(), ENDPOINT)
+    up = UpstreamConnection(Pool(), ENDPOINT)
     stream = FakeStream()
     attempt = Attempt(1, Host(ENDPOINT), 0.0)
     attempt.wait(up, stream)  # type: ignore[arg-type]

@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from sidecar.config import Upstream
+from sidecar.config import UpstreamConfig
 from sidecar.outcome import Outcome
 from sidecar.retry import AdaptiveThrottle, LimitExceeded, UpstreamLimits, UpstreamPolicy
 from sidecar.retry.throttle import reject_probability
@@ -91,7 +91,7 @@ def test_a_full_pending_queue_hands_the_attempt_back_to_the_throttle() -> None:
     from sidecar.policy import Refusal
     from sidecar.policy_adapters import UpstreamCalls
 
-    calls = UpstreamCalls("u", Upstream(endpoints=["127.0.0.1:1"], limits={"max_pending": 0}))
+    calls = UpstreamCalls("u", UpstreamConfig(endpoints=["127.0.0.1:1"], limits={"max_pending": 0}))
     state = calls.begin(0.0)
     assert not isinstance(state, Refusal)
     assert state.attempt(0.0) is None
@@ -185,7 +185,7 @@ def test_limits_never_go_negative_or_over(ops: list[str]) -> None:
 
 def test_upstream_policy_from_config() -> None:
     """The bundle reads timeout_ms, per_try_timeout_ms, limits, retries and throttling."""
-    cfg = Upstream.model_validate(
+    cfg = UpstreamConfig.model_validate(
         {
             "timeout_ms": 500,
             "per_try_timeout_ms": 100,
@@ -198,8 +198,8 @@ def test_upstream_policy_from_config() -> None:
     assert p.attempt_timeout(10.0, 10.5) == pytest.approx(0.1)
     assert p.limits.max_requests == 7 and p.retry is not None
     assert p.allow_attempt(0.0)
-    assert UpstreamPolicy("x", Upstream(throttling=None)).throttle is None
-    assert UpstreamPolicy("x", Upstream()).retry is None
+    assert UpstreamPolicy("x", UpstreamConfig(throttling=None)).throttle is None
+    assert UpstreamPolicy("x", UpstreamConfig()).retry is None
 
 
 def test_call_seam_pending_slots_fail_fast_and_come_back() -> None:
@@ -208,7 +208,7 @@ def test_call_seam_pending_slots_fail_fast_and_come_back() -> None:
     from sidecar.policy import Refusal
     from sidecar.policy_adapters import UpstreamCalls
 
-    calls = UpstreamCalls("up", Upstream(limits={"max_requests": 5, "max_pending": 1}))
+    calls = UpstreamCalls("up", UpstreamConfig(limits={"max_requests": 5, "max_pending": 1}))
     first, second = calls.begin(0.0), calls.begin(0.0)
     assert not isinstance(first, Refusal) and not isinstance(second, Refusal)
     assert first.pending() is None

@@ -1,4 +1,4 @@
-"""Lock-free metric cells (sidecar/cells.py) expose what prometheus_client would, with
+"""Lock-free metric cells (sidecar/loop_metrics.py) expose what prometheus_client would, with
 one writer or several, and beside updates made the usual (locked) way."""
 
 from __future__ import annotations
@@ -8,7 +8,7 @@ import threading
 import pytest
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
-from sidecar.cells import HistogramCells, counter_cell
+from sidecar.loop_metrics import HistogramCells, counter_cell
 
 VALUES = [0.0, 0.0004, 0.001, 0.0025, 0.003, 0.1, 0.25, 7.5, 100.0]
 

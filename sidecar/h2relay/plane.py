@@ -1,14 +1,13 @@
-"""The relay's I/O: asyncio protocols for callers (Downstream) and pooled endpoint
-connections (Upstream), the per-endpoint pool, and the listener (`Plane`).
+"""The relay's caller side: the listener (`Plane`) and the asyncio protocol for each
+caller's connection (`Downstream`).
 
 Does I/O (sockets, timers). Protocols, not streams: `data_received` feeds the sans-IO
 connection (sidecar/h2relay/connection.py), whose handler calls move frames to the call
 (sidecar/h2relay/call.py). What each connection queued is written once per loop turn
 (`kick` schedules one flush), so a burst of frames costs one `write` per connection
 rather than one per frame; but a whole request or answer is written at once
-(`write_now`) rather than after the rest of the read, and the bookkeeping of the calls
-an upstream read answered runs after that read (`Pool.settle`), so an answer in a
-burst waits for the earlier answers' frames, not for their breakers and metrics.
+(`write_now`) rather than after the rest of the read. Upstream connections are the
+pool's (sidecar/h2relay/pool.py).
 
 Abuse limits on a caller's connection (the `http2` block of each listener, README):
 the sans-IO connection counts what a frame tells (CONTINUATION, HPACK, empty and
@@ -18,10 +17,8 @@ idle connections (Slowloris), and `max_connections` per listener. A tripped limi
 counted in `sidecar_h2_abuse_total{direction,kind}`, logged once per connection, and
 (but for a header list refused on its stream) answered GOAWAY and a close.
 
-Pool: one HTTP/2 connection per endpoint, more only when the peer's
-MAX_CONCURRENT_STREAMS is reached or it sent GOAWAY; closed after
-`channel_idle_timeout_s` without calls. Connect failures and lost connections go to
-every call on them (the call decides: replay elsewhere, or a sidecar error).
+Sits below the call: it drives each caller's stream through the `RelayedCall` protocol
+and makes them with the factory it is given (`Call`, sidecar/h2relay/listeners.py).
 """
 
 from __future__ import annotations
@@ -29,21 +26,20 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable, Sized
+from collections.abc import Callable
 from typing import Any, Protocol
 
 from sidecar import metrics
-from sidecar.cells import HistogramCells, counter_cell
-from sidecar.endpoint import Endpoint
 from sidecar.h2relay import frames as F
-from sidecar.h2relay.call import Call
 from sidecar.h2relay.connection import H2Connection, Settings
 from sidecar.h2relay.hpack_codec import Block
 from sidecar.h2relay.local_reply import LocalMethod
+from sidecar.h2relay.pool import Flusher, Pool, guard
 from sidecar.h2relay.request import Prepared, prepare, prepare_split
 from sidecar.h2relay.timers import Wheel
+from sidecar.loop_metrics import HistogramCells, counter_cell
 from sidecar.outcome import Outcome
-from sidecar.policy import Admission, AdmitAll, FaultInjector, NoFaults
+from sidecar.policy import AdmissionPolicy, AdmitAll, FaultInjector, NoFaults
 
 log = logging.getLogger(__name__)
 
@@ -57,61 +53,34 @@ _HOUSEKEEPING = ("idle_timeout", "max_connections")
 REUSE_PORT = False
 
 
-class _Kickable(Protocol):
-    def kick(self) -> None: ...
-
-
-class Stream(Protocol):
-    """What an `Upstream` connection drives, one per stream it carries: a relayed `Call`,
-    or a gRPC call the sidecar makes as a client (sidecar/h2relay/grpc_client.py)."""
-
-    @property
-    def down(self) -> _Kickable:
-        """Whoever to kick once the stream opened (the caller's connection)."""
-
-    @property
-    def up_pending(self) -> Sized:
-        """Request bytes held back by flow control (non-empty: `flush_up` on a window)."""
-
-    def open_upstream(self, up: Upstream) -> None: ...
-    def flush_up(self) -> None: ...
-    def on_up_headers(self, block: Block, end_stream: bool) -> None: ...
-    def on_up_data(self, data: bytes, end_stream: bool, flow: int) -> None: ...
-    def on_up_reset(self, code: int) -> None: ...
-    def on_up_lost(self, why: str, connect: bool) -> None: ...
-    def on_up_refused(self) -> None: ...
-    def crashed(self) -> None: ...
-
-
 def _counter(child: Any) -> Any:
-    """This plane's lock-free cell of the child (sidecar/cells.py), else the child itself."""
+    """This plane's lock-free cell of the child (sidecar/loop_metrics.py), else the child itself."""
     return counter_cell(child) or child
 
 
-class _Flusher:
-    """Write what the connection queued, once per loop turn."""
+class RelayedCall(Protocol):
+    """What a Downstream drives, one per caller's stream (sidecar/h2relay/call.py's `Call`),
+    and what the Plane's metrics read of it when it ends."""
 
-    transport: asyncio.Transport | None
-    conn: H2Connection
-    loop: asyncio.AbstractEventLoop
-    _scheduled = False
+    req: Prepared
+    started: float
+    req_ended: bool
+    code: str
+    local_reason: str | None
 
-    def kick(self) -> None:
-        if not self._scheduled:
-            self._scheduled = True
-            self.loop.call_soon(self.flush)
+    @property
+    def down_pending(self) -> Any:
+        """Answer bytes held back by the caller's window (non-empty: `flush_down` on one)."""
 
-    def flush(self) -> None:
-        self._scheduled = False
-        self.write_now()
+    def start(self) -> None: ...
+    def on_data(self, data: bytes, end_stream: bool, flow: int) -> None: ...
+    def on_reset(self, code: int) -> None: ...
+    def flush_down(self) -> None: ...
+    def crashed(self) -> None: ...
 
-    def write_now(self) -> None:
-        """Write what is queued at once (a whole request or answer: it should not wait for
-        the rest of the read); a flush already scheduled for this turn still runs."""
-        out = self.conn.out
-        if out and self.transport is not None:
-            self.transport.write(b"".join(out))
-        out.clear()
+
+# makes the call for a caller's new stream: (plane, connection, stream id, request)
+CallFactory = Callable[["Plane", "Downstream", int, Prepared], RelayedCall]
 
 
 class Plane:
@@ -123,8 +92,9 @@ class Plane:
         resolve: Callable[[str, str | None], Any],
         pool: Pool,
         *,
+        new_call: CallFactory,
         max_message_bytes: int,
-        admission: Admission | None = None,
+        admission: AdmissionPolicy | None = None,
         faults: FaultInjector | None = None,
         retry_buffer: int = 1 << 20,
         local_methods: dict[str, LocalMethod] | None = None,
@@ -134,9 +104,10 @@ class Plane:
         self.direction = direction
         self.resolve = resolve
         self.pool = pool
+        self.new_call = new_call
         self.loop = asyncio.get_running_loop()
         self.max_message_bytes = max_message_bytes
-        self.admission: Admission = admission or AdmitAll()
+        self.admission: AdmissionPolicy = admission or AdmitAll()
         self.admit_all = isinstance(self.admission, AdmitAll)
         self.faults: FaultInjector = faults or NoFaults()
         self.retry_buffer = retry_buffer
@@ -159,7 +130,7 @@ class Plane:
 
     # ---- metrics (cheap: children cached per label set) ----------------------------
 
-    def calls_started(self, call: Call) -> None:
+    def calls_started(self, call: RelayedCall) -> None:
         upstream = call.req.route.name if call.req.route is not None else "-"
         counts = self._in_flight
         if upstream not in counts:
@@ -170,7 +141,7 @@ class Plane:
             )
         counts[upstream] += 1
 
-    def call_done(self, call: Call) -> None:
+    def call_done(self, call: RelayedCall) -> None:
         route = call.req.route
         upstream = route.name if route is not None else "-"
         method = call.req.method if route is not None else "-"
@@ -271,15 +242,15 @@ class Plane:
         return True
 
 
-class Downstream(_Flusher, asyncio.Protocol):
+class Downstream(Flusher, asyncio.Protocol):
     """A caller's connection to this listener (server role)."""
 
     def __init__(self, plane: Plane) -> None:
         self.plane = plane
         self.loop = plane.loop
         self.conn = H2Connection(self, client=False, settings=plane.settings)
-        self.calls: dict[int, Call] = {}
-        self.blocked: set[Call] = set()  # calls whose answer waits for the caller's window
+        self.calls: dict[int, RelayedCall] = {}
+        self.blocked: set[RelayedCall] = set()  # calls whose answer waits for the caller's window
         self.transport = None
         self.limits = plane.settings
         now = time.monotonic()
@@ -451,18 +422,18 @@ class Downstream(_Flusher, asyncio.Protocol):
         call = self.calls.get(stream_id)
         if call is not None:  # trailers from a caller: gRPC sends none; end the request
             if end_stream:
-                _guard(call, call.on_data, b"", True, 0)
+                guard(call, call.on_data, b"", True, 0)
             return
         prepared = block.prepared
         if prepared is None:
             prepared = _prepare(block, self.plane.resolve)
         assert isinstance(prepared, Prepared)
-        call = Call(self.plane, self, stream_id, prepared)
+        call = self.plane.new_call(self.plane, self, stream_id, prepared)
         self.calls[stream_id] = call
         self.idle_since = call.started  # for max_connections: the longest idle goes first
         if end_stream:
             call.req_ended = True
-        try:  # (each call's step guarded as `_guard` does, inline on the per-request path)
+        try:  # (each call's step guarded as `guard` does, inline on the per-request path)
             call.start()
         except Exception:
             call.crashed()
@@ -492,7 +463,7 @@ class Downstream(_Flusher, asyncio.Protocol):
         call = self.calls.get(stream_id)
         if call is not None:
             early = time.monotonic() - call.started < self.limits.premature_reset_lifetime_s
-            _guard(call, call.on_reset, code)
+            guard(call, call.on_reset, code)
             if early:
                 self._premature_reset()
 
@@ -517,11 +488,11 @@ class Downstream(_Flusher, asyncio.Protocol):
     def on_window(self, stream_id: int) -> None:
         if stream_id == 0:
             for call in list(self.blocked):
-                _guard(call, call.flush_down)
+                guard(call, call.flush_down)
         else:
             found = self.calls.get(stream_id)
             if found is not None and found.down_pending:
-                _guard(found, found.flush_down)
+                guard(found, found.flush_down)
 
     def on_goaway(self, last_stream_id: int, code: int) -> None:
         return None  # the caller stops opening streams; ours finish
@@ -594,265 +565,3 @@ def _trailers(status: str, message: str, reason: str) -> bytes:
     from sidecar.h2relay.grpcwire import trailers_only
 
     return trailers_only(status, message, reason)
-
-
-class Upstream(_Flusher, asyncio.Protocol):
-    """One pooled connection to an endpoint (client role)."""
-
-    def __init__(self, pool: Pool, endpoint: Endpoint) -> None:
-        self.pool = pool
-        self.endpoint = endpoint
-        self.loop = pool.loop
-        self.conn = H2Connection(self, client=True, settings=pool.settings)
-        self.calls: dict[int, Stream] = {}
-        self.waiting: list[Stream] = []  # streams waiting for a slot (or the connection)
-        self.blocked: set[Stream] = set()  # streams whose request waits for the peer's window
-        self.transport = None
-        self.ready = False
-        self.closed = False
-        self.last_used = time.monotonic()
-
-    def leave(self, stream: Stream, sid: int, reset: bool) -> None:
-        """`stream` leaves this connection: its HTTP/2 stream `sid` closed, or reset with
-        CANCEL (`reset`: the peer has not ended its side), or, never opened (`sid` 0), it
-        leaves the queue of streams waiting for a slot. The caller kicks the flush."""
-        if sid:
-            self.calls.pop(sid, None)
-            self.blocked.discard(stream)
-            if reset:
-                self.conn.reset(sid, F.CANCEL)
-            else:
-                self.conn.close_stream(sid)
-        elif stream in self.waiting:
-            self.waiting.remove(stream)
-
-    @property
-    def usable(self) -> bool:
-        """Open to new calls now: a stream slot free under the peer's MAX_CONCURRENT_STREAMS."""
-        return self.open_for_calls and (
-            len(self.conn.streams) + len(self.waiting) < self.conn.peer_max_streams
-        )
-
-    @property
-    def open_for_calls(self) -> bool:
-        conn = self.conn
-        return not self.closed and conn.goaway_received is None and conn.next_stream < 2**31 - 1024
-
-    def has_slot(self) -> bool:
-        """A call may open its stream now (none waits before it, the peer allows one more)."""
-        return not self.waiting and len(self.conn.streams) < self.conn.peer_max_streams
-
-    def _open_waiting(self) -> None:
-        """Calls waiting for a stream slot (MAX_CONCURRENT_STREAMS): open as many as fit."""
-        conn = self.conn
-        waiting = self.waiting
-        while waiting and len(conn.streams) < conn.peer_max_streams and self.open_for_calls:
-            call = waiting.pop(0)
-            _guard(call, call.open_upstream, self)
-            call.down.kick()
-
-    async def connect(self) -> None:
-        try:
-            await asyncio.wait_for(
-                self.loop.create_connection(lambda: self, self.endpoint.host, self.endpoint.port),
-                self.pool.connect_timeout_s,
-            )
-        except (TimeoutError, OSError) as exc:
-            why = str(exc) or type(exc).__name__
-            self._fail(why, connect=True)
-
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self.transport = transport  # type: ignore[assignment]  # uvloop's is no subclass
-        self.ready = True
-        self.flush()  # opens the waiting calls' streams (as many as the peer allows)
-
-    def data_received(self, data: bytes) -> None:
-        failed: tuple[int, str, str] | None = None  # (GOAWAY code, its message, why)
-        try:
-            self.conn.receive(data)
-        except F.ProtocolError as exc:
-            failed = (exc.code, str(exc), f"HTTP/2 protocol error from the peer: {exc}")
-        except Exception:
-            log.exception("relay failed on an upstream connection")
-            failed = (F.INTERNAL_ERROR, "sidecar internal error", "sidecar internal error")
-        self.pool.settle()  # the calls this read answered, before a failure ends the rest
-        if failed is not None:
-            self.conn.goaway(failed[0], failed[1])
-            self.flush()
-            self._fail(failed[2], connect=False)
-            return
-        self.flush()
-
-    def connection_lost(self, exc: Exception | None) -> None:
-        self.transport = None
-        self._fail(str(exc) if exc else "connection closed by the peer", connect=False)
-
-    def _fail(self, why: str, connect: bool) -> None:
-        if not self.closed:
-            self.closed = True
-            self.pool.forget(self)
-        if self.transport is not None:
-            self.transport.close()
-            self.transport = None
-        calls = list(self.waiting) + list(self.calls.values())
-        self.waiting = []
-        self.calls = {}
-        for call in calls:
-            _guard(call, call.on_up_lost, why, connect)
-
-    # H2Connection handler
-    # each call's step is guarded: a bug in one call ends that call, not the connection
-    def on_headers(self, stream_id: int, block: Block, end_stream: bool) -> None:
-        call = self.calls.get(stream_id)
-        if call is not None:
-            try:
-                call.on_up_headers(block, end_stream)
-            except Exception:
-                call.crashed()
-
-    def on_oversized(self, stream_id: int) -> None:
-        call = self.calls.get(stream_id)
-        self.conn.reset(stream_id, F.CANCEL)
-        if call is not None:
-            _guard(call, call.on_up_reset, F.ENHANCE_YOUR_CALM)
-
-    def on_data(self, stream_id: int, data: bytes, end_stream: bool, flow: int) -> None:
-        call = self.calls.get(stream_id)
-        if call is None:
-            self.conn.consumed(stream_id, flow)
-            return
-        try:
-            call.on_up_data(data, end_stream, flow)
-        except Exception:
-            call.crashed()
-
-    def on_reset(self, stream_id: int, code: int) -> None:
-        call = self.calls.get(stream_id)
-        if call is not None:
-            _guard(call, call.on_up_reset, code)
-
-    def on_window(self, stream_id: int) -> None:
-        if stream_id == 0:
-            for call in list(self.blocked):
-                _guard(call, call.flush_up)
-        else:
-            found = self.calls.get(stream_id)
-            if found is not None and found.up_pending:
-                _guard(found, found.flush_up)
-
-    def on_goaway(self, last_stream_id: int, code: int) -> None:
-        self.pool.forget(self)
-        refused = [c for s, c in self.calls.items() if s > last_stream_id] + self.waiting
-        for call in refused:
-            _guard(call, call.on_up_refused)
-        if not self.calls and self.transport is not None:
-            self.transport.close()
-
-    def flush(self) -> None:
-        self.last_used = time.monotonic()  # once per loop turn, not on every kick
-        if self.waiting and self.ready:
-            self._open_waiting()
-        _Flusher.flush(self)
-
-
-class Pool:
-    """Pooled HTTP/2 connections per endpoint address."""
-
-    def __init__(
-        self,
-        settings: Settings | None = None,
-        idle_s: float = 300.0,
-        connect_timeout_s: float = 5,
-        max_conns: int = 8,
-    ) -> None:
-        self.loop = asyncio.get_running_loop()
-        # connections per endpoint: beyond this, calls wait for a stream slot rather than
-        # opening ever more connections to a peer that said how many streams it takes
-        self.max_conns = max_conns
-        self.settings = settings or Settings()
-        self.idle_s = idle_s
-        self.connect_timeout_s = connect_timeout_s
-        self.conns: dict[str, list[Upstream]] = {}
-        # calls answered during the upstream read being handled, and how their attempt
-        # ended: their bookkeeping runs once the read is done (settle)
-        self.answered: list[tuple[Call, Outcome]] = []
-        self._tasks: set[asyncio.Task[None]] = set()
-        self._sweeper: asyncio.TimerHandle | None = None
-
-    def get(self, endpoint: Endpoint) -> Upstream:
-        """A connection with a free stream slot; a new one while under `max_conns`; else
-        the least loaded, where the call waits for a slot (counted by max_pending)."""
-        address = endpoint.address
-        conns = self.conns.get(address)
-        if conns:
-            for up in conns:
-                if up.usable:
-                    return up
-            if len(conns) >= self.max_conns:
-                open_ = [up for up in conns if up.open_for_calls]
-                if open_:
-                    return min(open_, key=lambda u: len(u.conn.streams) + len(u.waiting))
-        else:
-            conns = self.conns[address] = []
-        up = Upstream(self, endpoint)
-        conns.append(up)
-        task = self.loop.create_task(up.connect())
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
-        return up
-
-    def settle(self) -> None:
-        """The bookkeeping of the calls answered during the read just handled. Nothing
-        else of theirs can happen meanwhile: their upstream stream has ended, and their
-        caller's connection is read only after this read."""
-        answered = self.answered
-        if answered:
-            self.answered = []
-            for call, outcome in answered:
-                try:
-                    call.settle(outcome)
-                except Exception:
-                    call.crashed()
-
-    def forget(self, up: Upstream) -> None:
-        conns = self.conns.get(up.endpoint.address)
-        if conns is not None and up in conns:
-            conns.remove(up)
-            if not conns:
-                del self.conns[up.endpoint.address]
-
-    def start(self) -> None:
-        self._sweeper = self.loop.call_later(max(1.0, self.idle_s / 4), self._sweep)
-
-    def _sweep(self) -> None:
-        now = time.monotonic()
-        for conns in list(self.conns.values()):
-            for up in list(conns):
-                if up.ready and not up.calls and now - up.last_used >= self.idle_s:
-                    self.forget(up)
-                    up.closed = True
-                    if up.transport is not None:
-                        up.transport.close()
-        self.start()
-
-    def __len__(self) -> int:
-        return sum(len(c) for c in self.conns.values())
-
-    async def close(self) -> None:
-        if self._sweeper is not None:
-            self._sweeper.cancel()
-        for conns in list(self.conns.values()):
-            for up in list(conns):
-                up.closed = True
-                if up.transport is not None:
-                    up.transport.close()
-        self.conns.clear()
-
-
-def _guard(call: Any, step: Callable[..., None], *args: Any) -> None:
-    """Run one event handler of a call: a bug there ends that call only (with INTERNAL and a
-    log line, see Call.crashed), never the connection it shares with other calls."""
-    try:
-        step(*args)
-    except Exception:
-        call.crashed()
