@@ -30,7 +30,7 @@ from datetime import UTC, datetime
 from typing import IO, Any
 
 from hpack import Decoder
-from prometheus_client import Counter
+from prometheus_client import CollectorRegistry, Counter
 
 from sidecar.config import AccessLogConfig
 
@@ -38,11 +38,20 @@ log = logging.getLogger(__name__)
 
 FLUSH_S = 0.2  # how often the writer drains the buffer
 
-DROPPED = Counter(
-    "sidecar_access_log_dropped_total",
-    "Access log lines dropped because the buffer was full (the writer fell behind)",
-)
-WRITTEN = Counter("sidecar_access_log_lines_total", "Access log lines written")
+
+class AccessLogMetrics:
+    """On the registry given (sidecar/metrics.py's `Metrics`); None registers nowhere."""
+
+    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        self.dropped = Counter(
+            "sidecar_access_log_dropped_total",
+            "Access log lines dropped because the buffer was full (the writer fell behind)",
+            registry=registry,
+        )
+        self.written = Counter(
+            "sidecar_access_log_lines_total", "Access log lines written", registry=registry
+        )
+
 
 # the sidecar's own refusals for load, and for too little time left
 _SHED = frozenset({"overloaded", "throttled"})
@@ -163,8 +172,9 @@ def _trace_id(traceparent: str | None) -> str | None:
 class AccessLog:
     """A bounded buffer of finished calls and the thread that writes them out."""
 
-    def __init__(self, config: AccessLogConfig) -> None:
+    def __init__(self, config: AccessLogConfig, metrics: AccessLogMetrics | None = None) -> None:
         self.config = config
+        self.metrics = metrics or AccessLogMetrics()
         self.ratio = config.sample_ratio
         self.capacity = config.buffer_lines
         self.buffer: deque[tuple[float, tuple[Any, ...]]] = deque()
@@ -180,7 +190,7 @@ class AccessLog:
             return
         buffer = self.buffer
         if len(buffer) >= self.capacity:
-            DROPPED.inc()
+            self.metrics.dropped.inc()
             forget(call)
             return
         f = fields(call, time.monotonic())
@@ -213,10 +223,10 @@ class AccessLog:
                 out.write("\n".join(lines) + "\n")
                 out.flush()
             except OSError as exc:
-                DROPPED.inc(len(lines))
+                self.metrics.dropped.inc(len(lines))
                 log.warning("access log: write to %s failed: %s", self.config.path, exc)
                 return 0
-            WRITTEN.inc(len(lines))
+            self.metrics.written.inc(len(lines))
         return len(lines)
 
     def close(self) -> None:

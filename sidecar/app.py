@@ -21,9 +21,11 @@ import signal
 import time
 from typing import Any
 
+from prometheus_client import CollectorRegistry
+
 from sidecar.admin import AdminServer
 from sidecar.admin.faults import FaultAdmin, with_faults
-from sidecar.admin.state_metrics import COLLECTOR as STATE_METRICS
+from sidecar.admin.state_metrics import StateCollector
 from sidecar.cluster import Cluster
 from sidecar.config import Config, redacted
 from sidecar.faults import FaultTable
@@ -34,7 +36,7 @@ from sidecar.health.app_checker import AppChecker
 from sidecar.health.service import InboundHealth
 from sidecar.logs import configure as configure_logs
 from sidecar.mesh import Mesh, static_endpoint
-from sidecar.metrics import CHANNELS_OPEN, DRAINING
+from sidecar.metrics import Metrics
 from sidecar.policy import Policies
 from sidecar.policy_adapters import default_policies
 from sidecar.route import Route, Router
@@ -44,9 +46,20 @@ log = logging.getLogger("sidecar")
 
 
 class Sidecar:
-    def __init__(self, config: Config, policies: Policies | None = None) -> None:
+    def __init__(
+        self,
+        config: Config,
+        policies: Policies | None = None,
+        registry: CollectorRegistry | None = None,
+    ) -> None:
         self.config = config
-        policies = policies or default_policies()
+        # this sidecar's metrics, on a registry of its own (what its /metrics serves):
+        # every part that counts is handed its share here
+        self.registry = registry if registry is not None else CollectorRegistry()
+        self.metrics = Metrics(self.registry)
+        self.state_metrics = StateCollector()  # endpoint states and budgets, read at scrape
+        self.registry.register(self.state_metrics)
+        policies = policies or default_policies(self.metrics)
         # The pooled HTTP/2 connections to endpoints: the relay's calls and the active
         # health checks ride them both (one connection per endpoint, not two)
         idle_s = config.outbound.channel_idle_timeout_s if config.outbound else 300.0
@@ -57,6 +70,7 @@ class Sidecar:
             self.pool,
             register=True,
             app_healthy=lambda: bool(self.checker and self.checker.healthy),
+            metrics=self.metrics,
         )
         self.clusters = self.mesh.clusters
         self.routes = self.mesh.routes(policies)
@@ -81,7 +95,14 @@ class Sidecar:
             self.app_route = Route("app", app, None)
             self.checker = AppChecker(config.inbound.health, config.inbound.app)
         self.relay = RelayDataPlane(
-            config, self.outbound_route, self.app_route, self.health, admission, faults, self.pool
+            config,
+            self.outbound_route,
+            self.app_route,
+            self.health,
+            admission,
+            faults,
+            self.pool,
+            self.metrics,
         )
         self.admin = AdminServer(
             config.admin.listen,
@@ -89,6 +110,7 @@ class Sidecar:
             clusters=lambda: self.mesh.snapshot(time.monotonic()),
             config_dump=lambda: with_faults(redacted(self.config), self.fault_table),
             drain=self.drain,
+            registry=self.registry,
             token=config.admin.token,
         )
         self.mesh.membership.add_admin_routes(self.admin)
@@ -106,10 +128,11 @@ class Sidecar:
         self.ports.update(await self.relay.start())
         if self.checker is not None:
             self.checker.on_change(self._app_health_changed)
+            self.metrics.process.app_healthy.set(1 if self.checker.healthy else 0)
             self.checker.start()
         self.pool.start()
         # endpoint states, per-site attempts, retry budgets: read at scrape time
-        STATE_METRICS.watch(
+        self.state_metrics.watch(
             self, self.config.service or "", self.config.site, self.clusters, self.routes
         )
         self.ports["admin"] = await self.admin.start()
@@ -119,10 +142,11 @@ class Sidecar:
         log.info("sidecar listening %s", " ".join(f"{k}={v}" for k, v in self.ports.items()))
 
     def _app_health_changed(self, healthy: bool) -> None:
+        self.metrics.process.app_healthy.set(1 if healthy else 0)
         self.health.update(app_healthy=healthy)
 
     def not_ready_reasons(self) -> list[str]:
-        CHANNELS_OPEN.set(len(self.pool))
+        self.metrics.process.channels_open.set(len(self.pool))
         reasons = [
             f"upstream {n} has no endpoints" for n, c in self.clusters.items() if not c.hosts
         ]
@@ -147,7 +171,7 @@ class Sidecar:
 
     async def _start_draining(self) -> None:
         self.draining = True
-        DRAINING.set(1)
+        self.metrics.process.draining.set(1)
         self.health.update(draining=True)
         log.info("draining")
         await (
@@ -171,7 +195,7 @@ class Sidecar:
         if self.checker is not None:
             await self.checker.close()
         await self.admin.close()
-        STATE_METRICS.unwatch(self)
+        self.state_metrics.unwatch(self)
         await self.pool.close()
 
 

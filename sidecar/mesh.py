@@ -27,6 +27,7 @@ from sidecar.discovery.membership import Membership
 from sidecar.endpoint import Endpoint, parse_hostport
 from sidecar.h2relay.pool import Pool
 from sidecar.health.checker import HealthCheckers
+from sidecar.metrics import Metrics
 from sidecar.policy import Policies
 from sidecar.route import Route
 
@@ -37,12 +38,17 @@ def static_endpoint(address: str, site: str) -> Endpoint:
     return Endpoint(host, port, site=site)
 
 
-def build_clusters(config: Config, rng: random.Random | None = None) -> dict[str, Cluster]:
+def build_clusters(
+    config: Config, rng: random.Random | None = None, metrics: Metrics | None = None
+) -> dict[str, Cluster]:
     """One cluster per upstream; static `endpoints` are in the config's own site."""
+    breaker_metrics = metrics.breakers if metrics is not None else None
     now = time.monotonic()
     clusters: dict[str, Cluster] = {}
     for name, up in config.upstreams.items():
-        cluster = Cluster.from_config(name, up, config.upstream_sites(name), rng or random.Random())
+        cluster = Cluster.from_config(
+            name, up, config.upstream_sites(name), rng or random.Random(), breaker_metrics
+        )
         if up.endpoints is not None:  # static; otherwise discovery fills it
             cluster.update(
                 config.site, [static_endpoint(a, config.site) for a in up.endpoints], now
@@ -63,12 +69,19 @@ class Mesh:
         app_healthy: Callable[[], bool] = lambda: False,
         on_update: Callable[[], None] | None = None,
         rng: random.Random | None = None,
+        metrics: Metrics | None = None,
     ) -> None:
         if not register and config.registration is not None:
             config = config.model_copy(update={"registration": None})
         self.config = config
-        self.clusters = build_clusters(config, rng)
-        self.membership = Membership(config, self.clusters, app_healthy, on_update)
+        self.clusters = build_clusters(config, rng, metrics)
+        self.membership = Membership(
+            config,
+            self.clusters,
+            app_healthy,
+            on_update,
+            metrics.discovery if metrics is not None else None,
+        )
         self.checkers = HealthCheckers(
             self.clusters,
             {n: up.health_check for n, up in config.upstreams.items()},

@@ -21,17 +21,26 @@ import random
 
 from sidecar.config import InboundAdmission, UpstreamConfig
 from sidecar.faults import FaultAction, FaultTable, decide
+from sidecar.metrics import Metrics
 from sidecar.outcome import Outcome
 from sidecar.policy import AttemptResult, CallState, Policies, Refusal, Token
 from sidecar.retry import LimitToken, UpstreamPolicy
+from sidecar.retry.metrics import RetryMetrics
 from sidecar.shedding import Admission, AdmissionToken, Dropped
+from sidecar.shedding.metrics import SheddingMetrics
 
 
 class UpstreamCalls:
     """Seam (a) for one upstream: limits, throttling, retries (sidecar/retry)."""
 
-    def __init__(self, name: str, config: UpstreamConfig, rng: random.Random | None = None) -> None:
-        self.policy = UpstreamPolicy(name, config, rng)
+    def __init__(
+        self,
+        name: str,
+        config: UpstreamConfig,
+        rng: random.Random | None = None,
+        metrics: RetryMetrics | None = None,
+    ) -> None:
+        self.policy = UpstreamPolicy(name, config, rng, metrics)
         self._throttled = Refusal(
             "throttled",
             f"sidecar throttled this call to upstream {name}: most recent calls to it failed "
@@ -128,8 +137,8 @@ class _AdmissionRelease:
 class ShedAdmission:
     """Seam (b): inbound admission (sidecar/shedding) in front of the local app."""
 
-    def __init__(self, config: InboundAdmission) -> None:
-        self.admission = Admission(config)
+    def __init__(self, config: InboundAdmission, metrics: SheddingMetrics | None = None) -> None:
+        self.admission = Admission(config, metrics)
 
     async def acquire(self, priority: str | None, deadline: float | None) -> Token | Refusal:
         try:
@@ -162,10 +171,13 @@ class TableFaults:
         return None if action.delay_s == 0.0 and action.abort_status is None else action
 
 
-def default_policies() -> Policies:
-    """The policies a running sidecar uses (sidecar/app.py)."""
+def default_policies(metrics: Metrics | None = None) -> Policies:
+    """The policies a running sidecar uses (sidecar/app.py), counting in `metrics` (its
+    registry's; None: nowhere)."""
+    retries = metrics.retries if metrics is not None else None
+    shedding = metrics.shedding if metrics is not None else None
     return Policies(
-        calls=lambda name, cfg: UpstreamCalls(name, cfg),
-        admission=ShedAdmission,
+        calls=lambda name, cfg: UpstreamCalls(name, cfg, metrics=retries),
+        admission=lambda cfg: ShedAdmission(cfg, shedding),
         faults=TableFaults,
     )

@@ -26,7 +26,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from aiohttp import web
-from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 
 from sidecar.config import is_loopback
 from sidecar.endpoint import parse_hostport
@@ -60,9 +60,11 @@ class AdminServer:
         clusters: Callable[[], dict[str, Any]],
         config_dump: Callable[[], dict[str, Any]],
         drain: Callable[[], Awaitable[None]],
+        registry: CollectorRegistry,
         token: str | None = None,
     ) -> None:
         self.listen = listen
+        self.registry = registry  # what /metrics serves: this sidecar's
         self.token = token
         self.port = 0
         self._ready = ready
@@ -116,7 +118,7 @@ class AdminServer:
         )
 
     async def _metrics(self, request: web.Request) -> web.Response:
-        body = generate_latest(REGISTRY)
+        body = generate_latest(self.registry)
         return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
 
     async def _clusters_handler(self, request: web.Request) -> web.Response:

@@ -17,8 +17,8 @@ adds nothing to a call's path, and gives the per-site view the per-call metrics 
                                                            in its window (upstreams with
                                                            retries only)
 
-One collector serves every sidecar of the process (tests run several): each adds its
-mesh with `watch` at start and takes it away with `unwatch` at stop.
+Each sidecar registers a collector of its own on its registry (sidecar/metrics.py),
+adds its mesh with `watch` at start and takes it away with `unwatch` at stop.
 """
 
 from __future__ import annotations
@@ -27,7 +27,6 @@ import time
 from collections.abc import Iterator, Mapping
 from typing import Any
 
-from prometheus_client import REGISTRY
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
@@ -128,7 +127,3 @@ def _budget_remaining(route: Any, now: float) -> float | None:
     retry = getattr(policy, "retry", None)
     found = getattr(retry, "budget", None)
     return None if found is None else max(0.0, float(found.balance(now)))
-
-
-COLLECTOR = StateCollector()
-REGISTRY.register(COLLECTOR)

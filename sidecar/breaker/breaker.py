@@ -45,7 +45,7 @@ from typing import Any
 
 import pybreaker
 
-from sidecar.breaker.metrics import BREAKER_HELD, BREAKER_STATE, BREAKER_TRANSITIONS, STATE_VALUES
+from sidecar.breaker.metrics import STATE_VALUES, BreakerMetrics
 from sidecar.config import Breaker as BreakerConfig
 from sidecar.logs import Folding
 from sidecar.outcome import Outcome
@@ -92,14 +92,20 @@ class _Listener(pybreaker.CircuitBreakerListener):
 class BreakerGroup:
     """The breakers of one upstream: shared config, metrics labels, ejection cap."""
 
-    def __init__(self, upstream: str, config: BreakerConfig | None = None) -> None:
+    def __init__(
+        self,
+        upstream: str,
+        config: BreakerConfig | None = None,
+        metrics: BreakerMetrics | None = None,
+    ) -> None:
         self.upstream = upstream
         self.config = config or BreakerConfig()
+        self.metrics = metrics or BreakerMetrics()
         self.size = 0  # endpoints in the upstream, set by the cluster
         self.ejected = 0  # breakers open or half-open
         # exported at 0 from the start, so a dashboard or alert has a series per upstream
         # before the first held trip (a labelled counter shows nothing until it is touched)
-        BREAKER_HELD.labels(upstream)
+        self.metrics.held.labels(upstream)
 
     def new(self, endpoint: str, on_change: Callable[[], None] | None = None) -> EndpointBreaker:
         return EndpointBreaker(self, endpoint, on_change)
@@ -133,7 +139,7 @@ class EndpointBreaker:
             listeners=[_Listener(self)],
             name=f"{group.upstream}/{endpoint}",
         )
-        BREAKER_STATE.labels(group.upstream, endpoint).set(0)
+        group.metrics.state.labels(group.upstream, endpoint).set(0)
 
     @property
     def open_for_s(self) -> float:
@@ -181,7 +187,7 @@ class EndpointBreaker:
             self.state is BreakerState.CLOSED and self._cb.fail_counter + 1 >= self._cb.fail_max
         )
         if tripping and not self.group.may_eject():
-            BREAKER_HELD.labels(self.group.upstream).inc()
+            self.group.metrics.held.labels(self.group.upstream).inc()
             _fold.log(
                 now,
                 logging.INFO,
@@ -227,8 +233,9 @@ class EndpointBreaker:
             self.trips,
             self.open_for_s,
         )
-        BREAKER_STATE.labels(self.group.upstream, self.endpoint).set(STATE_VALUES[new.value])
-        BREAKER_TRANSITIONS.labels(self.group.upstream, self.endpoint, new.value).inc()
+        metrics = self.group.metrics
+        metrics.state.labels(self.group.upstream, self.endpoint).set(STATE_VALUES[new.value])
+        metrics.transitions.labels(self.group.upstream, self.endpoint, new.value).inc()
         if self.on_change is not None:
             self.on_change()
 
@@ -246,7 +253,7 @@ class EndpointBreaker:
             self.group.ejected -= 1
             self.state = BreakerState.CLOSED
         with contextlib.suppress(KeyError):
-            BREAKER_STATE.remove(self.group.upstream, self.endpoint)
+            self.group.metrics.state.remove(self.group.upstream, self.endpoint)
 
     def __repr__(self) -> str:
         return f"<EndpointBreaker {self.endpoint} {self.state.value} trips={self.trips}>"

@@ -24,6 +24,7 @@ from collections.abc import Mapping
 from typing import Any
 
 import grpc
+from prometheus_client import REGISTRY, CollectorRegistry
 
 from sidecar.client import call as calls
 from sidecar.client.call import (
@@ -44,6 +45,7 @@ from sidecar.h2relay.connection import Settings
 from sidecar.h2relay.plane import Plane
 from sidecar.h2relay.pool import Pool
 from sidecar.mesh import Mesh
+from sidecar.metrics import Metrics
 from sidecar.policy import Policies
 from sidecar.policy_adapters import default_policies
 from sidecar.route import Route
@@ -61,11 +63,15 @@ class ClientUpstream:
         policies: Policies | None = None,
         direction: str = "outbound",
         rng: random.Random | None = None,
+        registry: CollectorRegistry | None = None,
     ) -> None:
         up = config.upstreams.get(name)
         if up is None:
             raise ConfigError(f"upstreams.{name}", "no such upstream in the config")
-        policies = policies or default_policies()
+        # the app's registry (prometheus_client's default unless told): the client's
+        # series sit beside the app's own, one set per registry however many channels
+        self.metrics = Metrics.on(registry if registry is not None else REGISTRY)
+        policies = policies or default_policies(self.metrics)
         self.name = name
         # discovery for this upstream only, and never registration (the app's sidecar,
         # if any, registers the app; the client only calls out)
@@ -73,7 +79,7 @@ class ClientUpstream:
         idle_s = config.outbound.channel_idle_timeout_s if config.outbound else 300.0
         settings = Settings()
         self.pool = Pool(settings, idle_s)  # connections to the endpoints (calls, checks)
-        self.mesh = Mesh(self.config, self.pool, rng=rng)
+        self.mesh = Mesh(self.config, self.pool, rng=rng, metrics=self.metrics)
         self.cluster = self.mesh.clusters[name]
         self.route = self.mesh.routes(policies)[name]
         self.fault_table = FaultTable({name: up.faults})
@@ -91,6 +97,7 @@ class ClientUpstream:
             faults=policies.faults(self.fault_table),
             settings=settings,
             retry_buffer=up.retries.buffer_bytes if up.retries else 1 << 20,
+            metrics=self.metrics.plane,
         )
         self.link = Link(self.plane, name, config.max_message_bytes)
 
@@ -270,9 +277,11 @@ async def connect(
     *,
     policies: Policies | None = None,
     wait_s: float | None = None,
+    registry: CollectorRegistry | None = None,
 ) -> Channel:
     """A channel to `upstream`, started: discovery has had its first answer (or `wait_s`,
-    by default twice `discovery.timeout_s`, ran out)."""
-    up = ClientUpstream(upstream, load(config), policies=policies)
+    by default twice `discovery.timeout_s`, ran out). Its metrics go to `registry`
+    (default: prometheus_client's default registry, the app's)."""
+    up = ClientUpstream(upstream, load(config), policies=policies, registry=registry)
     await up.start(wait_s)
     return Channel(up)

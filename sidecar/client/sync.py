@@ -31,6 +31,7 @@ from collections.abc import AsyncIterator, Callable, Coroutine, Iterator, Mappin
 from typing import Any, TypeVar
 
 import grpc
+from prometheus_client import CollectorRegistry
 
 from sidecar.client.channel import Channel, connect
 from sidecar.config import Config
@@ -46,6 +47,7 @@ def connect_sync(
     *,
     policies: Policies | None = None,
     wait_s: float | None = None,
+    registry: CollectorRegistry | None = None,
 ) -> SyncChannel:
     """A blocking channel to `upstream`, started as `sidecar.client.connect` starts one."""
     loop = asyncio.new_event_loop()
@@ -55,7 +57,7 @@ def connect_sync(
     thread.start()
     try:
         channel = asyncio.run_coroutine_threadsafe(
-            connect(upstream, config, policies=policies, wait_s=wait_s), loop
+            connect(upstream, config, policies=policies, wait_s=wait_s, registry=registry), loop
         ).result()
     except BaseException:
         _stop(loop, thread)

@@ -38,6 +38,7 @@ from sidecar.balancer.ewma import PeakEwma
 from sidecar.balancer.ring_hash import key_hash
 from sidecar.balancer.tiers import tier_loads
 from sidecar.breaker import BreakerGroup, BreakerState, EndpointBreaker
+from sidecar.breaker.metrics import BreakerMetrics
 from sidecar.config import Breaker as BreakerConfig
 from sidecar.config import HealthCheck as HealthCheckConfig
 from sidecar.config import UpstreamConfig
@@ -174,6 +175,7 @@ class Cluster:
     panic_threshold_percent: float = 50.0
     breaker: BreakerConfig | None = field(default_factory=BreakerConfig)  # None: no breakers
     health_check: HealthCheckConfig | None = None
+    breaker_metrics: BreakerMetrics | None = field(default=None, repr=False)  # None: nowhere
     _hosts: dict[Key, Host] = field(default_factory=dict, repr=False)
     _by_site: dict[str, set[Key]] = field(default_factory=dict, repr=False)
     _plan: _Plan | None = field(default=None, repr=False)
@@ -181,7 +183,7 @@ class Cluster:
 
     def __post_init__(self) -> None:
         make_balancer(self.lb, [], self.rng)  # refuse an unknown name now, not at first pick
-        self._breakers = BreakerGroup(self.name, self.breaker)
+        self._breakers = BreakerGroup(self.name, self.breaker, self.breaker_metrics)
 
     @classmethod
     def from_config(
@@ -190,6 +192,7 @@ class Cluster:
         upstream: UpstreamConfig,
         sites_in_order: Sequence[str],
         rng: random.Random | None = None,
+        breaker_metrics: BreakerMetrics | None = None,
     ) -> Cluster:
         """Build from `upstreams.<name>` of the config; sites local first."""
         return cls(
@@ -202,6 +205,7 @@ class Cluster:
             panic_threshold_percent=upstream.panic_threshold_percent,
             breaker=upstream.breaker,
             health_check=upstream.health_check,
+            breaker_metrics=breaker_metrics,
         )
 
     # -- endpoint set -------------------------------------------------------------

@@ -37,6 +37,7 @@ from aiohttp import web
 from sidecar.admin import AdminServer
 from sidecar.cluster import Cluster
 from sidecar.config import Config
+from sidecar.discovery.metrics import DiscoveryMetrics
 from sidecar.discovery.names import upstream_names
 from sidecar.discovery.registrar import Registrar
 from sidecar.discovery.watcher import Discovery
@@ -54,6 +55,7 @@ class Membership:
         clusters: Mapping[str, Cluster],
         app_healthy: Callable[[], bool],
         on_update: Callable[[], None] | None = None,
+        metrics: DiscoveryMetrics | None = None,
     ) -> None:
         self.config = config
         self.clusters = clusters
@@ -62,11 +64,11 @@ class Membership:
         self.draining = False
         self.discovery: Discovery | None = None
         if upstream_names(config):
-            self.discovery = Discovery(config, self._on_update)
+            self.discovery = Discovery(config, self._on_update, metrics=metrics)
         self.registrar: Registrar | None = None
         self.linger_s = 0.0
         if config.registration is not None:
-            self.registrar = Registrar(config)
+            self.registrar = Registrar(config, metrics)
             reg = config.registration
             self.linger_s = float(reg.ttl_s) if reg.linger_s is None else reg.linger_s
         self._left_at: float | None = None

@@ -21,7 +21,7 @@ import dns.message
 import dns.rcode
 
 from sidecar.config import Config
-from sidecar.discovery import metrics
+from sidecar.discovery.metrics import DiscoveryMetrics
 from sidecar.discovery.update import (
     Instance,
     deregister_message,
@@ -42,7 +42,8 @@ class RegistrationError(Exception):
 class Registrar:
     """Keeps this instance's SRV record in DNS while the app is healthy."""
 
-    def __init__(self, config: Config) -> None:
+    def __init__(self, config: Config, metrics: DiscoveryMetrics | None = None) -> None:
+        self.metrics = metrics or DiscoveryMetrics()
         reg = config.registration
         if reg is None:
             raise ValueError("no `registration` in the config")
@@ -62,16 +63,16 @@ class Registrar:
             response = await dns.asyncquery.tcp(msg, host, timeout=self._timeout_s, port=port)
         except Exception as exc:  # TSIG errors from the peer, timeouts, refused connections
             result = type(exc).__name__
-            metrics.REGISTRATION_UPDATES.labels(op, result).inc()
+            self.metrics.registration_updates.labels(op, result).inc()
             self.last_error = f"{op}: {result}: {exc}"
             raise RegistrationError(self.last_error) from exc
         rcode = response.rcode()
         if rcode != dns.rcode.NOERROR:
             text = dns.rcode.to_text(rcode)
-            metrics.REGISTRATION_UPDATES.labels(op, text.lower()).inc()
+            self.metrics.registration_updates.labels(op, text.lower()).inc()
             self.last_error = f"{op}: server answered {text}"
             raise RegistrationError(self.last_error)
-        metrics.REGISTRATION_UPDATES.labels(op, "ok").inc()
+        self.metrics.registration_updates.labels(op, "ok").inc()
         self.last_error = None
 
     async def register(self, *, op: str = "register") -> None:
@@ -82,7 +83,7 @@ class Registrar:
                 "registration: published %s %s", self.instance.srv_name, self.instance.srv_rdata
             )
         self.registered = True
-        metrics.REGISTERED.set(1)
+        self.metrics.registered.set(1)
 
     async def deregister(self) -> None:
         """Remove our SRV record and the target's address record."""
@@ -90,7 +91,7 @@ class Registrar:
         if self.registered:
             log.info("registration: removed %s %s", self.instance.srv_name, self.instance.srv_rdata)
         self.registered = False
-        metrics.REGISTERED.set(0)
+        self.metrics.registered.set(0)
 
     async def run(self, healthy: Healthy) -> None:
         """Register while healthy, renew, deregister when unhealthy or cancelled."""

@@ -24,7 +24,6 @@ import dns.rcode
 import dns.rdatatype
 import dns.resolver
 
-from sidecar.discovery import metrics
 from sidecar.discovery.answer import (
     LookupFailure,
     SrvAnswer,
@@ -32,6 +31,7 @@ from sidecar.discovery.answer import (
     literal_address,
     parse_srv_response,
 )
+from sidecar.discovery.metrics import DiscoveryMetrics
 from sidecar.endpoint import parse_hostport
 
 # RFC 9715 / DNS flag day 2020: an EDNS buffer that avoids IP fragmentation.
@@ -68,10 +68,14 @@ class DnsClient:
     """Asks nameservers in order; the first clean answer wins."""
 
     def __init__(
-        self, nameservers: Sequence[tuple[str, int]] | None = None, timeout_s: float = 2.0
+        self,
+        nameservers: Sequence[tuple[str, int]] | None = None,
+        timeout_s: float = 2.0,
+        metrics: DiscoveryMetrics | None = None,
     ) -> None:
         self._configured = list(nameservers or [])
         self.timeout_s = timeout_s
+        self.metrics = metrics or DiscoveryMetrics()
 
     @property
     def nameservers(self) -> list[tuple[str, int]]:
@@ -84,7 +88,7 @@ class DnsClient:
                 q, host, timeout=self.timeout_s, port=port, ignore_unexpected=True
             )
             if r.flags & dns.flags.TC:
-                metrics.TCP_FALLBACKS.inc()
+                self.metrics.tcp_fallbacks.inc()
                 r = await dns.asyncquery.tcp(q, host, timeout=self.timeout_s, port=port)
                 if r.flags & dns.flags.TC:
                     raise LookupFailure("malformed", "truncated over TCP")
@@ -144,11 +148,11 @@ class DnsClient:
             answer = await self._lookup_srv(name)
         except Exception as exc:
             failure = _failure(exc)
-            metrics.LOOKUPS.labels(failure.reason).inc()
+            self.metrics.lookups.labels(failure.reason).inc()
             raise failure from None
         finally:
-            metrics.LOOKUP_SECONDS.observe(time.monotonic() - started)
-        metrics.LOOKUPS.labels("ok" if answer.kind == "records" else answer.kind).inc()
+            self.metrics.lookup_seconds.observe(time.monotonic() - started)
+        self.metrics.lookups.labels("ok" if answer.kind == "records" else answer.kind).inc()
         return answer
 
     async def _lookup_srv(self, name: str) -> SrvAnswer:

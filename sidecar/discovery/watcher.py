@@ -19,8 +19,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from sidecar.config import Config
-from sidecar.discovery import metrics
 from sidecar.discovery.answer import LookupFailure, SrvAnswer, build_endpoints
+from sidecar.discovery.metrics import DiscoveryMetrics
 from sidecar.discovery.names import upstream_names
 from sidecar.discovery.resolver import DnsClient, parse_nameservers
 from sidecar.discovery.state import NameState, Publish, Timing
@@ -68,8 +68,10 @@ class Discovery:
         *,
         rng: random.Random | None = None,
         client: DnsClient | None = None,
+        metrics: DiscoveryMetrics | None = None,
     ) -> None:
         dcfg = config.discovery
+        self.metrics = metrics = metrics or DiscoveryMetrics()
         self._on_update = on_update
         self._rng = rng or random.Random()
         # One client per set of nameservers: a site may have its own (its cluster's DNS).
@@ -80,7 +82,7 @@ class Discovery:
                 return client
             servers = tuple(dcfg.nameservers_for(site))
             if servers not in clients:
-                clients[servers] = DnsClient(parse_nameservers(servers), dcfg.timeout_s)
+                clients[servers] = DnsClient(parse_nameservers(servers), dcfg.timeout_s, metrics)
             return clients[servers]
 
         timing = Timing.from_config(dcfg)
@@ -158,11 +160,13 @@ class Discovery:
     def _report(self, watch: _Watch, publish: Publish | None) -> None:
         labels = (watch.upstream, watch.site)
         state = watch.state
-        metrics.STALE.labels(*labels).set(1 if state.stale else 0)
-        metrics.ENDPOINTS.labels(*labels).set(len(state.endpoints or ()))
+        self.metrics.stale.labels(*labels).set(1 if state.stale else 0)
+        self.metrics.endpoints.labels(*labels).set(len(state.endpoints or ()))
         if state.last_refresh is not None:
             loop_now = _loop_time() or state.last_refresh
-            metrics.LAST_REFRESH.labels(*labels).set(time.time() - (loop_now - state.last_refresh))
+            self.metrics.last_refresh.labels(*labels).set(
+                time.time() - (loop_now - state.last_refresh)
+            )
         if publish is None:
             return
         try:

@@ -25,6 +25,7 @@ from sidecar.h2relay.local_reply import LocalMethod
 from sidecar.h2relay.plane import Plane
 from sidecar.h2relay.pool import Pool
 from sidecar.health.service import InboundHealth
+from sidecar.metrics import Metrics
 from sidecar.policy import AdmissionPolicy, FaultInjector
 from sidecar.route import Route
 
@@ -143,8 +144,10 @@ class RelayDataPlane:
         admission: AdmissionPolicy | None,
         faults: FaultInjector,
         pool: Pool,
+        metrics: Metrics,
     ) -> None:
         self.config = config
+        self.metrics = metrics
         self.outbound_route = outbound_route
         self.app_route = app_route
         self.health = health
@@ -154,7 +157,11 @@ class RelayDataPlane:
         self.pool = pool  # the host's: the active health checks ride its connections too
         self.watch: HealthWatch | None = None
         # one access log for both listeners (None: off, and the relay skips it)
-        self.access_log = AccessLog(config.access_log) if config.access_log is not None else None
+        self.access_log = (
+            AccessLog(config.access_log, metrics.access_log)
+            if config.access_log is not None
+            else None
+        )
 
     async def start(self) -> dict[str, int]:
         config = self.config
@@ -168,6 +175,7 @@ class RelayDataPlane:
         )
         common: dict[str, Any] = {
             "new_call": Call,
+            "metrics": self.metrics.plane,
             "max_message_bytes": config.max_message_bytes,
             "faults": self.faults,
             "retry_buffer": retry_buffer,

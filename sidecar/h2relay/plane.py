@@ -29,7 +29,6 @@ import time
 from collections.abc import Callable
 from typing import Any, Protocol
 
-from sidecar import metrics
 from sidecar.h2relay import frames as F
 from sidecar.h2relay.connection import H2Connection, Settings
 from sidecar.h2relay.hpack_codec import Block
@@ -38,6 +37,7 @@ from sidecar.h2relay.pool import Flusher, Pool, guard
 from sidecar.h2relay.request import Prepared, prepare, prepare_split
 from sidecar.h2relay.timers import Wheel
 from sidecar.loop_metrics import HistogramCells, counter_cell
+from sidecar.metrics import PlaneMetrics
 from sidecar.outcome import Outcome
 from sidecar.policy import AdmissionPolicy, AdmitAll, FaultInjector, NoFaults
 
@@ -100,11 +100,13 @@ class Plane:
         local_methods: dict[str, LocalMethod] | None = None,
         settings: Settings | None = None,
         access_log: Any = None,
+        metrics: PlaneMetrics | None = None,
     ) -> None:
         self.direction = direction
         self.resolve = resolve
         self.pool = pool
         self.new_call = new_call
+        self.metrics = metrics or PlaneMetrics()
         self.loop = asyncio.get_running_loop()
         self.max_message_bytes = max_message_bytes
         self.admission: AdmissionPolicy = admission or AdmitAll()
@@ -136,7 +138,7 @@ class Plane:
         if upstream not in counts:
             counts[upstream] = 0
             # read at scrape time: no locked gauge update on every call start and end
-            metrics.IN_FLIGHT.labels(self.direction, upstream).set_function(
+            self.metrics.in_flight.labels(self.direction, upstream).set_function(
                 lambda: counts[upstream]
             )
         counts[upstream] += 1
@@ -151,17 +153,17 @@ class Plane:
         counter = children.get(key)
         if counter is None:
             counter = children[key] = _counter(
-                metrics.REQUESTS.labels(self.direction, upstream, method, call.code)
+                self.metrics.requests.labels(self.direction, upstream, method, call.code)
             )
         counter.inc(1)
         hkey = ("d", upstream, method)
         histogram = children.get(hkey)
         if histogram is None:
-            child = metrics.DURATION.labels(self.direction, upstream, method)
+            child = self.metrics.duration.labels(self.direction, upstream, method)
             histogram = children[hkey] = HistogramCells.of(child) or child
         histogram.observe(time.monotonic() - call.started)
         if call.local_reason is not None:
-            metrics.LOCAL_ERRORS.labels(self.direction, upstream, call.local_reason).inc()
+            self.metrics.local_errors.labels(self.direction, upstream, call.local_reason).inc()
         if self.access_log is not None:
             self.access_log.record(call)
 
@@ -170,7 +172,7 @@ class Plane:
         counter = self._children.get(key)
         if counter is None:
             counter = self._children[key] = _counter(
-                metrics.ATTEMPTS.labels(self.direction, *key[1:])
+                self.metrics.attempts.labels(self.direction, *key[1:])
             )
         counter.inc(1)
 
@@ -178,7 +180,7 @@ class Plane:
         key = ("x", kind)
         counter = self._children.get(key)
         if counter is None:
-            counter = self._children[key] = metrics.H2_ABUSE.labels(self.direction, kind)
+            counter = self._children[key] = self.metrics.h2_abuse.labels(self.direction, kind)
         counter.inc()
 
     # ---- listening ------------------------------------------------------------------

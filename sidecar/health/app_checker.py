@@ -17,7 +17,6 @@ from collections.abc import Callable
 import grpc
 from grpc_health.v1 import health_pb2
 
-from sidecar import metrics
 from sidecar.config import AppHealth
 from sidecar.endpoint import parse_hostport
 
@@ -77,7 +76,6 @@ class AppChecker:
         return bool(reply.status == health_pb2.HealthCheckResponse.SERVING)
 
     def _set(self, healthy: bool) -> None:
-        metrics.APP_HEALTHY.set(1 if healthy else 0)
         if healthy == self.healthy:
             return
         log.info("local app at %s is %s", self.address, "serving" if healthy else "NOT serving")

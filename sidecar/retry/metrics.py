@@ -1,24 +1,31 @@
-"""Prometheus metrics of the outbound failure policies (default registry).
+"""Prometheus metrics of the outbound failure policies, on the registry they are given.
 
-No I/O of its own: the admin server's `/metrics` exports the default registry.
+No I/O of its own. One `RetryMetrics` per sidecar (sidecar/metrics.py's `Metrics`);
+`registry=None` registers nowhere (a policy built alone, in a unit test).
 """
 
 from __future__ import annotations
 
-from prometheus_client import Counter
+from prometheus_client import CollectorRegistry, Counter
 
-RETRIES = Counter(
-    "sidecar_retries_total",
-    "Retries sent, by upstream and by what made the previous attempt retriable.",
-    ["upstream", "reason"],
-)
-RETRY_BUDGET_EXHAUSTED = Counter(
-    "sidecar_retry_budget_exhausted_total",
-    "Retries that were safe and wanted but refused because the retry budget was spent.",
-    ["upstream"],
-)
-THROTTLED = Counter(
-    "sidecar_throttled_requests_total",
-    "Attempts rejected locally by client-side adaptive throttling.",
-    ["upstream"],
-)
+
+class RetryMetrics:
+    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        self.retries = Counter(
+            "sidecar_retries_total",
+            "Retries sent, by upstream and by what made the previous attempt retriable.",
+            ["upstream", "reason"],
+            registry=registry,
+        )
+        self.budget_exhausted = Counter(
+            "sidecar_retry_budget_exhausted_total",
+            "Retries that were safe and wanted but refused because the retry budget was spent.",
+            ["upstream"],
+            registry=registry,
+        )
+        self.throttled = Counter(
+            "sidecar_throttled_requests_total",
+            "Attempts rejected locally by client-side adaptive throttling.",
+            ["upstream"],
+            registry=registry,
+        )

@@ -33,7 +33,7 @@ from dataclasses import dataclass
 from sidecar.config import Retries
 from sidecar.retry.backoff import full_jitter_s, parse_pushback
 from sidecar.retry.budget import RetryBudget
-from sidecar.retry.metrics import RETRIES, RETRY_BUDGET_EXHAUSTED
+from sidecar.retry.metrics import RetryMetrics
 
 # Peer `x-sidecar-error` values meaning no application ever saw the request.
 NEVER_DELIVERED = frozenset({"overloaded", "connect_failed"})
@@ -91,8 +91,15 @@ class RetryPolicy:
     A "yes" has already taken its retry from the budget and been counted.
     """
 
-    def __init__(self, upstream: str, config: Retries, rng: random.Random) -> None:
+    def __init__(
+        self,
+        upstream: str,
+        config: Retries,
+        rng: random.Random,
+        metrics: RetryMetrics | None = None,
+    ) -> None:
         self.upstream = upstream
+        self.metrics = metrics or RetryMetrics()
         self.config = config
         self.rng = rng
         self.budget = RetryBudget(
@@ -134,7 +141,7 @@ class RetryPolicy:
         if not verdict.retry:
             return verdict
         if not self.budget.try_withdraw(now):
-            RETRY_BUDGET_EXHAUSTED.labels(self.upstream).inc()
+            self.metrics.budget_exhausted.labels(self.upstream).inc()
             return RetryDecision(False, "budget_exhausted")
-        RETRIES.labels(self.upstream, verdict.reason).inc()
+        self.metrics.retries.labels(self.upstream, verdict.reason).inc()
         return verdict

@@ -23,7 +23,7 @@ from sidecar.config import UpstreamConfig
 from sidecar.outcome import Outcome
 from sidecar.retry.deadline import attempt_timeout_s, call_deadline
 from sidecar.retry.limits import UpstreamLimits
-from sidecar.retry.metrics import THROTTLED
+from sidecar.retry.metrics import RetryMetrics
 from sidecar.retry.policy import RetryPolicy
 from sidecar.retry.throttle import AdaptiveThrottle
 
@@ -31,12 +31,21 @@ THROTTLED_REASON = "throttled"  # `x-sidecar-error` when throttling rejects a fi
 
 
 class UpstreamPolicy:
-    def __init__(self, name: str, config: UpstreamConfig, rng: random.Random | None = None) -> None:
+    def __init__(
+        self,
+        name: str,
+        config: UpstreamConfig,
+        rng: random.Random | None = None,
+        metrics: RetryMetrics | None = None,
+    ) -> None:
         self.name = name
+        self.metrics = metrics = metrics or RetryMetrics()
         self.config = config
         self.rng = rng if rng is not None else random.Random()
         self.limits = UpstreamLimits(name, config.limits.max_requests, config.limits.max_pending)
-        self.retry = RetryPolicy(name, config.retries, self.rng) if config.retries else None
+        self.retry = (
+            RetryPolicy(name, config.retries, self.rng, metrics) if config.retries else None
+        )
         t = config.throttling
         self.throttle = (
             AdaptiveThrottle(t.k, t.window_s, min_requests=t.min_requests)
@@ -60,7 +69,7 @@ class UpstreamPolicy:
         """False: do not send this attempt (throttled locally; counted)."""
         if self.throttle is None or self.throttle.allow(now, self.rng):
             return True
-        THROTTLED.labels(self.name).inc()
+        self.metrics.throttled.labels(self.name).inc()
         return False
 
     def record(self, now: float, outcome: Outcome) -> None:

@@ -21,18 +21,12 @@ from sidecar.logs import Folding
 from sidecar.outcome import SIDECAR_ERROR_KEY
 from sidecar.retry.backoff import PUSHBACK_KEY
 from sidecar.shedding.limit import make_limit
-from sidecar.shedding.metrics import (
-    ADMISSION_IN_FLIGHT,
-    ADMISSION_LIMIT,
-    ADMISSION_QUEUED,
-    DROPPED,
-)
+from sidecar.shedding.metrics import SheddingMetrics
 from sidecar.shedding.queue import ADMIT, QUEUED, AdmissionQueue, parse_priority
 
 # App statuses that say "I could not cope": they shrink an adaptive limit.
 _OVERLOAD_STATUSES = frozenset({"RESOURCE_EXHAUSTED", "UNAVAILABLE", "DEADLINE_EXCEEDED"})
 _fold = Folding(logging.getLogger(__name__))  # under overload: one line per interval, counted
-_DROPPED_BY_REASON = {r: DROPPED.labels(r) for r in ("overloaded", "deadline")}
 
 
 class Dropped(Exception):
@@ -104,8 +98,9 @@ class _Ticket:
 class Admission:
     """One per inbound listener, built from `inbound.admission`."""
 
-    def __init__(self, config: InboundAdmission) -> None:
+    def __init__(self, config: InboundAdmission, metrics: SheddingMetrics | None = None) -> None:
         self.config = config
+        metrics = metrics or SheddingMetrics()
         self.queue: AdmissionQueue[_Ticket] = AdmissionQueue(
             make_limit(config),
             queue_size=config.queue_size,
@@ -116,13 +111,14 @@ class Admission:
         self.pushback_ms = config.pushback_ms
         self._timer: asyncio.TimerHandle | None = None
         self._timer_at = 0.0
-        # The latest Admission built is the one /metrics shows (one per process).
-        ADMISSION_LIMIT.set_function(lambda: self.queue.limit)
-        ADMISSION_IN_FLIGHT.set_function(lambda: self.queue.in_flight)
-        ADMISSION_QUEUED.set_function(lambda: self.queue.queued)
+        # one inbound listener per sidecar: its queue is what the sidecar's /metrics shows
+        metrics.limit.set_function(lambda: self.queue.limit)
+        metrics.in_flight.set_function(lambda: self.queue.in_flight)
+        metrics.queued.set_function(lambda: self.queue.queued)
+        self._dropped = {r: metrics.dropped.labels(r) for r in ("overloaded", "deadline")}
 
     def _drop(self, reason: str) -> Dropped:
-        _DROPPED_BY_REASON[reason].inc()
+        self._dropped[reason].inc()
         _fold.log(
             time.monotonic(),
             logging.WARNING,

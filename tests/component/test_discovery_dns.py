@@ -17,11 +17,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from prometheus_client import REGISTRY
+from prometheus_client import CollectorRegistry
 
 from sidecar.config import Config, parse_config
 from sidecar.discovery import Discovery, DnsClient, Registrar, RegistrationError
 from sidecar.discovery.answer import build_endpoints
+from sidecar.discovery.metrics import DiscoveryMetrics
 from sidecar.discovery.resolver import parse_nameservers
 from sidecar.endpoint import Endpoint
 from tests.dns_servers import (
@@ -88,8 +89,12 @@ class Updates:
                 await self._changed.wait()
 
 
+REGISTRY = CollectorRegistry()  # where these tests' lookups and watches count
+METRICS = DiscoveryMetrics(REGISTRY)
+
+
 async def lookup(server: ProcessDnsServer, name: str = NAME) -> list[Endpoint]:
-    client = DnsClient(parse_nameservers([server.nameserver]), timeout_s=1.0)
+    client = DnsClient(parse_nameservers([server.nameserver]), timeout_s=1.0, metrics=METRICS)
     answer = await client.lookup_srv(name)
     return build_endpoints(answer.records, answer.addresses, "lon3")
 
@@ -171,7 +176,7 @@ async def test_stale_on_error_with_server_killed_and_restarted(server: ProcessDn
     # TTL 30 so the registry's leases outlive the restart; the cap keeps refreshes quick.
     server.set_srv(NAME, RECORDS, ttl=30)
     updates = Updates()
-    disc = Discovery(discovery_config(server.nameserver, ttl_cap_s=0.3), updates)
+    disc = Discovery(discovery_config(server.nameserver, ttl_cap_s=0.3), updates, metrics=METRICS)
     await disc.start()
     try:
         await updates.wait(lambda eps, stale: eps == EXPECTED and not stale)

@@ -9,6 +9,7 @@ from typing import Any
 
 import aiohttp
 import pytest
+from prometheus_client import CollectorRegistry
 
 from sidecar.admin.server import AdminServer, refusal
 from sidecar.config import ConfigError, parse_config, redacted
@@ -74,6 +75,7 @@ async def _admin(listen: str, token: str | None) -> tuple[AdminServer, list[int]
         clusters=lambda: {},
         config_dump=lambda: {},
         drain=drain,
+        registry=CollectorRegistry(),
         token=token,
     )
     await server.start()

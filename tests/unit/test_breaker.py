@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import random
 
-from prometheus_client import REGISTRY
+from prometheus_client import CollectorRegistry
 
 from sidecar.breaker import BreakerGroup, BreakerState
+from sidecar.breaker.metrics import BreakerMetrics
 from sidecar.cluster import Cluster, Host
 from sidecar.config import Breaker
 from sidecar.outcome import Outcome
@@ -119,11 +120,22 @@ def test_single_endpoint_is_never_ejected() -> None:
 
 def test_state_and_transitions_are_exported() -> None:
     """sidecar_breaker_state and sidecar_breaker_transitions_total follow the breaker."""
-    c, (bad, *_) = _three(upstream="metrics-up")
+    registry = CollectorRegistry()
+    c = Cluster(
+        "metrics-up",
+        ("a",),
+        random.Random(1),
+        lb="round_robin",
+        breaker=Breaker(fail_max=3, reset_timeout_s=10),
+        breaker_metrics=BreakerMetrics(registry),
+    )
+    c.update("a", [ep(1), ep(2), ep(3)], 0.0)
+    bad = c.host(ep(1).key)
+    assert bad is not None
     labels = {"upstream": "metrics-up", "endpoint": bad.endpoint.address}
 
     def value(name: str, **extra: str) -> float | None:
-        return REGISTRY.get_sample_value(name, {**labels, **extra})
+        return registry.get_sample_value(name, {**labels, **extra})
 
     assert value("sidecar_breaker_state") == 0
     _fail(bad, 3, 0.0)

@@ -7,10 +7,11 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 import pytest
-from prometheus_client import REGISTRY
+from prometheus_client import CollectorRegistry
 
 from sidecar.config import InboundAdmission
 from sidecar.shedding import Admission, AdmissionToken, Dropped
+from sidecar.shedding.metrics import SheddingMetrics
 
 pytestmark = pytest.mark.timeout(20)
 
@@ -30,6 +31,10 @@ async def admitted(
     token.success()
 
 
+REGISTRY = CollectorRegistry()  # the burst test's admission counts its drops here
+METRICS = SheddingMetrics(REGISTRY)
+
+
 def dropped_total(reason: str) -> float:
     return REGISTRY.get_sample_value("sidecar_dropped_requests_total", {"reason": reason}) or 0.0
 
@@ -38,7 +43,8 @@ async def test_burst_every_request_admitted_or_dropped_within_its_deadline() -> 
     """A burst 50x capacity: each call ends admitted or dropped by its deadline; the app never
     sees an expired or too-short request, and never more than the limit at once."""
     adm = Admission(
-        InboundAdmission(max_concurrency=4, queue_size=16, min_deadline_ms=5, pushback_ms=30)
+        InboundAdmission(max_concurrency=4, queue_size=16, min_deadline_ms=5, pushback_ms=30),
+        METRICS,
     )
     rng = random.Random(5)
     in_app = 0
