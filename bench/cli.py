@@ -43,6 +43,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", type=Path, default=OUT, help="directory for results (bench/out)")
     p.add_argument("--tree", type=Path, help="run `sidecar` and `services.echo` from this "
                    "checkout (e.g. another worktree) instead of this one")  # fmt: skip
+    p.add_argument("--baseline", type=Path, help="also run the sidecar paths from this "
+                   "checkout (cases sidecar1-base, sidecar2-base), side by side in the "
+                   "same rotation: a change against its base")  # fmt: skip
     p.add_argument(
         "--scale",
         action="store_true",
@@ -157,6 +160,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     )  # fmt: skip
     if args.tree:
         settings.tree = args.tree.resolve()
+    if args.baseline:
+        settings.baseline = args.baseline.resolve()
     if args.quick:
         settings.repeats, settings.sat_seconds, settings.rate_seconds = 3, 2.0, 2.0
     if args.repeats:

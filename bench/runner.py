@@ -57,6 +57,9 @@ class Settings:
     backends: tuple[str, ...] = BACKENDS
     only: tuple[str, ...] = ()
     tree: Path = REPO  # checkout whose `sidecar` and `services.echo` run
+    # another checkout whose sidecars run beside this tree's, in the same rotation:
+    # cases `sidecar1-base` and `sidecar2-base` (a change measured against its base)
+    baseline: Path | None = None
 
 
 @dataclass
@@ -101,9 +104,13 @@ def _selected(path: str, backend: str, only: tuple[str, ...]) -> bool:
     return not only or any(o in name for o in only)
 
 
+BASE_SUFFIX = "-base"
+
+
 def _build(case: Case, backend_port: int, workdir: Path, tree: Path) -> None:
     """Start the proxies of one path in front of a running backend."""
     tag = case.name.replace("/", "-")
+    path = case.path.removesuffix(BASE_SUFFIX)
     if case.path == "direct":
         case.port = backend_port
     elif case.path == "haproxy":
@@ -115,7 +122,7 @@ def _build(case: Case, backend_port: int, workdir: Path, tree: Path) -> None:
         case.helpers.append(named)
         proc, case.port = start_haproxy(workdir, tag, backend_port, dns_port)
         case.proxies.append(proc)
-    elif case.path == "sidecar1":
+    elif path == "sidecar1":
         proc, case.port = start_sidecar_outbound(workdir, f"{tag}-out", backend_port, tree)
         case.proxies.append(proc)
     elif case.path == "sidecar1-w2":
@@ -123,7 +130,7 @@ def _build(case: Case, backend_port: int, workdir: Path, tree: Path) -> None:
             workdir, f"{tag}-out", backend_port, tree, workers=2
         )
         case.proxies.append(proc)
-    elif case.path == "sidecar2":
+    elif path == "sidecar2":
         inbound, in_port = start_sidecar_inbound(workdir, f"{tag}-in", backend_port, tree)
         case.proxies.append(inbound)
         outbound, case.port = start_sidecar_outbound(workdir, f"{tag}-out", in_port, tree)
@@ -139,7 +146,10 @@ def setup(settings: Settings, workdir: Path, log: Any) -> list[Case]:
 
     starters = {"nginx": start_nginx, "pyecho": pyecho}
     for backend in settings.backends:
-        wanted = [Case(p, backend) for p in PATHS if _selected(p, backend, settings.only)]
+        paths = PATHS
+        if settings.baseline is not None:
+            paths += ("sidecar1" + BASE_SUFFIX, "sidecar2" + BASE_SUFFIX)
+        wanted = [Case(p, backend) for p in paths if _selected(p, backend, settings.only)]
         if not wanted:
             continue
         cases += wanted
@@ -153,7 +163,10 @@ def setup(settings: Settings, workdir: Path, log: Any) -> list[Case]:
         for case in wanted:
             case.backend_proc = backend_proc
             try:
-                _build(case, backend_port, workdir, settings.tree)
+                based = case.path.endswith(BASE_SUFFIX) and settings.baseline is not None
+                tree = settings.baseline if based else settings.tree
+                assert tree is not None
+                _build(case, backend_port, workdir, tree)
             except Unavailable as exc:
                 case.fail("skipped", str(exc))
             except StartFailed as exc:
