@@ -109,13 +109,12 @@ interop-deps: $(INTEROP_NODE) $(INTEROP_GO)
 
 # promtool (Debian's `prometheus` package) checks and unit-tests deploy/prometheus/alerts.yml;
 # installed here as root when missing. Without it those tests fail, naming the package.
+# the tools besides Python (bind9, haproxy, h2load, nginx, promtool, gcc, ...): installed
+# with apt-get as root, else named with the command that installs them (never silent)
 tools:
-	@command -v promtool >/dev/null || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null && \
-	  { DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends prometheus >/dev/null 2>&1 || \
-	    { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends prometheus >/dev/null; }; }; } || \
-	  echo "promtool not found and not installable here: apt-get install prometheus"
+	@scripts/system-packages test
 
-test: $(PROTO_STAMP) $(NATIVE) interop-deps $(KUSTOMIZE) tools
+test: tools $(PROTO_STAMP) $(NATIVE) interop-deps $(KUSTOMIZE)
 	$(PYTEST) -q tests -m "not slow"
 
 test-unit: $(PROTO_STAMP) $(NATIVE)
@@ -154,9 +153,11 @@ fmt: $(STAMP)
 	$(BIN)/ruff format sidecar services tests bench
 
 demo: $(PROTO_STAMP) $(NATIVE)
+	@scripts/system-packages demo
 	$(BIN)/python -m sidecar demo $(DEMO_ARGS)
 
 bench: $(PROTO_STAMP) $(NATIVE)
+	@scripts/system-packages bench
 	$(BIN)/python -m bench $(BENCH_ARGS)
 
 clean:
