@@ -39,6 +39,7 @@ from sidecar.mesh import Mesh, static_endpoint
 from sidecar.metrics import Metrics
 from sidecar.policy import Policies
 from sidecar.policy_adapters import default_policies
+from sidecar.ratelimit import InboundLimits
 from sidecar.route import Route, Router
 from sidecar.xds.feed import xds_feed
 
@@ -75,6 +76,8 @@ class Sidecar:
         self.clusters = self.mesh.clusters
         self.routes = self.mesh.routes(policies)
         self.router = Router({n: up.grpc_services for n, up in config.upstreams.items()})
+        # `routes` (method and header rules, splits, mirrors) before grpc_services
+        self.rules = self.mesh.rule_router(policies, self.routes, self._service_route)
         # faults in force per upstream ("app": the inbound listener's calls to the app)
         self.fault_table = FaultTable(
             {
@@ -93,6 +96,8 @@ class Sidecar:
             app = Cluster("app", sites=(config.site,), breaker=None)  # one endpoint: no ejecting
             app.update(config.site, [static_endpoint(config.inbound.app, config.site)], now)
             self.app_route = Route("app", app, None)
+            if config.inbound.rate_limits:
+                self.app_route.rate_limit = InboundLimits(config.inbound.rate_limits, now)
             self.checker = AppChecker(config.inbound.health, config.inbound.app)
         self.relay = RelayDataPlane(
             config,
@@ -120,7 +125,13 @@ class Sidecar:
         self._drain_task: asyncio.Task[None] | None = None
         self.xds = xds_feed(config, self.clusters)  # None unless `xds:` is configured
 
-    def outbound_route(self, method: str, authority: str | None = None) -> Route | None:
+    def outbound_route(self, method: str, authority: str | None = None) -> Any:
+        """A Route, a route_rules.HeaderRoutes (the request's headers choose), or None."""
+        if self.rules is not None:
+            return self.rules.resolve(method, authority)
+        return self._service_route(method, authority)
+
+    def _service_route(self, method: str, authority: str | None = None) -> Route | None:
         name = self.router.route(method, authority)
         return None if name is None else self.routes[name]
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import ipaddress
 import logging
+import re
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -138,6 +139,7 @@ class Inbound(_Model):
     admission: InboundAdmission = InboundAdmission()
     faults: Faults | None = None  # injected on calls to the app (upstream name `app`)
     http2: Http2 = Http2()
+    rate_limits: list[InboundRateLimit] = []  # first matching method pattern applies
 
     _v = field_validator("listen", "app")(_check_hostport)
 
@@ -299,6 +301,188 @@ class Throttling(_Model):
     min_requests: int = Field(default=20, ge=0)  # no local rejection below this many
 
 
+# ---- traffic policy: header routes, weighted splits, mirrors, local rate limits --------
+# (what each key does: README.md "Routes" and "Rate limits"; the runtime objects:
+# sidecar/route_rules.py, sidecar/ratelimit.py, sidecar/h2relay/mirror.py)
+
+
+def _compile_regex(value: str) -> Any:
+    """An RE2 pattern (linear-time matching: no backtracking blow-up on hostile headers)."""
+    import re2  # google-re2
+
+    options = re2.Options()
+    options.log_errors = False
+    try:
+        return re2.compile(value, options=options)
+    except re2.error as exc:
+        why = exc.args[0].decode() if exc.args and isinstance(exc.args[0], bytes) else exc
+        raise ValueError(f"not an RE2 regular expression: {why}") from None
+
+
+class HeaderMatch(_Model):
+    """One request header condition of a route: exactly one of exact, prefix, regex,
+    present; `invert` turns the answer round."""
+
+    name: str = Field(min_length=1)
+    exact: str | None = None
+    prefix: str | None = None
+    regex: str | None = None  # RE2 syntax, matched against the whole value
+    present: bool | None = None
+    invert: bool = False
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, value: str) -> str:
+        if value != value.lower():
+            raise ValueError("header names are lowercase in HTTP/2 (RFC 9113 §8.2.1)")
+        return value
+
+    @field_validator("regex")
+    @classmethod
+    def _regex(cls, value: str | None) -> str | None:
+        if value is not None:
+            _compile_regex(value)
+        return value
+
+    @model_validator(mode="after")
+    def _one_matcher(self) -> HeaderMatch:
+        given = [k for k in ("exact", "prefix", "regex", "present") if getattr(self, k) is not None]
+        if len(given) != 1:
+            raise ValueError(
+                "a header match needs exactly one of exact, prefix, regex, present "
+                f"(got {', '.join(given) or 'none'})"
+            )
+        return self
+
+
+class RouteMatch(_Model):
+    """Which calls a route takes: all of its conditions hold (none given: every call)."""
+
+    service: str | None = Field(default=None, min_length=1)  # a gRPC service, every method
+    method: str | None = None  # one full method path, /package.Service/Method
+    headers: list[HeaderMatch] = []
+
+    @field_validator("method")
+    @classmethod
+    def _method(cls, value: str | None) -> str | None:
+        if value is not None:
+            service, sep, name = value.lstrip("/").partition("/")
+            if not value.startswith("/") or not sep or not service or not name or "/" in name:
+                raise ValueError(f"{value!r} is not a full method path /package.Service/Method")
+        return value
+
+
+class WeightedUpstream(_Model):
+    upstream: str = Field(min_length=1)
+    weight: int = Field(ge=0, le=1_000_000)
+
+
+class MirrorConfig(_Model):
+    """Copy a share of a route's calls to a shadow upstream, fire and forget."""
+
+    upstream: str = Field(min_length=1)
+    percent: float = Field(default=100.0, ge=0, le=100)
+    max_in_flight: int = Field(default=64, ge=1)  # shadow calls beyond this are shed
+    max_request_bytes: int = Field(default=1 * MiB, ge=0)  # larger requests are not copied
+    timeout_ms: float = Field(default=1000.0, gt=0)  # a shadow call is cut after this
+
+
+class RouteConfig(_Model):
+    """One outbound route: a match, where matching calls go (one `upstream`, or a
+    weighted `split`), and the policies that replace the upstream's on this route."""
+
+    match: RouteMatch = RouteMatch()
+    upstream: str | None = None
+    split: list[WeightedUpstream] | None = None
+    hash_on: str | None = Field(default=None, min_length=1)  # request header: sticky split
+    timeout_ms: float | None = Field(default=None, gt=0)  # default: the upstream's
+    per_try_timeout_ms: float | None = Field(default=None, gt=0)  # default: the upstream's
+    retries: Retries | None = None  # default: the upstream's
+    mirror: MirrorConfig | None = None
+
+    @field_validator("hash_on")
+    @classmethod
+    def _hash_on(cls, value: str | None) -> str | None:
+        if value is not None and value != value.lower():
+            raise ValueError("header names are lowercase in HTTP/2 (RFC 9113 §8.2.1)")
+        return value
+
+    @model_validator(mode="after")
+    def _target(self) -> RouteConfig:
+        if (self.upstream is None) == (self.split is None):
+            raise ValueError("a route needs exactly one of `upstream` and `split`")
+        if self.split is not None:
+            if not self.split:
+                raise ValueError("split: needs at least one upstream")
+            if sum(w.weight for w in self.split) <= 0:
+                raise ValueError("split: the weights sum to 0, so no call could go anywhere")
+            names = [w.upstream for w in self.split]
+            if len(set(names)) != len(names):
+                raise ValueError("split: an upstream is listed twice")
+        elif self.hash_on is not None:
+            raise ValueError("hash_on: only a route with a `split` hashes")
+        return self
+
+    @property
+    def targets(self) -> list[str]:
+        """The upstreams this route sends calls to (the mirror's not included)."""
+        if self.split is not None:
+            return [w.upstream for w in self.split]
+        return [self.upstream] if self.upstream is not None else []
+
+
+class TokenBucketConfig(_Model):
+    """A token bucket: `tokens_per_s` refill, at most `burst` tokens held (full at start)."""
+
+    tokens_per_s: float = Field(gt=0, le=1_000_000)
+    burst: int = Field(default=1, ge=1, le=1_000_000)
+
+
+class InboundRateLimit(TokenBucketConfig):
+    """Calls to the local app whose method matches `method` share one bucket: a full
+    path (/package.Service/Method), a service (/package.Service/*), or `*` (all)."""
+
+    method: str = "*"
+
+    @field_validator("method")
+    @classmethod
+    def _pattern(cls, value: str) -> str:
+        if value == "*":
+            return value
+        service, sep, name = value.lstrip("/").partition("/")
+        if not value.startswith("/") or not sep or not service or not name or "/" in name:
+            raise ValueError(
+                f"{value!r} is not a method pattern: /package.Service/Method, "
+                "/package.Service/* or *"
+            )
+        if ("*" in name and name != "*") or "*" in service:
+            raise ValueError(f"{value!r}: `*` stands only for a whole method name, or alone")
+        return value
+
+
+def check_routes(config: Config) -> None:
+    """Cross-checks of `routes`: every upstream they name exists (the key and the reason)."""
+    for i, route in enumerate(config.routes):
+        if route.upstream is not None and route.upstream not in config.upstreams:
+            raise ValueError(f"routes.{i}.upstream: no upstream named {route.upstream!r}")
+        for j, part in enumerate(route.split or ()):
+            if part.upstream not in config.upstreams:
+                raise ValueError(
+                    f"routes.{i}.split.{j}.upstream: no upstream named {part.upstream!r}"
+                )
+        mirror = route.mirror
+        if mirror is not None:
+            if mirror.upstream not in config.upstreams:
+                raise ValueError(
+                    f"routes.{i}.mirror.upstream: no upstream named {mirror.upstream!r}"
+                )
+            if mirror.upstream in route.targets:
+                raise ValueError(
+                    f"routes.{i}.mirror.upstream: {mirror.upstream!r} already takes this "
+                    "route's calls; a shadow must be another upstream"
+                )
+
+
 LbName = Literal["peak_ewma", "least_request", "round_robin", "random", "ring_hash"]
 
 
@@ -322,6 +506,7 @@ class UpstreamConfig(_Model):
     health_check: HealthCheck | None = None
     throttling: Throttling | None = Throttling()
     faults: Faults | None = None
+    rate_limit: TokenBucketConfig | None = None  # calls to this upstream, off unless set
 
     _v = field_validator("endpoints")(lambda v: v if v is None else [_check_hostport(x) for x in v])
     _t = field_validator("srv_name")(_check_template)
@@ -359,9 +544,11 @@ class Config(_Model):
     access_log: AccessLogConfig | None = None  # off unless configured
     log: LogConfig = LogConfig()
     upstreams: dict[str, UpstreamConfig] = {}
+    routes: list[RouteConfig] = []  # outbound, before grpc_services; first match wins
 
     @model_validator(mode="after")
     def _cross_checks(self) -> Config:
+        check_routes(self)
         seen: dict[str, str] = {}
         for name, upstream in self.upstreams.items():
             for svc in upstream.grpc_services:
@@ -456,6 +643,9 @@ def is_loopback(host: str | None) -> bool:
         return False
 
 
+_SUBKEY = re.compile(r"[a-z_]+: ")
+
+
 def _format_error(exc: ValidationError) -> ConfigError:
     first = exc.errors()[0]
     key = ".".join(str(part) for part in first["loc"])
@@ -464,9 +654,13 @@ def _format_error(exc: ValidationError) -> ConfigError:
         reason = "unknown key"
     elif reason.startswith("Value error, "):
         reason = reason.removeprefix("Value error, ")
-        # cross-checks name their own key path
+        # cross-checks name their own key path; a section's own check may name one
+        # of its keys (`split: ...` under routes.0 is routes.0.split)
         if not key and ": " in reason:
             key, _, reason = reason.partition(": ")
+        elif key and _SUBKEY.match(reason):
+            sub, _, reason = reason.partition(": ")
+            key = f"{key}.{sub}"
     return ConfigError(key, reason)
 
 

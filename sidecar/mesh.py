@@ -16,20 +16,24 @@ change (the xDS host pushes new resources at once), and the pool the health chec
 
 from __future__ import annotations
 
+import dataclasses
 import random
 import time
 from collections.abc import Callable
 from typing import Any
 
 from sidecar.cluster import Cluster
-from sidecar.config import Config
+from sidecar.config import Config, RouteConfig
 from sidecar.discovery.membership import Membership
 from sidecar.endpoint import Endpoint, parse_hostport
+from sidecar.h2relay.mirror import Mirror
 from sidecar.h2relay.pool import Pool
 from sidecar.health.checker import HealthCheckers
 from sidecar.metrics import Metrics
 from sidecar.policy import Policies
+from sidecar.ratelimit import UpstreamLimit
 from sidecar.route import Route
+from sidecar.route_rules import RuleRouter, WeightedSplit, build_rules
 
 
 def static_endpoint(address: str, site: str) -> Endpoint:
@@ -74,6 +78,7 @@ class Mesh:
         if not register and config.registration is not None:
             config = config.model_copy(update={"registration": None})
         self.config = config
+        self.metrics = metrics
         self.clusters = build_clusters(config, rng, metrics)
         self.membership = Membership(
             config,
@@ -89,11 +94,54 @@ class Mesh:
         )
 
     def routes(self, policies: Policies) -> dict[str, Route]:
-        """The route to each upstream, with that upstream's call policy."""
-        return {
-            name: Route.from_config(name, up, self.clusters[name], policies.calls(name, up))
-            for name, up in self.config.upstreams.items()
-        }
+        """The route to each upstream, with that upstream's call policy and rate limit."""
+        now = time.monotonic()
+        routes: dict[str, Route] = {}
+        for name, up in self.config.upstreams.items():
+            route = Route.from_config(name, up, self.clusters[name], policies.calls(name, up))
+            if up.rate_limit is not None:
+                route.rate_limit = UpstreamLimit(name, up.rate_limit, now)
+            routes[name] = route
+        return routes
+
+    def rule_router(
+        self,
+        policies: Policies,
+        routes: dict[str, Route],
+        fallback: Callable[[str, str | None], Route | None],
+        rng: random.Random | None = None,
+    ) -> RuleRouter | None:
+        """The config's `routes` in front of `fallback` (grpc_services / :authority);
+        None when there are none. Each entry's Routes are its upstreams' (`routes`: the
+        same limits, rate limit and cluster) with the entry's own timeouts and retries."""
+        config = self.config
+        if not config.routes:
+            return None
+        rng = rng or random.Random()
+
+        def target(index: int, spec: RouteConfig) -> Route:
+            mirror = None
+            if spec.mirror is not None:
+                shadow = spec.mirror.upstream
+                counter = None if self.metrics is None else self.metrics.plane.mirror_calls
+                mirror = Mirror(shadow, self.clusters[shadow], spec.mirror, rng, counter)
+            backends = []
+            for name in spec.targets:
+                base = routes[name]
+                calls = None
+                if spec.retries is not None:
+                    up = config.upstreams[name].model_copy(update={"retries": spec.retries})
+                    calls = policies.route_calls(base.calls, name, up)
+                backend = base.for_rule(spec, calls)
+                if mirror is not None:
+                    backend = dataclasses.replace(backend, mirror=mirror)
+                backends.append(backend)
+            if spec.split is None:
+                return backends[0]
+            weights = [part.weight for part in spec.split]
+            return Route.splitting(backends, WeightedSplit(backends, weights, spec.hash_on))
+
+        return RuleRouter(build_rules(config.routes, target), fallback)
 
     async def start(self, wait_s: float | None = None) -> None:
         """Start discovery and health checks; with `wait_s`, wait (bounded) for the first

@@ -76,6 +76,13 @@ class PlaneMetrics:
             ["direction", "kind"],
             registry=r,
         )
+        self.mirror_calls = Counter(
+            "sidecar_mirror_calls_total",
+            "Shadow copies of calls (routes[].mirror) by how they ended, apart from the calls "
+            "(result: ok, failed, timeout, shed, too_large, abandoned)",
+            ["upstream", "result"],
+            registry=r,
+        )
 
 
 class ProcessMetrics:

@@ -166,6 +166,10 @@ class Policies:
     real ones are `sidecar.policy_adapters.default_policies()`."""
 
     calls: Callable[[str, UpstreamConfig], CallPolicy] = lambda name, cfg: OneAttempt()
+    # a `routes[]` entry's own retries on upstream `name` (cfg: the upstream's section
+    # with the route's `retries`): the policy that `calls` made, sharing its limits and
+    # throttling (they count per upstream); the pass-through makes one attempt anyway
+    route_calls: Callable[[CallPolicy, str, UpstreamConfig], CallPolicy] = lambda base, n, cfg: base
     admission: Callable[[InboundAdmission], AdmissionPolicy] = lambda cfg: AdmitAll()
     # the table holds the faults in force (config, then POST/DELETE /faults)
     faults: Callable[[FaultTable], FaultInjector] = lambda table: NoFaults()

@@ -17,14 +17,15 @@ Statuses, and why:
 
 from __future__ import annotations
 
+import copy
 import random
 
 from sidecar.config import InboundAdmission, UpstreamConfig
 from sidecar.faults import FaultAction, FaultTable, decide
 from sidecar.metrics import Metrics
 from sidecar.outcome import Outcome
-from sidecar.policy import AttemptResult, CallState, Policies, Refusal, Token
-from sidecar.retry import LimitToken, UpstreamPolicy
+from sidecar.policy import AttemptResult, CallPolicy, CallState, Policies, Refusal, Token
+from sidecar.retry import LimitToken, RetryPolicy, UpstreamPolicy
 from sidecar.retry.metrics import RetryMetrics
 from sidecar.shedding import Admission, AdmissionToken, Dropped
 from sidecar.shedding.metrics import SheddingMetrics
@@ -58,6 +59,19 @@ class UpstreamCalls:
             f"upstream {name} already has {limits.max_pending} calls waiting for a "
             f"connection (limits.max_pending): failing fast",
         )
+
+    def for_route(self, config: UpstreamConfig) -> UpstreamCalls:
+        """The same upstream with a route's own retry policy (`config.retries`, its own
+        budget): limits and throttling stay shared, as they count per upstream."""
+        twin = copy.copy(self)
+        policy = twin.policy = copy.copy(self.policy)
+        policy.config = config
+        policy.retry = (
+            RetryPolicy(policy.name, config.retries, policy.rng, policy.metrics)
+            if config.retries
+            else None
+        )
+        return twin
 
     def begin(self, now: float) -> CallState | Refusal:
         token = self.policy.limits.try_acquire()
@@ -178,6 +192,12 @@ def default_policies(metrics: Metrics | None = None) -> Policies:
     shedding = metrics.shedding if metrics is not None else None
     return Policies(
         calls=lambda name, cfg: UpstreamCalls(name, cfg, metrics=retries),
+        route_calls=_route_calls,
         admission=lambda cfg: ShedAdmission(cfg, shedding),
         faults=TableFaults,
     )
+
+
+def _route_calls(base: CallPolicy, name: str, config: UpstreamConfig) -> CallPolicy:
+    """A route's own retries on `base` (an UpstreamCalls unless a test replaced it)."""
+    return base.for_route(config) if isinstance(base, UpstreamCalls) else base

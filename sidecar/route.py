@@ -10,11 +10,13 @@ what every gRPC client sets right; the authority is often just the dialled addre
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 from sidecar.cluster import Cluster
-from sidecar.config import UpstreamConfig
+from sidecar.config import RouteConfig, UpstreamConfig
 from sidecar.policy import CallPolicy, OneAttempt
 
 
@@ -46,6 +48,13 @@ class Route:
     calls: CallPolicy = field(default_factory=OneAttempt)
     per_try_timeout_s: float | None = None
     replay_bytes: int = 0  # request streams are buffered for a retry up to this size
+    # a `routes[]` entry's weighted split (sidecar/route_rules.py): the call picks one of
+    # its backend Routes per call (h2relay/call.py, step 1); this Route is only a carrier
+    split: Any = None  # route_rules.WeightedSplit | None
+    mirror: Any = None  # h2relay.mirror.Mirror | None: a share of calls copied to a shadow
+    # sidecar/ratelimit.py's InboundLimits (the app's route) or UpstreamLimit: a call
+    # takes a token before admission and the upstream's limits (h2relay/call.py, step 3)
+    rate_limit: Any = None
 
     @classmethod
     def from_config(
@@ -62,4 +71,32 @@ class Route:
             if config.per_try_timeout_ms is None
             else config.per_try_timeout_ms / 1000,
             replay_bytes=config.retries.buffer_bytes if config.retries is not None else 0,
+        )
+
+    def for_rule(self, spec: RouteConfig, calls: CallPolicy | None) -> Route:
+        """This upstream's route as a `routes[]` entry changes it: its own timeout,
+        per-try timeout and (with `calls`, built from `spec.retries`) retry policy."""
+        changes: dict[str, Any] = {}
+        if spec.timeout_ms is not None:
+            changes["default_timeout_s"] = spec.timeout_ms / 1000
+        if spec.per_try_timeout_ms is not None:
+            changes["per_try_timeout_s"] = spec.per_try_timeout_ms / 1000
+        if calls is not None:
+            changes["calls"] = calls
+            if spec.retries is not None:
+                changes["replay_bytes"] = spec.retries.buffer_bytes
+        return dataclasses.replace(self, **changes) if changes else self
+
+    @classmethod
+    def splitting(cls, backends: Sequence[Route], split: Any) -> Route:
+        """The carrier of a weighted split over `backends`: named after the first, with
+        the balancer hash key they share (None if they differ)."""
+        keys = {b.hash_key for b in backends}
+        first = backends[0]
+        return cls(
+            first.name,
+            first.cluster,
+            first.default_timeout_s,
+            keys.pop() if len(keys) == 1 else None,
+            split=split,
         )

@@ -8,16 +8,21 @@ upstream stream that says what happened (attempt.py), the policies behind their 
 (sidecar/policy.py). This file decides; they keep state. The steps, and why each
 sits where it sits:
 
-1. Route by the `:path` service (cached per distinct header block, request.py). First,
-   because every later step reads the route's policies. No route: trailers-only
-   UNIMPLEMENTED, `x-sidecar-error: no_route`; a local method (Health) is answered here
-   once its request is whole (local_reply.py).
+1. Route by the `:path` service and the `routes` rules on method and headers (cached
+   per distinct header block, request.py; sidecar/route_rules.py). First, because every
+   later step reads the route's policies. A weighted split picks its backend here, per
+   call, since one header block's route is shared by every call repeating it. No
+   route: trailers-only UNIMPLEMENTED, `x-sidecar-error: no_route`; a local method
+   (Health) is answered here once its request is whole (local_reply.py).
 2. Deadline: the caller's `grpc-timeout`, else the route's `timeout_ms`, one timer per
    call. Before admission and the attempts, because all of them spend from this budget
    (a call may wait in the admission queue, and inbound admission drops calls whose
    remaining time is too short).
 3. Headers: hop-by-hop fields dropped, `x-request-id` added when absent (request.py).
-   Before any attempt, so every attempt and every hop logs one id.
+   Before any attempt, so every attempt and every hop logs one id. Then the route's
+   rate limit (sidecar/ratelimit.py): a token, or RESOURCE_EXHAUSTED with
+   `x-sidecar-error: rate_limited` and the pushback; before admission and the limits,
+   so a call over its rate holds no queue slot and no upstream slot.
 4. Admit (seam b, inbound): `AdmissionPolicy.acquire(priority, deadline)` before any upstream
    stream is opened, so a dropped call costs no upstream work. AdmitAll skips it.
 5. Fault (seam c): a delay by a timer, or an abort as a sidecar error. After admission,
@@ -25,6 +30,9 @@ sits where it sits:
    limits, so a delayed call holds no upstream slot while it sleeps.
 6. Limits (seam a, `begin`): one token per call, held across its retries, so retries
    of one call never overlap and never count twice against `limits.max_requests`.
+   A route's mirror takes its copy here (h2relay/mirror.py): only calls that really
+   go upstream are copied, and the copy collects the request as it comes (step 9's
+   on_data); the shadow is sent apart and never waited for.
 7. Attempts: pick an endpoint (excluding those tried), ask seam a (throttling, per
    attempt: it must see retries too), then take the endpoint's pooled connection, or
    wait for it holding a `limits.max_pending` slot (seam a's `pending`). Send the
@@ -51,7 +59,7 @@ import itertools
 import logging
 import os
 import time
-from typing import TYPE_CHECKING, Protocol, cast
+from typing import TYPE_CHECKING, Any, Protocol, cast
 
 from sidecar.cluster.cluster import Cluster
 from sidecar.faults import FaultAction
@@ -70,6 +78,7 @@ from sidecar.policy import NO_TOKEN, AttemptResult, CallPolicy, CallState, Refus
 if TYPE_CHECKING:  # the connection layer above, for its types only
     from collections.abc import Sized
 
+    from sidecar.h2relay.mirror import Shadow
     from sidecar.h2relay.plane import Downstream, Plane
     from sidecar.h2relay.pool import UpstreamConnection
 
@@ -104,6 +113,9 @@ class RouteView(Protocol):
     default_timeout_s: float | None
     calls: CallPolicy
     per_try_timeout_s: float | None
+    split: Any  # route_rules.WeightedSplit | None
+    mirror: Any  # mirror.Mirror | None
+    rate_limit: Any  # sidecar/ratelimit.py's InboundLimits / UpstreamLimit, or None
 
 
 class Cancellable(Protocol):
@@ -142,6 +154,7 @@ class Call:
         "req_limit",
         "request_id",
         "responded",
+        "shadow",
         "sid",
         "started",
         "timer",
@@ -154,9 +167,13 @@ class Call:
         self.plane = plane
         self.down = down  # the caller's connection, `sid` our stream on it
         self.sid = sid
+        route = req.route
+        if route is not None and route.split is not None and req.error is None:
+            # step 1: a weighted split picks one backend route per call (route_rules.py)
+            req = route.split.choose(req)
+            route = req.route
         self.req = req
         now = self.started = _monotonic()
-        route = req.route
         budget: float | None = None
         if route is not None and req.error is None:
             budget = req.timeout_s if req.timeout_s is not None else route.default_timeout_s
@@ -184,6 +201,7 @@ class Call:
         self.done = False  # final status sent (or stream reset) toward the caller
         self.code = "CANCELLED"
         self.local_reason: str | None = None  # our x-sidecar-error, when we ended it
+        self.shadow: Shadow | None = None  # the route's mirror's copy of this call (step 6)
 
     # ---- 1-5: before the first attempt ------------------------------------------
 
@@ -201,10 +219,16 @@ class Call:
                 return
             self.fail("UNIMPLEMENTED", local_reply.no_route(req.method), "no_route")
             return
+        self.request_id = b"" if req.has_request_id else _new_request_id()
+        limiter = req.route.rate_limit
+        if limiter is not None:  # step 3: before admission (the caller: a follow-up)
+            refusal = limiter.check(req.method, None, _monotonic())
+            if refusal is not None:
+                self.refuse(refusal)
+                return
         ends = self.deadline.ends
         if ends is not None:
             self.timer = plane.wheel.add(ends, self)
-        self.request_id = b"" if req.has_request_id else _new_request_id()
         if plane.admit_all:
             self._after_admission()
             return
@@ -282,6 +306,15 @@ class Call:
             self.refuse(state)
             return False
         self.calls = state
+        mirror = route.mirror
+        if mirror is not None:  # step 6: the copy starts with what the caller sent so far
+            plane = self.plane
+            shadow = mirror.copy(
+                plane.pool, self.req.block, self.request_id, plane.max_message_bytes
+            )
+            if shadow is not None:
+                self.shadow = shadow
+                shadow.feed(self.replay.chunks, self.req_ended)
         return True
 
     def next_attempt(self) -> None:
@@ -480,6 +513,8 @@ class Call:
             message = local_reply.too_large("request", limit)
             self.fail("RESOURCE_EXHAUSTED", message, "message_too_large")
             return
+        if self.shadow is not None:
+            self.shadow.feed([data], end_stream)
         attempt = self.attempt
         if attempt is not None and attempt.sid and attempt.up is not None:
             up = attempt.up
@@ -867,6 +902,9 @@ class Call:
         if self.token is not NO_TOKEN:
             self.token.release(classify(self.code), _monotonic())
             self.token = NO_TOKEN
+        if self.shadow is not None:
+            self.shadow.abandon()  # unsent only if the request never came whole
+            self.shadow = None
         self.plane.call_done(self)
 
     def crashed(self) -> None:

@@ -138,7 +138,7 @@ class RelayDataPlane:
     def __init__(
         self,
         config: Config,
-        outbound_route: Callable[[str, str | None], Route | None],
+        outbound_route: Callable[[str, str | None], Any],
         app_route: Route | None,
         health: InboundHealth,
         admission: AdmissionPolicy | None,

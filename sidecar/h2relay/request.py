@@ -15,6 +15,7 @@ from typing import Any
 
 from sidecar.h2relay.grpcwire import parse_timeout
 from sidecar.h2relay.hpack_codec import Headers, encode_field, encode_literal
+from sidecar.route_rules import HeaderRoutes
 
 # Connection-specific fields (RFC 9113 §8.2.2) and this hop's own timer.
 _DROP_REQUEST = frozenset(
@@ -46,6 +47,8 @@ class Prepared:
     hash_value: bytes | None
     priority: str | None = None  # x-sidecar-priority (inbound admission)
     error: str | None = None  # "bad_request" | "not_grpc"
+    split_key: bytes | None = None  # a weighted split's `hash_on` header value
+    rules: Any = None  # route_rules.HeaderRoutes when header rules chose the route
 
 
 def prepare(headers: Headers, resolve: Callable[[str, str | None], Any]) -> Prepared:
@@ -82,10 +85,20 @@ def prepare(headers: Headers, resolve: Callable[[str, str | None], Any]) -> Prep
             regular.append(encode_field(name, value))
     path = method.decode("latin-1")
     route = resolve(path, authority) if method else None
+    rules = None
+    if isinstance(route, HeaderRoutes):  # rules on this method read headers
+        rules = route
+        route = rules.select(headers)
     hash_value = None
-    if route is not None and route.hash_key:
-        key = route.hash_key.encode()
-        hash_value = next((v for n, v in headers if n == key), None)
+    split_key = None
+    if route is not None:
+        if route.hash_key:
+            key = route.hash_key.encode()
+            hash_value = next((v for n, v in headers if n == key), None)
+        split = route.split
+        if split is not None and split.hash_on is not None:
+            key = split.hash_on.encode()
+            split_key = next((v for n, v in headers if n == key), None)
     prepared = Prepared(
         method=path,
         route=route,
@@ -94,6 +107,8 @@ def prepare(headers: Headers, resolve: Callable[[str, str | None], Any]) -> Prep
         has_request_id=has_id,
         hash_value=hash_value,
         priority=priority,
+        split_key=split_key,
+        rules=rules,
     )
     if not method or verb != b"POST":
         prepared.error = "bad_request"
@@ -112,18 +127,27 @@ def prepare_split(
     block = base.block
     has_id = base.has_request_id
     route = base.route
+    rules = base.rules
+    split_key = base.split_key
+    split = None if route is None else route.split
     for name, value in extra:
+        if rules is not None and name in rules.reads:
+            return None  # a header rule reads this call's own value: choose afresh
         if name == b"grpc-timeout":
             timeout = parse_timeout(value)
         elif name == REQUEST_ID and not has_id:
             has_id = True
             block += encode_literal(name, value)
+            if split is not None and split.hash_on == "x-request-id":
+                split_key = value  # sticky per request id: this call's own
         else:
             return None
     if route is not None and route.hash_key in ("grpc-timeout", "x-request-id"):
         return None
+    if split is not None and split.hash_on == "grpc-timeout":
+        return None
     return Prepared(base.method, route, timeout, block, has_id, base.hash_value,
-                    base.priority, base.error)  # fmt: skip
+                    base.priority, base.error, split_key, rules)  # fmt: skip
 
 
 @dataclass(slots=True)
