@@ -73,21 +73,33 @@ class ClientUpstream:
         self.metrics = Metrics.on(registry if registry is not None else REGISTRY)
         policies = policies or default_policies(self.metrics)
         self.name = name
-        # discovery for this upstream only, and never registration (the app's sidecar,
-        # if any, registers the app; the client only calls out)
-        self.config = config.model_copy(update={"upstreams": {name: up}})
+        # discovery for this upstream, and those the config's `routes` send to or mirror
+        # to (a channel follows the same routes as the sidecar's outbound listener, with
+        # this upstream where the sidecar falls back to grpc_services); never
+        # registration (the app's sidecar, if any, registers the app; the client only
+        # calls out)
+        names = {name} | {
+            n
+            for r in config.routes
+            for n in (*r.targets, *([r.mirror.upstream] if r.mirror is not None else []))
+        }
+        ups = {n: u for n, u in config.upstreams.items() if n in names}
+        self.config = config.model_copy(update={"upstreams": ups})
         idle_s = config.outbound.channel_idle_timeout_s if config.outbound else 300.0
         settings = Settings()
         self.pool = Pool(settings, idle_s)  # connections to the endpoints (calls, checks)
         self.mesh = Mesh(self.config, self.pool, rng=rng, metrics=self.metrics)
         self.cluster = self.mesh.clusters[name]
-        self.route = self.mesh.routes(policies)[name]
-        self.fault_table = FaultTable({name: up.faults})
+        routes = self.mesh.routes(policies)
+        self.route = routes[name]
+        self.fault_table = FaultTable({n: u.faults for n, u in ups.items()})
         route = self.route
 
-        def resolve(method: str, authority: str | None) -> Route:
+        def to_upstream(method: str, authority: str | None) -> Route:
             return route  # one channel is one upstream: every method goes there
 
+        rules = self.mesh.rule_router(policies, routes, to_upstream, rng)
+        resolve = to_upstream if rules is None else rules.resolve
         self.plane = Plane(
             direction,
             resolve,
@@ -96,7 +108,13 @@ class ClientUpstream:
             max_message_bytes=config.max_message_bytes,
             faults=policies.faults(self.fault_table),
             settings=settings,
-            retry_buffer=up.retries.buffer_bytes if up.retries else 1 << 20,
+            retry_buffer=max(
+                [
+                    *(u.retries.buffer_bytes for u in ups.values() if u.retries),
+                    *(r.retries.buffer_bytes for r in config.routes if r.retries),
+                ],
+                default=1 << 20,
+            ),
             metrics=self.metrics.plane,
         )
         self.link = Link(self.plane, name, config.max_message_bytes)

@@ -170,7 +170,10 @@ class RelayDataPlane:
             self.access_log.start()
         ports: dict[str, int] = {}
         retry_buffer = max(
-            (up.retries.buffer_bytes for up in config.upstreams.values() if up.retries),
+            [
+                *(up.retries.buffer_bytes for up in config.upstreams.values() if up.retries),
+                *(r.retries.buffer_bytes for r in config.routes if r.retries),  # a route's own
+            ],
             default=1 << 20,
         )
         common: dict[str, Any] = {

@@ -265,3 +265,46 @@ async def test_inbound_rate_limit_per_method_pattern(fresh: Trio) -> None:
             assert streams == [("OK", 1), ("RESOURCE_EXHAUSTED", 0)], streams
         log = side.proc.logs()
         assert not re.search(r"Traceback", log), log[-2000:]
+
+
+async def test_the_in_process_client_follows_the_same_routes(fresh: Trio) -> None:
+    """A channel to `a` (sidecar.client.connect) with the sidecar's own config: header
+    routes to b, a 3:1 split over a and c (exact), a mirror to c hung (the callers'
+    250 ms calls unaffected), and b's rate limit answering with the pushback."""
+    import sidecar.client
+
+    config = {
+        "upstreams": {
+            "a": {"endpoints": [fresh.addr("a")], "grpc_services": [ECHO]},
+            "b": {
+                "endpoints": [fresh.addr("b")],
+                "rate_limit": {"tokens_per_s": 2, "burst": 1},
+            },
+            "c": {"endpoints": [fresh.addr("c")]},
+        },
+        "routes": [
+            {"match": {"headers": [{"name": "x-canary", "exact": "1"}]}, "upstream": "b"},
+            {
+                "match": {"headers": [{"name": "x-split", "present": True}]},
+                "split": [{"upstream": "a", "weight": 3}, {"upstream": "c", "weight": 1}],
+            },
+            {
+                "match": {"headers": [{"name": "x-mirror", "present": True}]},
+                "upstream": "a",
+                "mirror": {"upstream": "c", "max_in_flight": 2, "timeout_ms": 20_000},
+            },
+        ],
+    }
+    async with await sidecar.client.connect("a", config) as ch:
+        stub = echo_pb2_grpc.EchoStub(ch)
+        assert (await call(stub))[:2] == (grpc.StatusCode.OK, "a")
+        assert (await call(stub, (("x-canary", "1"),)))[:2] == (grpc.StatusCode.OK, "b")
+        code, why, trailers = await call(stub, (("x-canary", "1"),))
+        assert (code, why) == (grpc.StatusCode.RESOURCE_EXHAUSTED, "rate_limited")
+        assert 1 <= int(trailers["grpc-retry-pushback-ms"]) <= 500
+        got = Counter([(await call(stub, (("x-split", "1"),)))[1] for _ in range(200)])
+        assert got == {"a": 150, "c": 50}, got
+        before = (await echo_admin(fresh.addr("c"), hang=True))["calls"]
+        results = [await call(stub, (("x-mirror", "1"),), deadline_s=0.25) for _ in range(20)]
+        assert all(r[:2] == (grpc.StatusCode.OK, "a") for r in results), results
+        assert 1 <= (await echo_admin(fresh.addr("c")))["calls"] - before <= 2
