@@ -100,7 +100,8 @@ def xds_feed(config: Config, clusters: Mapping[str, Cluster]) -> XdsFeed | None:
     """The feed a running sidecar serves when its config has `xds:` (sidecar/app.py)."""
     if config.xds is None:
         return None
-    return XdsFeed(config, clusters, XdsServer(config.xds.listen), config.xds.refresh_s)
+    server = XdsServer(config.xds.listen, rules=config.routes)
+    return XdsFeed(config, clusters, server, config.xds.refresh_s)
 
 
 class XdsHost:
@@ -112,7 +113,9 @@ class XdsHost:
         # a discovery change is pushed at once (health and breakers every refresh_s)
         self.mesh = Mesh(config, self.pool, on_update=self._changed)
         self.clusters = self.mesh.clusters
-        self.feed = XdsFeed(config, self.clusters, XdsServer(listen), refresh_s)
+        self.feed = XdsFeed(
+            config, self.clusters, XdsServer(listen, rules=config.routes), refresh_s
+        )
 
     def _changed(self) -> None:
         self.feed.push()

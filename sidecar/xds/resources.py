@@ -9,7 +9,8 @@ Per upstream NAME (the gRPC target is `xds:///NAME`) we emit:
 - Listener NAME: an `api_listener` holding an HttpConnectionManager whose last (and
   only) HTTP filter is the router; gRPC NACKs a listener without it. Routes come by
   RDS (RouteConfiguration NAME over ADS) or inline.
-- RouteConfiguration NAME: one virtual host `*`, prefix "" → cluster NAME.
+- RouteConfiguration NAME: one virtual host `*`: the config's `routes` (header
+  matchers, weighted clusters: rds_rules.py), then prefix "" → cluster NAME.
 - Cluster NAME: type EDS over ADS, `service_name` NAME, lb policy as mapped below.
 - ClusterLoadAssignment NAME: one locality per (site, SRV priority); priorities
   mapped, never copied (see `_priority_map`).
@@ -26,7 +27,7 @@ EDS overprovisioning factor.
 from __future__ import annotations
 
 import ipaddress
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -42,7 +43,9 @@ from envoy.extensions.filters.network.http_connection_manager.v3 import (
 from envoy.extensions.upstreams.http.v3 import http_protocol_options_pb2
 from google.protobuf import any_pb2, message, wrappers_pb2
 
+from sidecar.config import RouteConfig
 from sidecar.endpoint import Endpoint
+from sidecar.xds.rds_rules import rds_routes
 
 LISTENER = "type.googleapis.com/envoy.config.listener.v3.Listener"
 ROUTE = "type.googleapis.com/envoy.config.route.v3.RouteConfiguration"
@@ -268,20 +271,26 @@ def _route_to(cluster: str, snap: UpstreamSnapshot, prefix: str) -> route_compon
     )
 
 
-def build_route(name: str, snap: UpstreamSnapshot) -> route_pb2.RouteConfiguration:
+def build_route(
+    name: str, snap: UpstreamSnapshot, rules: Sequence[RouteConfig] = ()
+) -> route_pb2.RouteConfiguration:
+    """`xds:///name`'s routes: the config's `routes` (rds_rules.py), then all to `name`."""
     return route_pb2.RouteConfiguration(
         name=name,
         virtual_hosts=[
             route_components_pb2.VirtualHost(
-                name=name, domains=["*"], routes=[_route_to(name, snap, "")]
+                name=name, domains=["*"], routes=[*rds_routes(rules), _route_to(name, snap, "")]
             )
         ],
     )
 
 
-def build_envoy_route(snapshots: Mapping[str, UpstreamSnapshot]) -> route_pb2.RouteConfiguration:
-    """One route table for an Envoy sidecar: `/pkg.Service/` prefix → upstream cluster."""
-    routes = [
+def build_envoy_route(
+    snapshots: Mapping[str, UpstreamSnapshot], rules: Sequence[RouteConfig] = ()
+) -> route_pb2.RouteConfiguration:
+    """One route table for an Envoy sidecar: the config's `routes`, then `/pkg.Service/`
+    prefix → upstream cluster."""
+    routes = rds_routes(rules) + [
         _route_to(name, snap, f"/{service}/")
         for name, snap in sorted(snapshots.items())
         for service in snap.grpc_services
@@ -321,15 +330,17 @@ def build_resources(
     *,
     inline_routes: bool = False,
     endpoint_localities: bool = True,
+    rules: Sequence[RouteConfig] = (),
 ) -> Resources:
-    """All four resource types for every upstream, plus Envoy's `outbound` route table."""
+    """All four resource types for every upstream, plus Envoy's `outbound` route table;
+    `rules`: the config's `routes`, ahead of each upstream's own route."""
     listeners: dict[str, message.Message] = {}
     routes: dict[str, message.Message] = {}
     clusters: dict[str, message.Message] = {}
     loads: dict[str, message.Message] = {}
     skipped: list[str] = []
     for name, snap in sorted(snapshots.items()):
-        route = build_route(name, snap)
+        route = build_route(name, snap, rules)
         listeners[name] = build_listener(name, route if inline_routes else None)
         if not inline_routes:
             routes[name] = route
@@ -343,7 +354,7 @@ def build_resources(
             if id(s) not in kept
         )
     if ENVOY_ROUTE_NAME not in snapshots:
-        routes[ENVOY_ROUTE_NAME] = build_envoy_route(snapshots)
+        routes[ENVOY_ROUTE_NAME] = build_envoy_route(snapshots, rules)
     return Resources(
         by_type={LISTENER: listeners, ROUTE: routes, CLUSTER: clusters, ENDPOINT: loads},
         skipped=tuple(skipped),

@@ -14,7 +14,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Mapping, Sequence
 from typing import Any
 
 import grpc
@@ -22,6 +22,7 @@ from envoy.service.discovery.v3 import ads_pb2_grpc, discovery_pb2
 from envoy.service.status.v3 import csds_pb2_grpc
 from google.protobuf import json_format
 
+from sidecar.config import RouteConfig
 from sidecar.endpoint import parse_hostport
 from sidecar.xds.csds import ClientStatus
 from sidecar.xds.resources import TYPE_URLS, Resources, UpstreamSnapshot, build_resources
@@ -41,8 +42,10 @@ class XdsServer(ads_pb2_grpc.AggregatedDiscoveryServiceServicer):  # type: ignor
         *,
         inline_routes: bool = False,
         endpoint_localities: bool = True,
+        rules: Sequence[RouteConfig] = (),
     ) -> None:
         parse_hostport(listen)  # refuse a bad address before binding
+        self.rules = rules  # the config's `routes`, served ahead of each upstream's route
         self.listen = listen
         self.port = 0
         self.inline_routes = inline_routes
@@ -90,6 +93,7 @@ class XdsServer(ads_pb2_grpc.AggregatedDiscoveryServiceServicer):  # type: ignor
                 snapshots,
                 inline_routes=self.inline_routes,
                 endpoint_localities=self.endpoint_localities,
+                rules=self.rules,
             )
         )
 

@@ -70,9 +70,10 @@ class Client:
     def __init__(self, proc: asyncio.subprocess.Process) -> None:
         self.proc = proc
 
-    async def calls(self, n: int) -> dict[str, Any]:
+    async def calls(self, n: int, metadata: str = "") -> dict[str, Any]:
+        """`metadata`: `key=value` pairs, space-separated, sent with every call."""
         assert self.proc.stdin is not None and self.proc.stdout is not None
-        self.proc.stdin.write(f"{n}\n".encode())
+        self.proc.stdin.write(f"{n} {metadata}\n".encode())
         await self.proc.stdin.drain()
         line = await asyncio.wait_for(self.proc.stdout.readline(), timeout=60)
         assert line, "xds client process exited"
@@ -80,13 +81,18 @@ class Client:
         return result
 
     async def until(
-        self, expect: Callable[[dict[str, int]], bool], *, n: int = 20, within: float = 30.0
+        self,
+        expect: Callable[[dict[str, int]], bool],
+        *,
+        n: int = 20,
+        within: float = 30.0,
+        metadata: str = "",
     ) -> dict[str, Any]:
         """Call in batches until a batch's served_by counts satisfy `expect`."""
         deadline = time.monotonic() + within
         last: dict[str, Any] = {}
         for _ in range(200):
-            last = await self.calls(n)
+            last = await self.calls(n, metadata)
             if expect(last["served_by"]):
                 return last
             if time.monotonic() > deadline:

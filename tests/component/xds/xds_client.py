@@ -1,7 +1,8 @@
 """A proxyless gRPC client for the xDS tests, run in its own process.
 
-Reads commands on stdin, one per line: `N` makes N unary Echo calls through
-`xds:///TARGET` and prints one JSON line `{"served_by": count, ..., "errors": {...}}`.
+Reads commands on stdin, one per line: `N [key=value ...]` makes N unary Echo calls
+through `xds:///TARGET`, with that request metadata, and prints one JSON line
+`{"served_by": count, ..., "errors": {...}}`.
 The bootstrap comes from GRPC_XDS_BOOTSTRAP, as for any grpcio xDS client.
 """
 
@@ -23,9 +24,13 @@ def main() -> None:
         for line in sys.stdin:
             counts: collections.Counter[str] = collections.Counter()
             errors: collections.Counter[str] = collections.Counter()
-            for _ in range(int(line)):
+            count, *pairs = line.split()
+            metadata = tuple(tuple(p.split("=", 1)) for p in pairs)
+            for _ in range(int(count)):
                 try:
-                    reply = stub.Unary(echo_pb2.EchoRequest(payload=b"x"), timeout=2)
+                    reply = stub.Unary(
+                        echo_pb2.EchoRequest(payload=b"x"), timeout=2, metadata=metadata
+                    )
                     counts[reply.served_by] += 1
                 except grpc.RpcError as exc:
                     errors[f"{exc.code().name}: {exc.details()}"] += 1
