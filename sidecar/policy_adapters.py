@@ -17,7 +17,6 @@ Statuses, and why:
 
 from __future__ import annotations
 
-import copy
 import random
 
 from sidecar.config import InboundAdmission, UpstreamConfig
@@ -25,7 +24,7 @@ from sidecar.faults import FaultAction, FaultTable, decide
 from sidecar.metrics import Metrics
 from sidecar.outcome import Outcome
 from sidecar.policy import AttemptResult, CallPolicy, CallState, Policies, Refusal, Token
-from sidecar.retry import LimitToken, RetryPolicy, UpstreamPolicy
+from sidecar.retry import LimitToken, UpstreamPolicy
 from sidecar.retry.metrics import RetryMetrics
 from sidecar.shedding import Admission, AdmissionToken, Dropped
 from sidecar.shedding.metrics import SheddingMetrics
@@ -62,15 +61,12 @@ class UpstreamCalls:
 
     def for_route(self, config: UpstreamConfig) -> UpstreamCalls:
         """The same upstream with a route's own retry policy (`config.retries`, its own
-        budget): limits and throttling stay shared, as they count per upstream."""
-        twin = copy.copy(self)
-        policy = twin.policy = copy.copy(self.policy)
-        policy.config = config
-        policy.retry = (
-            RetryPolicy(policy.name, config.retries, policy.rng, policy.metrics)
-            if config.retries
-            else None
-        )
+        budget): limits and throttling stay shared, as they count per upstream. Built,
+        not copied: copy.copy cannot copy a compiled (mypyc) object."""
+        policy = self.policy
+        twin = UpstreamCalls(policy.name, config, policy.rng, policy.metrics)
+        twin.policy.limits = policy.limits
+        twin.policy.throttle = policy.throttle
         return twin
 
     def begin(self, now: float) -> CallState | Refusal:

@@ -221,7 +221,7 @@ class Call:
             return
         self.request_id = b"" if req.has_request_id else _new_request_id()
         limiter = req.route.rate_limit
-        if limiter is not None:  # step 3: before admission (the caller: a follow-up)
+        if limiter is not None:  # step 3; caller None: per-caller keys are a follow-up
             refusal = limiter.check(req.method, None, _monotonic())
             if refusal is not None:
                 self.refuse(refusal)

@@ -2,7 +2,9 @@
 
 Pure (no I/O). The result is cached on the decoded block (hpack_codec.Block.prepared),
 so a client repeating the same request headers pays for this once: routing by the
-`:path` service, the caller's `grpc-timeout`, the hop-by-hop filter, and the encoded
+`:path` service and the config's `routes` (a rule that reads headers answers a
+`HeaderRoutes`, asked here with the block's headers: sidecar/route_rules.py), the
+caller's `grpc-timeout`, the hop-by-hop filter, and the encoded
 block toward the upstream minus the two fields that change per call (`grpc-timeout`,
 re-derived from the remaining deadline, and a fresh `x-request-id` when none came).
 """

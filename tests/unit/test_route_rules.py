@@ -24,8 +24,8 @@ def matcher(**spec: Any) -> HeaderMatcher:
     return HeaderMatcher(HeaderMatch(name="x-who", **spec))
 
 
-def hdrs(*pairs: tuple[str, str]) -> list[tuple[bytes, bytes]]:
-    return [(n.encode(), v.encode()) for n, v in pairs]
+def hdrs(*pairs: tuple[str, str]) -> tuple[tuple[bytes, bytes], ...]:
+    return tuple((n.encode(), v.encode()) for n, v in pairs)
 
 
 @pytest.mark.parametrize(
@@ -112,7 +112,7 @@ async def test_a_rule_sets_its_own_timeout_and_retries() -> None:
         ]
     )
     block = hdrs((":method", "POST"), (":path", METHOD), ("content-type", "application/grpc"))
-    slow = prepare([*block, (b"x-slow", b"")], side.outbound_route).route
+    slow = prepare((*block, (b"x-slow", b"")), side.outbound_route).route
     plain = prepare(block, side.outbound_route).route
     assert (slow.default_timeout_s, slow.per_try_timeout_s) == (9.0, 0.3)
     assert (plain.default_timeout_s, plain.per_try_timeout_s) == (1.0, None)
