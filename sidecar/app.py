@@ -19,8 +19,10 @@ import contextlib
 import logging
 import signal
 import time
+from collections.abc import Callable
 from typing import Any
 
+from aiohttp import web
 from prometheus_client import CollectorRegistry
 
 from sidecar.admin import AdminServer
@@ -39,6 +41,8 @@ from sidecar.mesh import Mesh, static_endpoint
 from sidecar.metrics import Metrics
 from sidecar.policy import Policies
 from sidecar.policy_adapters import default_policies
+from sidecar.reload import Reloader, ReloadResult
+from sidecar.reload.parts import AdmissionPart, FaultsPart, ListenersPart, UpstreamsPart
 from sidecar.route import Route, Router
 from sidecar.xds.feed import xds_feed
 
@@ -51,7 +55,10 @@ class Sidecar:
         config: Config,
         policies: Policies | None = None,
         registry: CollectorRegistry | None = None,
+        *,
+        load: Callable[[], Config] | None = None,
     ) -> None:
+        """`load` reads and checks the config file again (SIGHUP, POST /reload)."""
         self.config = config
         # this sidecar's metrics, on a registry of its own (what its /metrics serves):
         # every part that counts is handed its share here
@@ -59,7 +66,7 @@ class Sidecar:
         self.metrics = Metrics(self.registry)
         self.state_metrics = StateCollector()  # endpoint states and budgets, read at scrape
         self.registry.register(self.state_metrics)
-        policies = policies or default_policies(self.metrics)
+        policies = self.policies = policies or default_policies(self.metrics)
         # The pooled HTTP/2 connections to endpoints: the relay's calls and the active
         # health checks ride them both (one connection per endpoint, not two)
         idle_s = config.outbound.channel_idle_timeout_s if config.outbound else 300.0
@@ -108,17 +115,64 @@ class Sidecar:
             config.admin.listen,
             ready=self.not_ready_reasons,
             clusters=lambda: self.mesh.snapshot(time.monotonic()),
-            config_dump=lambda: with_faults(redacted(self.config), self.fault_table),
+            config_dump=self._config_dump,
             drain=self.drain,
             registry=self.registry,
             token=config.admin.token,
         )
         self.mesh.membership.add_admin_routes(self.admin)
         targets = [*config.upstreams, *(["app"] if config.inbound is not None else [])]
-        FaultAdmin(self.fault_table, targets).add_to(self.admin)
+        fault_admin = FaultAdmin(self.fault_table, targets)
+        fault_admin.add_to(self.admin)
         self.draining = False
         self._drain_task: asyncio.Task[None] | None = None
         self.xds = xds_feed(config, self.clusters)  # None unless `xds:` is configured
+        # Hot reload (sidecar/reload/): each part applies the keys it names; a changed
+        # key no part names is refused as restart-only. A new reloadable section adds
+        # its part here (the contract: sidecar/reload/reloader.py).
+        self.reloader = Reloader(
+            config,
+            [
+                UpstreamsPart(self.mesh, policies, lambda: self.routes, self._install),
+                FaultsPart(self.fault_table, lambda t: setattr(fault_admin, "targets", t)),
+                AdmissionPart(policies, lambda: self.relay.planes.get("inbound")),
+                ListenersPart(lambda: self.relay.planes, self.ports.__setitem__),
+                _ReadLive(("drain_grace_s",)),
+            ],
+            load,
+            self.metrics.reload,
+        )
+        self.reloader.on_applied.append(self._applied)
+        self.admin.add_route("POST", "/reload", self._reload_handler)
+
+    def _install(
+        self, config: Config, clusters: dict[str, Cluster], routes: dict[str, Route], router: Router
+    ) -> None:
+        """A reload's new upstreams: calls routed from now on take these (no await)."""
+        self.clusters = clusters
+        self.routes = routes
+        self.router = router
+        self.relay.routes_changed()  # cached route lookups of earlier header blocks
+        self.state_metrics.watch(self, config.service or "", config.site, clusters, routes)
+        if self.xds is not None:
+            self.xds.config = config
+            self.xds.clusters = clusters
+
+    def _applied(self, config: Config) -> None:
+        self.config = config
+        self.relay.config = config
+
+    async def reload(self) -> ReloadResult:
+        """Read the config file again and apply it (SIGHUP, POST /reload)."""
+        return await self.reloader.reload()
+
+    async def _reload_handler(self, request: web.Request) -> web.Response:
+        result = await self.reload()
+        return web.json_response(result.as_dict(), status=200 if result.ok else 400)
+
+    def _config_dump(self) -> dict[str, Any]:
+        dump = with_faults(redacted(self.config), self.fault_table)
+        return {"version": self.reloader.version.as_dict(), **dump}
 
     def outbound_route(self, method: str, authority: str | None = None) -> Route | None:
         name = self.router.route(method, authority)
@@ -213,13 +267,44 @@ def _spawn(coro: Any) -> asyncio.Task[Any]:
     return task
 
 
-async def serve(config: Config) -> int:
-    """Run until SIGTERM/SIGINT, then stop gracefully; the process exit code."""
-    sidecar = Sidecar(config)
+class _ReadLive:
+    """Keys the sidecar reads from its running config each time it needs them: the new
+    value applies by the config being swapped (`Sidecar._applied`)."""
+
+    def __init__(self, keys: tuple[str, ...]) -> None:
+        self.keys = keys
+
+    async def prepare(self, old: Config, new: Config) -> _Nothing:
+        return _Nothing()
+
+
+class _Nothing:
+    def commit(self) -> None:
+        return None
+
+    async def settle(self) -> None:
+        return None
+
+    async def abandon(self) -> None:
+        return None
+
+
+async def serve(
+    config: Config,
+    load: Callable[[], Config] | None = None,
+    control: Callable[[Sidecar], Any] | None = None,
+) -> int:
+    """Run until SIGTERM/SIGINT, then stop gracefully; the process exit code. SIGHUP
+    reloads the config through `load`; `control` (a worker's channel to its supervisor,
+    sidecar/workers.py) is started with the running sidecar."""
+    sidecar = Sidecar(config, load=load)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
+    loop.add_signal_handler(signal.SIGHUP, lambda: _spawn(sidecar.reload()))
+    if control is not None:
+        _spawn(control(sidecar))
     await sidecar.start()
     await stop.wait()
     log.info("signal received: stopping (grace %.1fs)", config.drain_grace_s)
@@ -228,8 +313,12 @@ async def serve(config: Config) -> int:
     return 0
 
 
-def run(config: Config) -> int:
-    """Run the sidecar on uvloop when available."""
+def run(
+    config: Config,
+    load: Callable[[], Config] | None = None,
+    control: Callable[[Sidecar], Any] | None = None,
+) -> int:
+    """Run the sidecar on uvloop when available (`serve` says what `load` and `control` do)."""
     configure_logs(config.log)
     try:
         import uvloop
@@ -238,4 +327,4 @@ def run(config: Config) -> int:
     except ImportError:  # pragma: no cover - uvloop is a dependency off Windows
         factory = None
     with asyncio.Runner(loop_factory=factory) as runner:
-        return runner.run(serve(config))
+        return runner.run(serve(config, load, control))

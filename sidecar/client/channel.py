@@ -38,7 +38,7 @@ from sidecar.client.call import (
     _pairs,
 )
 from sidecar.client.link import Link
-from sidecar.config import Config, ConfigError, load_config, parse_config
+from sidecar.config import Admin, Config, ConfigError, Http2, LogConfig, load_config, parse_config
 from sidecar.faults import FaultTable
 from sidecar.h2relay.call import Call
 from sidecar.h2relay.connection import Settings
@@ -48,7 +48,37 @@ from sidecar.mesh import Mesh
 from sidecar.metrics import Metrics
 from sidecar.policy import Policies
 from sidecar.policy_adapters import default_policies
-from sidecar.route import Route
+from sidecar.reload import Reloader, ReloadResult
+from sidecar.reload.parts import FaultsPart, UpstreamsPart
+from sidecar.route import Route, Router
+
+Source = Config | str | os.PathLike[str] | Mapping[str, Any]
+
+
+def client_view(name: str, config: Config) -> Config:
+    """What of `config` an in-process channel to upstream `name` uses: that upstream,
+    discovery, sites, message and idle limits. The keys of listeners, admin, logs and
+    registration are the app's sidecar's business, so the channel's reload ignores them."""
+    up = config.upstreams.get(name)
+    if up is None:
+        raise ConfigError(f"upstreams.{name}", "no such upstream in the config")
+    outbound = config.outbound
+    if outbound is not None:
+        outbound = outbound.model_copy(update={"listen": "127.0.0.1:15001", "http2": Http2()})
+    return config.model_copy(
+        update={
+            "upstreams": {name: up},
+            "service": None,
+            "inbound": None,
+            "outbound": outbound,
+            "admin": Admin(),
+            "drain_grace_s": 10.0,
+            "registration": None,
+            "xds": None,
+            "access_log": None,
+            "log": LogConfig(),
+        }
+    )
 
 
 class ClientUpstream:
@@ -64,10 +94,10 @@ class ClientUpstream:
         direction: str = "outbound",
         rng: random.Random | None = None,
         registry: CollectorRegistry | None = None,
+        source: Source | None = None,
     ) -> None:
-        up = config.upstreams.get(name)
-        if up is None:
-            raise ConfigError(f"upstreams.{name}", "no such upstream in the config")
+        """`source`: where `reload()` reads the config again (a path; None: no reload
+        without a config handed to it)."""
         # the app's registry (prometheus_client's default unless told): the client's
         # series sit beside the app's own, one set per registry however many channels
         self.metrics = Metrics.on(registry if registry is not None else REGISTRY)
@@ -75,7 +105,8 @@ class ClientUpstream:
         self.name = name
         # discovery for this upstream only, and never registration (the app's sidecar,
         # if any, registers the app; the client only calls out)
-        self.config = config.model_copy(update={"upstreams": {name: up}})
+        self.config = client_view(name, config)
+        up = self.config.upstreams[name]
         idle_s = config.outbound.channel_idle_timeout_s if config.outbound else 300.0
         settings = Settings()
         self.pool = Pool(settings, idle_s)  # connections to the endpoints (calls, checks)
@@ -83,10 +114,9 @@ class ClientUpstream:
         self.cluster = self.mesh.clusters[name]
         self.route = self.mesh.routes(policies)[name]
         self.fault_table = FaultTable({name: up.faults})
-        route = self.route
 
         def resolve(method: str, authority: str | None) -> Route:
-            return route  # one channel is one upstream: every method goes there
+            return self.route  # one channel is one upstream: every method goes there
 
         self.plane = Plane(
             direction,
@@ -100,6 +130,40 @@ class ClientUpstream:
             metrics=self.metrics.plane,
         )
         self.link = Link(self.plane, name, config.max_message_bytes)
+        self.source = source
+        # Hot reload of this upstream's section (sidecar/reload/, as the sidecar's)
+        self.reloader = Reloader(
+            self.config,
+            [
+                UpstreamsPart(self.mesh, policies, lambda: {name: self.route}, self._install),
+                FaultsPart(self.fault_table),
+            ],
+            None if source is None or isinstance(source, (Config, Mapping)) else self._load,
+            self.metrics.reload,
+        )
+
+    def _load(self) -> Config:
+        assert self.source is not None
+        return client_view(self.name, load(self.source))
+
+    def _install(
+        self, config: Config, clusters: dict[str, Any], routes: dict[str, Route], _r: Router
+    ) -> None:
+        self.config = config
+        self.cluster = clusters[self.name]
+        self.route = routes[self.name]
+        self.plane.routes_changed()  # cached route lookups of earlier header blocks
+
+    async def reload(self, config: Source | None = None) -> ReloadResult:
+        """Apply `config` (else the config file read again) to this upstream, live:
+        calls in flight finish on the config they started with."""
+        if config is None:
+            return await self.reloader.reload()
+        try:
+            view = client_view(self.name, load(config))
+        except ConfigError as exc:
+            return await self.reloader.refuse(exc)
+        return await self.reloader.reload(view)
 
     async def start(self, wait_s: float | None = None) -> None:
         """Start discovery and health checks; wait (bounded) for the first DNS answers."""
@@ -247,6 +311,13 @@ class Channel:
     async def wait_for_state_change(self, last_observed_state: Any) -> None:
         return None
 
+    async def reload(self, config: Source | None = None) -> ReloadResult:
+        """Reload this channel's upstream from `config` (a path, mapping or Config), or
+        else from the file it was made from: the new config is checked whole first; a
+        refused one leaves the running one in force (`result.result == "refused"`,
+        with `key` and `reason`)."""
+        return await self.upstream.reload(config)
+
     async def close(self, grace: float | None = None) -> None:
         if not self._closed:
             self._closed = True
@@ -282,6 +353,6 @@ async def connect(
     """A channel to `upstream`, started: discovery has had its first answer (or `wait_s`,
     by default twice `discovery.timeout_s`, ran out). Its metrics go to `registry`
     (default: prometheus_client's default registry, the app's)."""
-    up = ClientUpstream(upstream, load(config), policies=policies, registry=registry)
+    up = ClientUpstream(upstream, load(config), policies=policies, registry=registry, source=config)
     await up.start(wait_s)
     return Channel(up)

@@ -225,5 +225,10 @@ class RelayDataPlane:
         if self.access_log is not None:
             self.access_log.close()  # the calls are over: the lines still buffered go out
 
+    def routes_changed(self) -> None:
+        """A config reload changed the routes: resolve cached header blocks again."""
+        for plane in self.planes.values():
+            plane.routes_changed()
+
     def __len__(self) -> int:
         return len(self.pool)

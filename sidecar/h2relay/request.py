@@ -5,6 +5,10 @@ so a client repeating the same request headers pays for this once: routing by th
 `:path` service, the caller's `grpc-timeout`, the hop-by-hop filter, and the encoded
 block toward the upstream minus the two fields that change per call (`grpc-timeout`,
 re-derived from the remaining deadline, and a fresh `x-request-id` when none came).
+The route in a cached result is only as current as the routes it was resolved from:
+each result carries the plane's routing `generation`, and a config reload that
+changes the routes bumps it (h2relay Plane.routes_changed), so a block cached before
+is resolved again at its next use.
 """
 
 from __future__ import annotations
@@ -46,9 +50,12 @@ class Prepared:
     hash_value: bytes | None
     priority: str | None = None  # x-sidecar-priority (inbound admission)
     error: str | None = None  # "bad_request" | "not_grpc"
+    generation: int = 0  # the plane's routing generation `route` was resolved in
 
 
-def prepare(headers: Headers, resolve: Callable[[str, str | None], Any]) -> Prepared:
+def prepare(
+    headers: Headers, resolve: Callable[[str, str | None], Any], generation: int = 0
+) -> Prepared:
     method = b""
     verb = b""
     content_type = b""
@@ -94,6 +101,7 @@ def prepare(headers: Headers, resolve: Callable[[str, str | None], Any]) -> Prep
         has_request_id=has_id,
         hash_value=hash_value,
         priority=priority,
+        generation=generation,
     )
     if not method or verb != b"POST":
         prepared.error = "bad_request"
@@ -123,7 +131,7 @@ def prepare_split(
     if route is not None and route.hash_key in ("grpc-timeout", "x-request-id"):
         return None
     return Prepared(base.method, route, timeout, block, has_id, base.hash_value,
-                    base.priority, base.error)  # fmt: skip
+                    base.priority, base.error, base.generation)  # fmt: skip
 
 
 @dataclass(slots=True)
