@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from sidecar.config import Config
+from sidecar.discovery.names import upstream_names
 
 # The keys of an upstream that shape its cluster (sites, balancer, breakers, health
 # checks): a change to one of them means a new `Cluster` (seeded with the endpoints the
@@ -34,19 +35,10 @@ CLUSTER_KEYS = frozenset(
         "health_check",
     }
 )
-# The keys of an upstream that name what discovery looks up.
+# The keys of an upstream that say where its endpoints come from (discovery.names).
 DISCOVERY_KEYS = frozenset({"endpoints", "srv_name", "tag", "port_name", "namespace", "sites"})
 # Applied by the fault table, not by the upstream's route.
 FAULT_KEYS = frozenset({"faults"})
-
-
-def _leaves(data: Any, prefix: str) -> dict[str, Any]:
-    if isinstance(data, Mapping) and data:
-        out: dict[str, Any] = {}
-        for key, value in data.items():
-            out.update(_leaves(value, f"{prefix}.{key}" if prefix else str(key)))
-        return out
-    return {prefix: data}
 
 
 def _plain(config: Config) -> dict[str, Any]:
@@ -102,9 +94,10 @@ class UpstreamChange:
 
     @property
     def route(self) -> bool:
-        """It needs a new route: anything but its faults changed (a key added later to
-        the upstream's section is applied by a new route, built from the section)."""
-        return self.added or bool(self.keys - FAULT_KEYS)
+        """It needs a new route: a key other than its faults and what it is found by
+        changed (a key added later to the upstream's section is applied by a new route,
+        built from the section). A new cluster means a new route too (parts.py)."""
+        return self.added or bool(self.keys - FAULT_KEYS - DISCOVERY_KEYS)
 
 
 def upstream_changes(old: Config, new: Config) -> dict[str, UpstreamChange]:
@@ -126,12 +119,11 @@ def upstream_changes(old: Config, new: Config) -> dict[str, UpstreamChange]:
     return out
 
 
-def discovery_changed(old: Config, new: Config, changes: Mapping[str, UpstreamChange]) -> bool:
-    """Discovery must watch other names: its section changed, the site or domain did, or
-    an upstream came, went, or changed what it is looked up by."""
-    if old.discovery != new.discovery or old.site != new.site or old.domain != new.domain:
-        return True
-    return any(c.added or c.removed or c.keys & DISCOVERY_KEYS for c in changes.values())
+def discovery_changed(old: Config, new: Config) -> bool:
+    """Discovery must be rebuilt: its own section changed, or the set of (upstream,
+    site, SRV name) it watches did (an upstream came, went, or is looked up by another
+    name or in other sites)."""
+    return old.discovery != new.discovery or upstream_names(old) != upstream_names(new)
 
 
 def config_hash(config: Config) -> str:

@@ -171,7 +171,7 @@ class UpstreamsPart:
             routes[name] = route
         router = Router({n: u.grpc_services for n, u in new.upstreams.items()})
         plan = _UpstreamsChange(mesh, new, clusters, routes, router, self.install, static)
-        if discovery_changed(old, new, changes):
+        if discovery_changed(old, new):
             plan.rediscover = True
             membership: Membership = mesh.membership
             counts = mesh.metrics.discovery if mesh.metrics is not None else None

@@ -73,3 +73,23 @@ async def long_stream(
     except grpc.aio.AioRpcError as err:
         tally.failed.append(f"stream {err.code().name}: {err.details()}")
     return served
+
+
+async def watch_connection(
+    channel: grpc.aio.Channel, stop: asyncio.Event, changes: list[str]
+) -> None:
+    """Every connectivity change of `channel` from READY on, until `stop`: a reset
+    connection shows as READY -> IDLE / TRANSIENT_FAILURE / CONNECTING."""
+    state = channel.get_state(try_to_connect=True)
+    while not stop.is_set():
+        waiter = asyncio.ensure_future(channel.wait_for_state_change(state))
+        stopper = asyncio.ensure_future(stop.wait())
+        await asyncio.wait({waiter, stopper}, return_when=asyncio.FIRST_COMPLETED)
+        stopper.cancel()
+        if not waiter.done():
+            waiter.cancel()
+            break
+        new = channel.get_state()
+        if state == grpc.ChannelConnectivity.READY or changes:
+            changes.append(f"{state.name} -> {new.name}")
+        state = new

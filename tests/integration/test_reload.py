@@ -27,7 +27,7 @@ from tests.integration.procs import (
     sidecar_process,
     wait_until,
 )
-from tests.integration.reload_load import Tally, long_stream, unary_load
+from tests.integration.reload_load import Tally, long_stream, unary_load, watch_connection
 from tests.integration.test_workers import two_free_ports
 
 pytestmark = pytest.mark.timeout(120)
@@ -81,8 +81,11 @@ async def test_reload_under_load_moves_endpoints_policy_and_faults(tmp_path: Pat
             assert first["counter"] == 1
             tally = Tally()
             stop = asyncio.Event()
+            changes: list[str] = []
             async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
                 stub = echo_pb2_grpc.EchoStub(channel)
+                await stub.Unary(echo_pb2.EchoRequest(), timeout=5)  # connected: READY
+                watch = asyncio.create_task(watch_connection(channel, stop, changes))
                 stream = asyncio.create_task(long_stream(stub, 40, 0.05, tally))
                 load = asyncio.create_task(unary_load(stub, stop, tally, max_s=60))
                 await asyncio.sleep(0.5)
@@ -106,7 +109,9 @@ async def test_reload_under_load_moves_endpoints_policy_and_faults(tmp_path: Pat
                 stop.set()
                 served = await stream
                 await load
+                await watch
             assert tally.failed == [], tally.failed[:5]
+            assert changes == [], changes  # the one connection was never reset
             assert set(served) == {"a"}, served  # the stream stayed where it started
             assert tally.served_by["a"] > 0 and tally.served_by["b"] > before
             now = version(sc.admin)
