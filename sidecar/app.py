@@ -29,7 +29,7 @@ from sidecar.admin import AdminServer
 from sidecar.admin.faults import FaultAdmin, with_faults
 from sidecar.admin.state_metrics import StateCollector
 from sidecar.cluster import Cluster
-from sidecar.config import Config, redacted
+from sidecar.config import Config, ConfigError, redacted
 from sidecar.faults import FaultTable
 from sidecar.h2relay.connection import Settings
 from sidecar.h2relay.listeners import RelayDataPlane
@@ -125,6 +125,7 @@ class Sidecar:
         fault_admin = FaultAdmin(self.fault_table, targets)
         fault_admin.add_to(self.admin)
         self.draining = False
+        self.started = False
         self._drain_task: asyncio.Task[None] | None = None
         self.xds = xds_feed(config, self.clusters)  # None unless `xds:` is configured
         # Hot reload (sidecar/reload/): each part applies the keys it names; a changed
@@ -163,7 +164,12 @@ class Sidecar:
         self.relay.config = config
 
     async def reload(self) -> ReloadResult:
-        """Read the config file again and apply it (SIGHUP, POST /reload)."""
+        """Read the config file again and apply it (SIGHUP, POST /reload). Not before
+        `start` has run (the parts start and stop what runs) nor once draining began
+        (a rebound listener would accept calls again)."""
+        if not self.started or self.draining:
+            why = "the sidecar is draining" if self.draining else "the sidecar is still starting"
+            return await self.reloader.refuse(ConfigError("", f"{why}: nothing reloaded"))
         return await self.reloader.reload()
 
     async def _reload_handler(self, request: web.Request) -> web.Response:
@@ -193,6 +199,7 @@ class Sidecar:
         await self.mesh.start()
         if self.xds is not None:
             self.ports["xds"] = await self.xds.start()
+        self.started = True
         log.info("sidecar listening %s", " ".join(f"{k}={v}" for k, v in self.ports.items()))
 
     def _app_health_changed(self, healthy: bool) -> None:
