@@ -12,7 +12,7 @@ from sidecar.config import Config, parse_config
 from sidecar.endpoint import Endpoint
 from sidecar.faults import FaultTable
 from sidecar.h2relay.connection import Settings
-from sidecar.h2relay.relay import Pool
+from sidecar.h2relay.pool import Pool
 from sidecar.mesh import Mesh
 from sidecar.outcome import Outcome
 from sidecar.policy_adapters import default_policies
