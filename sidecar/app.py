@@ -153,7 +153,7 @@ class Sidecar:
         self.clusters = clusters
         self.routes = routes
         self.router = router
-        self.relay.routes_changed()  # cached route lookups of earlier header blocks
+        self.relay.routes_changed(config)  # cached route lookups, the replay buffer
         self.state_metrics.watch(self, config.service or "", config.site, clusters, routes)
         if self.xds is not None:
             self.xds.config = config

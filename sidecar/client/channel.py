@@ -153,6 +153,8 @@ class ClientUpstream:
         self.cluster = clusters[self.name]
         self.route = routes[self.name]
         self.plane.routes_changed()  # cached route lookups of earlier header blocks
+        up = config.upstreams[self.name]
+        self.plane.retry_buffer = up.retries.buffer_bytes if up.retries else 1 << 20
 
     async def reload(self, config: Source | None = None) -> ReloadResult:
         """Apply `config` (else the config file read again) to this upstream, live:

@@ -56,9 +56,10 @@ async def test_reload_reads_the_file_again(two: tuple[int, int], tmp_path: Path)
         await stream.write(echo_pb2.EchoRequest(payload=b"1"))
         assert (await stream.read()).served_by == "a"
 
-        path.write_text(yaml.safe_dump(config(b, lb="round_robin", retries={})))
+        path.write_text(yaml.safe_dump(config(b, lb="round_robin", retries={"buffer_bytes": 4096})))
         result = await channel.reload()
         assert result.result == "applied", result
+        assert channel.upstream.plane.retry_buffer == 4096  # replays as the new retries say
         assert (await stub.Unary(echo_pb2.EchoRequest(), timeout=5)).served_by == "b"
         await stream.write(echo_pb2.EchoRequest(payload=b"2"))
         assert (await stream.read()).served_by == "a"  # in flight: the config it began with
