@@ -240,3 +240,56 @@ async def test_workers_each_reload_and_report(tmp_path: Path) -> None:
                 proc.popen.wait(20)
             finally:
                 proc.stop()
+
+
+async def test_discovery_reload_against_bind(tmp_path: Path) -> None:
+    """An upstream found by SRV in BIND 9 is looked up by another name after a reload
+    (and gets a new cluster: `lb` changed): it keeps its endpoints while the new lookup
+    runs, then follows the new name; no call fails on the way."""
+    from tests.dns_servers import Srv, make_server
+
+    dns = make_server("bind", tmp_path / "bind")
+    try:
+        with echo_process(tmp_path, "a") as (_, a), echo_process(tmp_path, "b") as (_, b):
+            dns.set_srv("_echo._grpc.local.example.net.", [Srv(0, 1, a, "a.example.net.")])
+            dns.set_srv("_canary._grpc.local.example.net.", [Srv(0, 1, b, "b.example.net.")])
+            port = free_port()
+
+            def config(**upstream: Any) -> dict[str, Any]:
+                return {
+                    "outbound": {"listen": f"127.0.0.1:{port}"},
+                    "discovery": {"nameservers": [dns.nameserver]},
+                    "upstreams": {"echo": {"grpc_services": [ECHO], **upstream}},
+                }
+
+            with sidecar_process(tmp_path, "sc", config()) as sc:
+                tally = Tally()
+                stop = asyncio.Event()
+                async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
+                    stub = echo_pb2_grpc.EchoStub(channel)
+                    load = asyncio.create_task(unary_load(stub, stop, tally, max_s=60))
+                    await asyncio.sleep(0.3)
+                    new = config(srv_name="_canary._grpc.{site}.{domain}", lb="round_robin")
+                    rewrite(tmp_path / "sc.yaml", {**new, "admin": sc.config["admin"]})
+                    status, answer = await asyncio.to_thread(reload, sc.admin)
+                    assert status == 200 and answer["result"] == "applied", answer
+
+                    async def on_b() -> bool:
+                        reply = await stub.Unary(echo_pb2.EchoRequest(), timeout=5)
+                        return reply.served_by == "b"
+
+                    for _ in range(100):  # the new lookup answers within its timeout
+                        if await on_b():
+                            break
+                        await asyncio.sleep(0.1)
+                    assert await on_b()
+                    stop.set()
+                    await load
+                assert tally.failed == [], tally.failed[:5]
+                assert tally.served_by["a"] > 0
+                clusters = sc.get_json("/clusters")["echo"]
+                assert [s["name"] for s in clusters["discovery"]] == [
+                    "_canary._grpc.local.example.net."
+                ], clusters["discovery"]
+    finally:
+        dns.stop()

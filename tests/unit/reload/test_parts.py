@@ -16,7 +16,13 @@ from sidecar.h2relay.pool import Pool
 from sidecar.mesh import Mesh
 from sidecar.outcome import Outcome
 from sidecar.policy_adapters import default_policies
-from sidecar.reload.parts import FaultsPart, UpstreamsPart, configured_faults, seeded_cluster
+from sidecar.reload.parts import (
+    AdmissionPart,
+    FaultsPart,
+    UpstreamsPart,
+    configured_faults,
+    seeded_cluster,
+)
 from sidecar.route import Route, Router
 
 
@@ -142,3 +148,19 @@ async def test_faults_change_only_where_the_config_changed() -> None:
     change = await FaultsPart(table).prepare(new, old)
     change.commit()
     assert table.get("a") is None and table.get("app") is None
+
+
+async def test_admission_is_swapped_at_the_commit() -> None:
+    class Plane:
+        admission: Any = None
+
+        def set_admission(self, admission: Any) -> None:
+            self.admission = admission
+
+    old = parse_config({"inbound": {"admission": {"max_concurrency": 4}}})
+    new = parse_config({"inbound": {"admission": {"max_concurrency": 8}}})
+    plane = Plane()
+    change = await AdmissionPart(default_policies(), lambda: plane).prepare(old, new)
+    assert plane.admission is None  # prepared: not in force yet
+    change.commit()
+    assert plane.admission.admission.config.max_concurrency == 8
