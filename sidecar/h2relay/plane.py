@@ -264,6 +264,8 @@ class Plane:
         for down in [*self.connections, *self.lingering]:
             if down.transport is not None:
                 down.transport.close()
+        for task in list(self._draining):  # old listeners' connections: closed above
+            task.cancel()
         if self._sweeper is not None:
             self._sweeper.cancel()
         self.wheel.close()
