@@ -20,7 +20,9 @@ awaiting, a `settle` that starts the new and stops the old.
     applied with no change here, as long as its route is built from the section.
   Added upstreams get a new cluster and route, removed ones leave the router (calls
   already routed there finish). Discovery is rebuilt only when what it looks up
-  changed (diff.discovery_changed); health checks whenever a cluster is new.
+  changed (diff.discovery_changed): the old one is stopped, then the new one started,
+  the clusters keeping their endpoints in between; health checks are rebuilt whenever
+  a cluster is new.
   Calls in flight hold their old `Route` (and its cluster and policy objects) to the
   end; endpoints that left keep their pooled connection until it idles out
   (`outbound.channel_idle_timeout_s`), so no stream on it is cut.
@@ -118,11 +120,12 @@ class _UpstreamsChange:
         self.install(self.new, self.clusters, self.routes, self.router)
 
     async def settle(self) -> None:
-        # the new first, then the old: between the two, both feed the new clusters
-        if self.rediscover and self.discovery is not None:
-            await self.discovery.start()
+        # the old one stops before the new one starts, so no answer to an old name can
+        # land after a new one; meanwhile the clusters hold what they held (seeded)
         if self._old_discovery is not None:
             await self._old_discovery.stop()
+        if self.rediscover and self.discovery is not None:
+            await self.discovery.start()
         if self.checkers is not None:
             self.checkers.start()
         if self._old_checkers is not None:
