@@ -28,6 +28,17 @@ the new config, `prepare`s a `Change` or refuses with a ConfigError. A `Change`'
 that can fail happens in `prepare`); `settle` then starts and stops what needs I/O;
 `abandon` closes what `prepare` opened when the reload is refused after all. A section
 no part claims is refused at reload, never half-applied, until a part claims it.
+
+Making a new section reloadable, then, is one of two things:
+- a key inside `upstreams.<name>` that the upstream's `Route` is built from
+  (`Route.from_config`, `Policies.calls`) needs nothing: `UpstreamsPart` rebuilds the
+  route of an upstream whose section changed (sidecar/reload/parts.py);
+- any other section adds a part to the host's list (`Sidecar.reloader` in
+  sidecar/app.py; the in-process client's in sidecar/client/channel.py): e.g. for a
+  top-level `rate_limits`, `keys = ("rate_limits",)`, a `prepare` that builds the new
+  limiter from `new.rate_limits`, and a `commit` that assigns it where calls read it
+  when they start (an attribute of the plane or of the route, not a copy held
+  elsewhere); sidecar/reload/parts.py's `AdmissionPart` is such a part in ten lines.
 """
 
 from __future__ import annotations
