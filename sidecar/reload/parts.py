@@ -13,7 +13,8 @@ awaiting, a `settle` that starts the new and stops the old.
     that stay keep their breaker and EWMA) and a new route (new limits and budget);
   * a key that shapes the cluster (diff.CLUSTER_KEYS): a new `Cluster` seeded with the
     endpoints the old one holds per site, so a discovered upstream is never empty while
-    its new discovery waits for DNS; breakers and EWMAs start afresh;
+    its new discovery waits for DNS; with unchanged `health_check` each endpoint keeps
+    its health-check state (a sick one stays out); breakers and EWMAs start afresh;
   * any other key (timeouts, retries, limits, throttling, and keys added to an
     upstream's section later): a new `Route` from `Route.from_config` and
     `Policies.calls`, over the same cluster. A key added to `upstreams.<name>` is so
@@ -81,6 +82,13 @@ def seeded_cluster(
             held = [h.endpoint for h in old.hosts if h.endpoint.site == site]
             if held:
                 cluster.update(site, held, now)
+    if old is not None and old.health_check == cluster.health_check:
+        # the same checks: an endpoint found sick stays sick until it passes again,
+        # rather than taking calls as new until its next checks fail
+        for host in cluster.hosts:
+            before = old.host(host.endpoint.key)
+            if before is not None and before.health is not None and host.health is not None:
+                host.health = before.health  # (no pick has built a plan from the old yet)
     return cluster
 
 

@@ -164,3 +164,19 @@ async def test_admission_is_swapped_at_the_commit() -> None:
     assert plane.admission is None  # prepared: not in force yet
     change.commit()
     assert plane.admission.admission.config.max_concurrency == 8
+
+
+def test_a_new_cluster_keeps_what_the_same_health_checks_found() -> None:
+    checks = {"health_check": {"interval_s": 1}}
+    old_cfg = cfg({"a": static(1, 2, **checks)})
+    old = Cluster.from_config("a", old_cfg.upstreams["a"], ["here"])
+    old.update("here", [Endpoint("127.0.0.1", p, site="here") for p in (1, 2)], time.monotonic())
+    for _ in range(2):  # unhealthy_threshold
+        old.record_health_check(("127.0.0.1", 1), False, time.monotonic())
+    cluster = seeded_cluster("a", cfg({"a": static(1, 2, lb="round_robin", **checks)}), old)
+    sick = cluster.host(("127.0.0.1", 1))
+    assert sick is not None and not sick.healthy
+    assert [cluster.pick(time.monotonic()).endpoint.port for _ in range(4)] == [2] * 4  # type: ignore[union-attr]
+    other_checks = cfg({"a": static(1, 2, health_check={"interval_s": 2})})
+    fresh = seeded_cluster("a", other_checks, old).host(("127.0.0.1", 1))
+    assert fresh is not None and fresh.healthy  # other checks: their own verdict
