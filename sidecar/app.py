@@ -19,7 +19,7 @@ import contextlib
 import logging
 import signal
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from aiohttp import web
@@ -145,6 +145,8 @@ class Sidecar:
         )
         self.reloader.on_applied.append(self._applied)
         self.admin.add_route("POST", "/reload", self._reload_handler)
+        # in a `--workers` worker: asks the supervisor to reload every worker (workers.py)
+        self.reload_all: Callable[[], Awaitable[list[dict[str, Any]]]] | None = None
 
     def _install(
         self, config: Config, clusters: dict[str, Cluster], routes: dict[str, Route], router: Router
@@ -173,6 +175,14 @@ class Sidecar:
         return await self.reloader.reload()
 
     async def _reload_handler(self, request: web.Request) -> web.Response:
+        if self.reload_all is not None:  # a worker: every worker reloads (workers.py)
+            try:
+                results = await self.reload_all()
+            except (OSError, TimeoutError) as exc:
+                return web.json_response({"error": f"the supervisor did not answer: {exc}"},
+                                         status=503)  # fmt: skip
+            ok = all(r.get("result") in ("applied", "unchanged") for r in results)
+            return web.json_response({"workers": results}, status=200 if ok else 400)
         result = await self.reload()
         return web.json_response(result.as_dict(), status=200 if result.ok else 400)
 

@@ -18,13 +18,15 @@ Per worker:
 - registration (RFC 2136) only in worker 0: one instance, one SRV record, removed once;
 - everything else (discovery, health checks, pools, breakers) per worker: workers share
   no memory, so breakers and budgets are per worker.
+
 Reload (SIGHUP to the supervisor): each worker has a control channel to the supervisor
 (a socket pair, `--control-fd`). The supervisor writes `reload` to every worker; each
 reads the config file again, checks and applies it as a single sidecar does
 (sidecar/reload/), and answers one JSON line with its result; the supervisor logs one
 line per worker (`config reload: worker 1 (pid 4242): applied version 3f2a... #2`) and
 one with the count. A worker that does not answer within `RELOAD_TIMEOUT_S` is
-reported as such. `POST /reload` on a worker's own admin port reloads that worker only.
+reported as such. `POST /reload` on any worker's admin port asks the supervisor (a
+`reload-all` line) for the same fan-out and answers every worker's result.
 
 Only the h2relay data plane can share its ports (the grpcio servers bind without
 SO_REUSEPORT), and the listen ports must be fixed (port 0 would give each its own).
@@ -37,6 +39,7 @@ import contextlib
 import json
 import logging
 import os
+import select
 import signal
 import socket
 import subprocess
@@ -91,33 +94,101 @@ def loader(config_path: str, workers: int, index: int | None) -> Callable[[], Co
 
 
 def control(fd: int) -> Callable[[Any], Coroutine[Any, Any, None]]:
-    """A worker's side of its control channel: answers each `reload` line with the
-    result of `sidecar.reload()` as one JSON line. Runs until the supervisor goes."""
+    """A worker's side of its control channel. The supervisor writes `reload`: the
+    worker answers the result of `sidecar.reload()` as one JSON line. The worker's own
+    `POST /reload` writes `reload-all` and waits for the supervisor's `all <JSON list>`:
+    every worker's result, its own included (the same fan-out as SIGHUP's). Runs until
+    the supervisor goes."""
 
     async def serve(sidecar: Any) -> None:
         sock = socket.socket(fileno=fd)
         sock.setblocking(False)
         reader, writer = await asyncio.open_connection(sock=sock)
-        while line := await reader.readline():
-            if line.strip() == b"reload":
-                result = await sidecar.reload()
-                writer.write(json.dumps(result.as_dict()).encode() + b"\n")
+        waiting: list[asyncio.Future[list[dict[str, Any]]]] = []
+        lock = asyncio.Lock()
+
+        async def reload_all() -> list[dict[str, Any]]:
+            async with lock:  # one request in flight: answers come back in order
+                done = asyncio.get_running_loop().create_future()
+                waiting.append(done)
+                writer.write(b"reload-all\n")
                 await writer.drain()
+                return await asyncio.wait_for(done, RELOAD_TIMEOUT_S * 2)
+
+        sidecar.reload_all = reload_all
+        try:
+            while line := await reader.readline():
+                if line.strip() == b"reload":
+                    result = await sidecar.reload()
+                    writer.write(json.dumps(result.as_dict()).encode() + b"\n")
+                    await writer.drain()
+                elif line.startswith(b"all ") and waiting:
+                    found = waiting.pop(0)
+                    if not found.done():
+                        found.set_result(json.loads(line[4:]))
+        finally:
+            sidecar.reload_all = None
 
     return serve
 
 
-def fan_out_reload(channels: list[socket.socket], pids: list[int]) -> list[dict[str, Any]]:
+class _Channel:
+    """The supervisor's end of one worker's control channel, read by lines."""
+
+    def __init__(self, sock: socket.socket) -> None:
+        self.sock = sock
+        self.buffer = b""
+        self.requests = 0  # `reload-all` lines not yet served
+        self.closed = False
+
+    def fileno(self) -> int:
+        return self.sock.fileno()
+
+    def read_ready(self) -> None:
+        """Take what arrived (the socket is readable), counting `reload-all` lines."""
+        self.sock.settimeout(0)
+        try:
+            chunk = self.sock.recv(65536)
+        except (BlockingIOError, OSError):
+            return
+        if not chunk:
+            self.closed = True  # the worker is gone: no longer watched
+        self.buffer += chunk
+        self._count_requests()
+
+    def _count_requests(self) -> None:
+        lines = self.buffer.split(b"\n")
+        kept = [line for line in lines[:-1] if line.strip() != b"reload-all"]
+        self.requests += len(lines) - 1 - len(kept)
+        self.buffer = b"".join(line + b"\n" for line in kept) + lines[-1]
+
+    def answer(self, end: float) -> bytes:
+        """The next line that is not a request, waiting until `end` (OSError then)."""
+        while b"\n" not in self.buffer:
+            self.sock.settimeout(max(0.01, end - time.monotonic()))
+            chunk = self.sock.recv(65536)
+            if not chunk:
+                raise OSError("the worker closed its control channel")
+            self.buffer += chunk
+            self._count_requests()
+        line, _, self.buffer = self.buffer.partition(b"\n")
+        return line
+
+    def send(self, data: bytes) -> None:
+        with contextlib.suppress(OSError):  # a worker gone: reported as no answer
+            self.sock.sendall(data)
+
+
+def fan_out_reload(channels: list[_Channel], pids: list[int]) -> list[dict[str, Any]]:
     """Tell every worker to reload; each one's answer (or why there is none), logged."""
-    for sock in channels:
-        with contextlib.suppress(OSError):  # reported below as no answer
-            sock.sendall(b"reload\n")
+    for channel in channels:
+        channel.send(b"reload\n")
     results: list[dict[str, Any]] = []
     end = time.monotonic() + RELOAD_TIMEOUT_S
-    for i, sock in enumerate(channels):
+    for i, channel in enumerate(channels):
         answer: dict[str, Any]
         try:
-            answer = json.loads(_read_line(sock, end))
+            answer = json.loads(channel.answer(end))
         except (OSError, ValueError) as exc:
             answer = {"result": "no_answer", "reason": str(exc) or type(exc).__name__}
         answer["worker"] = i
@@ -136,17 +207,6 @@ def fan_out_reload(channels: list[socket.socket], pids: list[int]) -> list[dict[
     return results
 
 
-def _read_line(sock: socket.socket, end: float) -> bytes:
-    data = b""
-    while not data.endswith(b"\n"):
-        sock.settimeout(max(0.01, end - time.monotonic()))
-        chunk = sock.recv(65536)
-        if not chunk:
-            raise OSError("the worker closed its control channel")
-        data += chunk
-    return data
-
-
 def supervise(config_path: str, workers: int) -> int:
     """Run `workers` worker processes until SIGTERM/SIGINT; 0 when all drained cleanly.
     SIGHUP reloads every worker (`fan_out_reload`)."""
@@ -155,14 +215,14 @@ def supervise(config_path: str, workers: int) -> int:
     )
     base = [sys.executable, "-m", "sidecar", "run", "-c", config_path]
     procs = []
-    channels: list[socket.socket] = []
+    channels: list[_Channel] = []
     for i in range(workers):
         ours, theirs = socket.socketpair()
         argv = [*base, "--workers", str(workers), "--worker-index", str(i)]
         fd = theirs.fileno()
         procs.append(subprocess.Popen([*argv, "--control-fd", str(fd)], pass_fds=(fd,)))
         theirs.close()
-        channels.append(ours)
+        channels.append(_Channel(ours))
     log.info("started %d workers: pids %s", workers, " ".join(str(p.pid) for p in procs))
     stopping = False
     reloads = 0
@@ -183,16 +243,24 @@ def supervise(config_path: str, workers: int) -> int:
     signal.signal(signal.SIGHUP, hangup)
     failed = False
     while any(p.poll() is None for p in procs):
-        if reloads and not stopping:
+        asking = [c for c in channels if c.requests]  # a worker's POST /reload
+        if (reloads or asking) and not stopping:
             reloads = 0
-            fan_out_reload(channels, [p.pid for p in procs])
+            for c in asking:
+                c.requests -= 1
+            results = json.dumps(fan_out_reload(channels, [p.pid for p in procs]))
+            for c in asking:
+                c.send(b"all " + results.encode() + b"\n")
         died = [p for p in procs if p.poll() not in (None, 0)]
         if died and not stopping:
             log.error("worker %d exited with %s: stopping the others", died[0].pid,
                       died[0].returncode)  # fmt: skip
             failed = True
             forward(signal.SIGTERM, None)
-        time.sleep(0.1)
+        with contextlib.suppress(InterruptedError, OSError, ValueError):
+            watched = [c for c in channels if not c.closed]
+            for ready in select.select(watched, [], [], 0.1)[0]:
+                ready.read_ready()
     codes = [p.returncode for p in procs]
     log.info("workers exited: %s", codes)
     return 0 if not failed and all(c == 0 for c in codes) else 1

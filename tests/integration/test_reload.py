@@ -203,7 +203,8 @@ async def test_listener_rebind_drains_the_old_one(tmp_path: Path) -> None:
 
 async def test_workers_each_reload_and_report(tmp_path: Path) -> None:
     """`--workers 2`: SIGHUP to the supervisor reloads both workers, one log line each;
-    a bad config is refused by each, reported per worker."""
+    a bad config is refused by each, reported per worker; POST /reload on either
+    worker's admin port reloads both and answers both results."""
     with echo_process(tmp_path, "a") as (_, a), echo_process(tmp_path, "b") as (_, b):
         port, admin = free_port(), two_free_ports()
         cfg = base_config(port, [a])
@@ -234,6 +235,21 @@ async def test_workers_each_reload_and_report(tmp_path: Path) -> None:
             wait_until(lambda: "0 of 2 workers run the new config" in proc.logs(), what="refusal")
             assert proc.logs().count("refused: upstreams.echo.limits.max_requests") >= 2
             assert version(admin)["counter"] == 2
+
+            # POST /reload on one worker's admin port reloads every worker
+            rewrite(path, {**base_config(port, [a]), "admin": cfg["admin"]})
+            status, answer = reload(admin + 1)
+            assert status == 200, answer
+            assert [(w["worker"], w["result"]) for w in answer["workers"]] == [
+                (0, "applied"),
+                (1, "applied"),
+            ], answer
+            assert version(admin)["counter"] == 3 and version(admin + 1)["counter"] == 3
+            rewrite(path, {**base_config(port, [b], retries={"max_attempts": 0}),
+                           "admin": cfg["admin"]})  # fmt: skip
+            status, answer = reload(admin)
+            assert status == 400, answer
+            assert {w["key"] for w in answer["workers"]} == {"upstreams.echo.retries.max_attempts"}
         finally:
             proc.popen.send_signal(signal.SIGTERM)
             try:
