@@ -19,15 +19,17 @@ import contextlib
 import logging
 import signal
 import time
+from collections.abc import Awaitable, Callable
 from typing import Any
 
+from aiohttp import web
 from prometheus_client import CollectorRegistry
 
 from sidecar.admin import AdminServer
 from sidecar.admin.faults import FaultAdmin, with_faults
 from sidecar.admin.state_metrics import StateCollector
 from sidecar.cluster import Cluster
-from sidecar.config import Config, redacted
+from sidecar.config import Config, ConfigError, redacted
 from sidecar.faults import FaultTable
 from sidecar.h2relay.connection import Settings
 from sidecar.h2relay.listeners import RelayDataPlane
@@ -40,6 +42,8 @@ from sidecar.metrics import Metrics
 from sidecar.policy import Policies
 from sidecar.policy_adapters import default_policies
 from sidecar.ratelimit import InboundLimits
+from sidecar.reload import Reloader, ReloadResult
+from sidecar.reload.parts import AdmissionPart, FaultsPart, ListenersPart, UpstreamsPart
 from sidecar.route import Route, Router
 from sidecar.xds.feed import xds_feed
 
@@ -52,7 +56,10 @@ class Sidecar:
         config: Config,
         policies: Policies | None = None,
         registry: CollectorRegistry | None = None,
+        *,
+        load: Callable[[], Config] | None = None,
     ) -> None:
+        """`load` reads and checks the config file again (SIGHUP, POST /reload)."""
         self.config = config
         # this sidecar's metrics, on a registry of its own (what its /metrics serves):
         # every part that counts is handed its share here
@@ -60,7 +67,7 @@ class Sidecar:
         self.metrics = Metrics(self.registry)
         self.state_metrics = StateCollector()  # endpoint states and budgets, read at scrape
         self.registry.register(self.state_metrics)
-        policies = policies or default_policies(self.metrics)
+        policies = self.policies = policies or default_policies(self.metrics)
         # The pooled HTTP/2 connections to endpoints: the relay's calls and the active
         # health checks ride them both (one connection per endpoint, not two)
         idle_s = config.outbound.channel_idle_timeout_s if config.outbound else 300.0
@@ -113,17 +120,82 @@ class Sidecar:
             config.admin.listen,
             ready=self.not_ready_reasons,
             clusters=lambda: self.mesh.snapshot(time.monotonic()),
-            config_dump=lambda: with_faults(redacted(self.config), self.fault_table),
+            config_dump=self._config_dump,
             drain=self.drain,
             registry=self.registry,
             token=config.admin.token,
         )
         self.mesh.membership.add_admin_routes(self.admin)
         targets = [*config.upstreams, *(["app"] if config.inbound is not None else [])]
-        FaultAdmin(self.fault_table, targets).add_to(self.admin)
+        fault_admin = FaultAdmin(self.fault_table, targets)
+        fault_admin.add_to(self.admin)
         self.draining = False
+        self.started = False
         self._drain_task: asyncio.Task[None] | None = None
         self.xds = xds_feed(config, self.clusters)  # None unless `xds:` is configured
+        # Hot reload (sidecar/reload/): each part applies the keys it names; a changed
+        # key no part names is refused as restart-only. A new reloadable section adds
+        # its part here (the contract: sidecar/reload/reloader.py).
+        self.reloader = Reloader(
+            config,
+            [
+                UpstreamsPart(self.mesh, policies, lambda: self.routes, self._install),
+                FaultsPart(self.fault_table, lambda t: setattr(fault_admin, "targets", t)),
+                AdmissionPart(policies, lambda: self.relay.planes.get("inbound")),
+                ListenersPart(lambda: self.relay.planes, self.ports.__setitem__),
+                _ReadLive(("drain_grace_s",)),
+            ],
+            load,
+            self.metrics.reload,
+        )
+        self.reloader.on_applied.append(self._applied)
+        self.admin.add_route("POST", "/reload", self._reload_handler)
+        # in a `--workers` worker: asks the supervisor to reload every worker (workers.py)
+        self.reload_all: Callable[[], Awaitable[list[dict[str, Any]]]] | None = None
+
+    def _install(
+        self, config: Config, clusters: dict[str, Cluster], routes: dict[str, Route], router: Router
+    ) -> None:
+        """A reload's new upstreams: calls routed from now on take these (no await)."""
+        self.clusters = clusters
+        self.routes = routes
+        self.router = router
+        # the `routes` rules over the new upstreams' routes (mesh.config is the new one)
+        self.rules = self.mesh.rule_router(self.policies, routes, self._service_route)
+        self.relay.routes_changed(config)  # cached route lookups, the replay buffer
+        self.state_metrics.watch(self, config.service or "", config.site, clusters, routes)
+        if self.xds is not None:
+            self.xds.config = config
+            self.xds.clusters = clusters
+
+    def _applied(self, config: Config) -> None:
+        self.config = config
+        self.relay.config = config
+
+    async def reload(self) -> ReloadResult:
+        """Read the config file again and apply it (SIGHUP, POST /reload). Not before
+        `start` has run (the parts start and stop what runs) nor once draining began
+        (a rebound listener would accept calls again)."""
+        if not self.started or self.draining:
+            why = "the sidecar is draining" if self.draining else "the sidecar is still starting"
+            return await self.reloader.refuse(ConfigError("", f"{why}: nothing reloaded"))
+        return await self.reloader.reload()
+
+    async def _reload_handler(self, request: web.Request) -> web.Response:
+        if self.reload_all is not None:  # a worker: every worker reloads (workers.py)
+            try:
+                results = await self.reload_all()
+            except (OSError, TimeoutError) as exc:
+                return web.json_response({"error": f"the supervisor did not answer: {exc}"},
+                                         status=503)  # fmt: skip
+            ok = all(r.get("result") in ("applied", "unchanged") for r in results)
+            return web.json_response({"workers": results}, status=200 if ok else 400)
+        result = await self.reload()
+        return web.json_response(result.as_dict(), status=200 if result.ok else 400)
+
+    def _config_dump(self) -> dict[str, Any]:
+        dump = with_faults(redacted(self.config), self.fault_table)
+        return {"version": self.reloader.version.as_dict(), **dump}
 
     def outbound_route(self, method: str, authority: str | None = None) -> Any:
         """A Route, a route_rules.HeaderRoutes (the request's headers choose), or None."""
@@ -150,6 +222,7 @@ class Sidecar:
         await self.mesh.start()
         if self.xds is not None:
             self.ports["xds"] = await self.xds.start()
+        self.started = True
         log.info("sidecar listening %s", " ".join(f"{k}={v}" for k, v in self.ports.items()))
 
     def _app_health_changed(self, healthy: bool) -> None:
@@ -224,13 +297,44 @@ def _spawn(coro: Any) -> asyncio.Task[Any]:
     return task
 
 
-async def serve(config: Config) -> int:
-    """Run until SIGTERM/SIGINT, then stop gracefully; the process exit code."""
-    sidecar = Sidecar(config)
+class _ReadLive:
+    """Keys the sidecar reads from its running config each time it needs them: the new
+    value applies by the config being swapped (`Sidecar._applied`)."""
+
+    def __init__(self, keys: tuple[str, ...]) -> None:
+        self.keys = keys
+
+    async def prepare(self, old: Config, new: Config) -> _Nothing:
+        return _Nothing()
+
+
+class _Nothing:
+    def commit(self) -> None:
+        return None
+
+    async def settle(self) -> None:
+        return None
+
+    async def abandon(self) -> None:
+        return None
+
+
+async def serve(
+    config: Config,
+    load: Callable[[], Config] | None = None,
+    control: Callable[[Sidecar], Any] | None = None,
+) -> int:
+    """Run until SIGTERM/SIGINT, then stop gracefully; the process exit code. SIGHUP
+    reloads the config through `load`; `control` (a worker's channel to its supervisor,
+    sidecar/workers.py) is started with the running sidecar."""
+    sidecar = Sidecar(config, load=load)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
+    loop.add_signal_handler(signal.SIGHUP, lambda: _spawn(sidecar.reload()))
+    if control is not None:
+        _spawn(control(sidecar))
     await sidecar.start()
     await stop.wait()
     log.info("signal received: stopping (grace %.1fs)", config.drain_grace_s)
@@ -239,8 +343,12 @@ async def serve(config: Config) -> int:
     return 0
 
 
-def run(config: Config) -> int:
-    """Run the sidecar on uvloop when available."""
+def run(
+    config: Config,
+    load: Callable[[], Config] | None = None,
+    control: Callable[[Sidecar], Any] | None = None,
+) -> int:
+    """Run the sidecar on uvloop when available (`serve` says what `load` and `control` do)."""
     configure_logs(config.log)
     try:
         import uvloop
@@ -249,4 +357,4 @@ def run(config: Config) -> int:
     except ImportError:  # pragma: no cover - uvloop is a dependency off Windows
         factory = None
     with asyncio.Runner(loop_factory=factory) as runner:
-        return runner.run(serve(config))
+        return runner.run(serve(config, load, control))

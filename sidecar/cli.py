@@ -42,12 +42,15 @@ def _run(args: argparse.Namespace) -> int:
         return 1
     if args.workers > 1 and args.worker_index is None:
         return workers.supervise(args.config, args.workers)
+    control = None
     if args.worker_index is not None:
         workers.in_worker(args.worker_index)
         config = workers.worker_config(config, args.worker_index)
+        if args.control_fd is not None:
+            control = workers.control(args.control_fd)
     from sidecar.app import run  # grpc and friends load only once the config is good
 
-    return run(config)
+    return run(config, workers.loader(args.config, args.workers, args.worker_index), control)
 
 
 def _xds(args: argparse.Namespace) -> int:
@@ -149,6 +152,7 @@ def build_parser() -> argparse.ArgumentParser:
         "worker i serves admin on the admin port + i",
     )
     run.add_argument("--worker-index", type=int, help=argparse.SUPPRESS)  # set by the supervisor
+    run.add_argument("--control-fd", type=int, help=argparse.SUPPRESS)  # the supervisor's channel
     run.set_defaults(func=_run)
 
     check = verbs.add_parser("check", help="validate a config file; errors name the key")

@@ -64,6 +64,13 @@ class FaultTable:
         self._faults[upstream] = faults
         return faults
 
+    def replace(self, upstream: str, faults: Faults | None) -> None:
+        """A config reload: `upstream`'s configured faults are now `faults` (None: none)."""
+        if faults is None:
+            self._faults.pop(upstream, None)
+        else:
+            self._faults[upstream] = faults
+
     def clear(self, upstream: str | None = None) -> None:
         if upstream is None:
             self._faults.clear()

@@ -78,6 +78,7 @@ class Mesh:
         if not register and config.registration is not None:
             config = config.model_copy(update={"registration": None})
         self.config = config
+        self.pool = health_pool
         self.metrics = metrics
         self.clusters = build_clusters(config, rng, metrics)
         self.membership = Membership(

@@ -8,8 +8,11 @@ GET  /ready        200 when every upstream has an endpoint, the app answers, not
                    503 with the reasons otherwise
 GET  /metrics      Prometheus text, default registry
 GET  /clusters     JSON: every upstream's endpoints and their state
-GET  /config_dump  JSON: the effective config, secrets redacted
+GET  /config_dump  JSON: the running config's version and the effective config, secrets
+                   redacted
 POST /drain        start draining (health NOT_SERVING; listeners stop after the grace)
+POST /reload       read the config file again and apply it (added by sidecar/app.py;
+                   sidecar/reload/): 200 applied/unchanged, 400 refused with key and reason
 GET/POST/DELETE /faults   runtime fault injection (sidecar/admin/faults.py)
 
 Mutating requests (POST, PUT, PATCH, DELETE, on any path, those added by others too)

@@ -38,17 +38,53 @@ from sidecar.client.call import (
     _pairs,
 )
 from sidecar.client.link import Link
-from sidecar.config import Config, ConfigError, load_config, parse_config
+from sidecar.config import Admin, Config, ConfigError, Http2, LogConfig, load_config, parse_config
 from sidecar.faults import FaultTable
 from sidecar.h2relay.call import Call
 from sidecar.h2relay.connection import Settings
+from sidecar.h2relay.listeners import retry_buffer
 from sidecar.h2relay.plane import Plane
 from sidecar.h2relay.pool import Pool
 from sidecar.mesh import Mesh
 from sidecar.metrics import Metrics
 from sidecar.policy import Policies
 from sidecar.policy_adapters import default_policies
-from sidecar.route import Route
+from sidecar.reload import Reloader, ReloadResult
+from sidecar.reload.parts import FaultsPart, UpstreamsPart
+from sidecar.route import Route, Router
+
+Source = Config | str | os.PathLike[str] | Mapping[str, Any]
+
+
+def client_view(name: str, config: Config) -> Config:
+    """What of `config` an in-process channel to upstream `name` uses: that upstream and
+    those its `routes` send or mirror to, discovery, sites, message and idle limits. The keys of listeners, admin, logs and
+    registration are the app's sidecar's business, so the channel's reload ignores them."""
+    up = config.upstreams.get(name)
+    if up is None:
+        raise ConfigError(f"upstreams.{name}", "no such upstream in the config")
+    outbound = config.outbound
+    if outbound is not None:
+        outbound = outbound.model_copy(update={"listen": "127.0.0.1:15001", "http2": Http2()})
+    names = {name} | {
+        n
+        for r in config.routes
+        for n in (*r.targets, *([r.mirror.upstream] if r.mirror is not None else []))
+    }
+    return config.model_copy(
+        update={
+            "upstreams": {n: u for n, u in config.upstreams.items() if n in names},
+            "service": None,
+            "inbound": None,
+            "outbound": outbound,
+            "admin": Admin(),
+            "drain_grace_s": 10.0,
+            "registration": None,
+            "xds": None,
+            "access_log": None,
+            "log": LogConfig(),
+        }
+    )
 
 
 class ClientUpstream:
@@ -64,10 +100,10 @@ class ClientUpstream:
         direction: str = "outbound",
         rng: random.Random | None = None,
         registry: CollectorRegistry | None = None,
+        source: Source | None = None,
     ) -> None:
-        up = config.upstreams.get(name)
-        if up is None:
-            raise ConfigError(f"upstreams.{name}", "no such upstream in the config")
+        """`source`: where `reload()` reads the config again (a path; None: no reload
+        without a config handed to it)."""
         # the app's registry (prometheus_client's default unless told): the client's
         # series sit beside the app's own, one set per registry however many channels
         self.metrics = Metrics.on(registry if registry is not None else REGISTRY)
@@ -75,31 +111,26 @@ class ClientUpstream:
         self.name = name
         # discovery for this upstream, and those the config's `routes` send to or mirror
         # to (a channel follows the same routes as the sidecar's outbound listener, with
-        # this upstream where the sidecar falls back to grpc_services); never
-        # registration (the app's sidecar, if any, registers the app; the client only
-        # calls out)
-        names = {name} | {
-            n
-            for r in config.routes
-            for n in (*r.targets, *([r.mirror.upstream] if r.mirror is not None else []))
-        }
-        ups = {n: u for n, u in config.upstreams.items() if n in names}
-        self.config = config.model_copy(update={"upstreams": ups})
+        # this upstream where the sidecar falls back to grpc_services: client_view);
+        # never registration (the app's sidecar, if any, registers the app)
+        self.config = client_view(name, config)
+        ups = self.config.upstreams
         idle_s = config.outbound.channel_idle_timeout_s if config.outbound else 300.0
         settings = Settings()
         self.pool = Pool(settings, idle_s)  # connections to the endpoints (calls, checks)
         self.mesh = Mesh(self.config, self.pool, rng=rng, metrics=self.metrics)
         self.cluster = self.mesh.clusters[name]
-        routes = self.mesh.routes(policies)
-        self.route = routes[name]
+        self.routes = self.mesh.routes(policies)
+        self.route = self.routes[name]
         self.fault_table = FaultTable({n: u.faults for n, u in ups.items()})
-        route = self.route
+        self._policies = policies
+        self._rng = rng
+        self.rules = self.mesh.rule_router(policies, self.routes, self._to_upstream, rng)
 
-        def to_upstream(method: str, authority: str | None) -> Route:
-            return route  # one channel is one upstream: every method goes there
+        def resolve(method: str, authority: str | None) -> Any:
+            rules = self.rules  # rebuilt by a reload
+            return self.route if rules is None else rules.resolve(method, authority)
 
-        rules = self.mesh.rule_router(policies, routes, to_upstream, rng)
-        resolve = to_upstream if rules is None else rules.resolve
         self.plane = Plane(
             direction,
             resolve,
@@ -108,16 +139,50 @@ class ClientUpstream:
             max_message_bytes=config.max_message_bytes,
             faults=policies.faults(self.fault_table),
             settings=settings,
-            retry_buffer=max(
-                [
-                    *(u.retries.buffer_bytes for u in ups.values() if u.retries),
-                    *(r.retries.buffer_bytes for r in config.routes if r.retries),
-                ],
-                default=1 << 20,
-            ),
+            retry_buffer=retry_buffer(self.config),
             metrics=self.metrics.plane,
         )
         self.link = Link(self.plane, name, config.max_message_bytes)
+        self.source = source
+        # Hot reload of this upstream's section (sidecar/reload/, as the sidecar's)
+        self.reloader = Reloader(
+            self.config,
+            [
+                UpstreamsPart(self.mesh, policies, lambda: self.routes, self._install),
+                FaultsPart(self.fault_table),
+            ],
+            None if source is None or isinstance(source, (Config, Mapping)) else self._load,
+            self.metrics.reload,
+        )
+
+    def _load(self) -> Config:
+        assert self.source is not None
+        return client_view(self.name, load(self.source))
+
+    def _install(
+        self, config: Config, clusters: dict[str, Any], routes: dict[str, Route], _r: Router
+    ) -> None:
+        self.config = config
+        self.cluster = clusters[self.name]
+        self.routes = routes
+        self.route = routes[self.name]
+        self.rules = self.mesh.rule_router(self._policies, routes, self._to_upstream, self._rng)
+        self.plane.routes_changed()  # cached route lookups of earlier header blocks
+        self.plane.retry_buffer = retry_buffer(config)
+
+    def _to_upstream(self, method: str, authority: str | None) -> Route:
+        return self.route  # one channel is one upstream: where the sidecar has grpc_services
+
+    async def reload(self, config: Source | None = None) -> ReloadResult:
+        """Apply `config` (else the config file read again) to this upstream, live:
+        calls in flight finish on the config they started with."""
+        if config is None:
+            return await self.reloader.reload()
+        try:
+            view = client_view(self.name, load(config))
+        except ConfigError as exc:
+            return await self.reloader.refuse(exc)
+        return await self.reloader.reload(view)
 
     async def start(self, wait_s: float | None = None) -> None:
         """Start discovery and health checks; wait (bounded) for the first DNS answers."""
@@ -265,6 +330,13 @@ class Channel:
     async def wait_for_state_change(self, last_observed_state: Any) -> None:
         return None
 
+    async def reload(self, config: Source | None = None) -> ReloadResult:
+        """Reload this channel's upstream from `config` (a path, mapping or Config), or
+        else from the file it was made from: the new config is checked whole first; a
+        refused one leaves the running one in force (`result.result == "refused"`,
+        with `key` and `reason`)."""
+        return await self.upstream.reload(config)
+
     async def close(self, grace: float | None = None) -> None:
         if not self._closed:
             self._closed = True
@@ -300,6 +372,6 @@ async def connect(
     """A channel to `upstream`, started: discovery has had its first answer (or `wait_s`,
     by default twice `discovery.timeout_s`, ran out). Its metrics go to `registry`
     (default: prometheus_client's default registry, the app's)."""
-    up = ClientUpstream(upstream, load(config), policies=policies, registry=registry)
+    up = ClientUpstream(upstream, load(config), policies=policies, registry=registry, source=config)
     await up.start(wait_s)
     return Channel(up)

@@ -318,6 +318,12 @@ class SyncChannel(grpc.Channel):  # type: ignore[misc]
     def upstream(self) -> Any:
         return self.aio.upstream
 
+    def reload(
+        self, config: Config | str | os.PathLike[str] | Mapping[str, Any] | None = None
+    ) -> Any:
+        """`Channel.reload` from blocking code: the `ReloadResult`."""
+        return self._run(self.aio.reload(config))
+
     def unary_unary(self, method: str, request_serializer: Any = None,
                     response_deserializer: Any = None, _registered_method: Any = False,
                     ) -> _UnaryResponse:  # fmt: skip

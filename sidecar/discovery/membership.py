@@ -64,7 +64,7 @@ class Membership:
         self.draining = False
         self.discovery: Discovery | None = None
         if upstream_names(config):
-            self.discovery = Discovery(config, self._on_update, metrics=metrics)
+            self.discovery = Discovery(config, self.on_discovery, metrics=metrics)
         self.registrar: Registrar | None = None
         self.linger_s = 0.0
         if config.registration is not None:
@@ -91,7 +91,9 @@ class Membership:
     def _may_register(self) -> bool:
         return not self.draining and self._app_healthy()
 
-    def _on_update(self, upstream: str, site: str, endpoints: list[Endpoint], stale: bool) -> None:
+    def on_discovery(
+        self, upstream: str, site: str, endpoints: list[Endpoint], stale: bool
+    ) -> None:
         cluster = self.clusters.get(upstream)
         if cluster is None:
             return

@@ -132,6 +132,19 @@ def listener_settings(http2: Any) -> Settings:
     )
 
 
+def retry_buffer(config: Config) -> int:
+    """How much of a request stream a call keeps for a replay: the most any upstream's
+    `retries.buffer_bytes` asks, a route's own included (a call does not know its route's
+    before it routes)."""
+    return max(
+        [
+            *(up.retries.buffer_bytes for up in config.upstreams.values() if up.retries),
+            *(r.retries.buffer_bytes for r in config.routes if r.retries),  # a route's own
+        ],
+        default=1 << 20,
+    )
+
+
 class RelayDataPlane:
     """The h2relay listeners of one sidecar."""
 
@@ -169,19 +182,12 @@ class RelayDataPlane:
         if self.access_log is not None:
             self.access_log.start()
         ports: dict[str, int] = {}
-        retry_buffer = max(
-            [
-                *(up.retries.buffer_bytes for up in config.upstreams.values() if up.retries),
-                *(r.retries.buffer_bytes for r in config.routes if r.retries),  # a route's own
-            ],
-            default=1 << 20,
-        )
         common: dict[str, Any] = {
             "new_call": Call,
             "metrics": self.metrics.plane,
             "max_message_bytes": config.max_message_bytes,
             "faults": self.faults,
-            "retry_buffer": retry_buffer,
+            "retry_buffer": retry_buffer(config),
             "access_log": self.access_log,
         }
         if config.outbound is not None:
@@ -227,6 +233,13 @@ class RelayDataPlane:
                 await plane.stop(grace_s)
         if self.access_log is not None:
             self.access_log.close()  # the calls are over: the lines still buffered go out
+
+    def routes_changed(self, config: Config) -> None:
+        """A config reload changed the upstreams: resolve cached header blocks again, and
+        buffer requests for a replay as the new `retries.buffer_bytes` say."""
+        for plane in self.planes.values():
+            plane.routes_changed()
+            plane.retry_buffer = retry_buffer(config)
 
     def __len__(self) -> int:
         return len(self.pool)

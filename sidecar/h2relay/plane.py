@@ -124,11 +124,25 @@ class Plane:
         # max_connections, so that closed attackers do not crowd out new callers
         self.lingering: set[Downstream] = set()
         self.draining = False
+        self._draining: set[asyncio.Task[None]] = set()  # old listeners' connections
         self._server: asyncio.Server | None = None
         self._sweeper: asyncio.TimerHandle | None = None
         # metric children, cached: label lookups cost more than the increments
         self._children: dict[tuple[str, ...], Any] = {}
         self._in_flight: dict[str, int] = {}
+        # bumped when a config reload changes what `resolve` answers: the route lookups
+        # cached on decoded header blocks (request.py) are then done again
+        self.generation = 0
+
+    # ---- config reload (sidecar/reload/parts.py): new calls see the new objects ------
+
+    def routes_changed(self) -> None:
+        self.generation += 1
+
+    def set_admission(self, admission: AdmissionPolicy) -> None:
+        """Calls admitted from now on; tokens the old one gave release to it."""
+        self.admission = admission
+        self.admit_all = isinstance(admission, AdmitAll)
 
     # ---- metrics (cheap: children cached per label set) ----------------------------
 
@@ -186,18 +200,55 @@ class Plane:
     # ---- listening ------------------------------------------------------------------
 
     async def listen(self, host: str, port: int) -> int:
+        self._server, bound = await self.bind(host, port)
+        await self._server.start_serving()
+        if self._sweeper is None:
+            self._sweeper = self.loop.call_later(1.0, self._sweep)
+        return bound
+
+    async def bind(self, host: str, port: int) -> tuple[asyncio.Server, int]:
+        """A socket bound for this plane, not yet accepting (`start_serving`), and its
+        port; OSError when the address cannot be had."""
         logged = self.access_log is not None
-        self._server = await self.loop.create_server(
+        server: Any = await self.loop.create_server(
             lambda: LoggedDownstream(self) if logged else Downstream(self),
             host,
             port,
             reuse_address=True,
             reuse_port=REUSE_PORT or None,
+            start_serving=False,
         )
-        if self._sweeper is None:
-            self._sweeper = self.loop.call_later(1.0, self._sweep)
-        server: Any = self._server  # uvloop's: `sockets` is a list (a tuple in typeshed)
-        return int(server.sockets[0].getsockname()[1])
+        # uvloop's: `sockets` is a list (a tuple in typeshed)
+        return server, int(server.sockets[0].getsockname()[1])
+
+    def swap_server(self, server: asyncio.Server) -> tuple[asyncio.Server | None, set[Downstream]]:
+        """A config reload moved the listener: the old socket stops accepting now (the
+        new one accepts once its `start_serving` runs); returns it with the connections
+        it accepted, for `drain_old`."""
+        old, self._server = self._server, server
+        if old is not None:
+            old.close()
+        return old, set(self.connections)
+
+    def drain_old(self, old: tuple[asyncio.Server | None, set[Downstream]], grace_s: float) -> None:
+        """The old listener's connections: GOAWAY now, closed once their calls ended or
+        after `grace_s` (as `stop` does for all of them)."""
+        downs = old[1]
+        for down in downs:
+            down.conn.goaway(F.NO_ERROR, "listener moved (config reload)")
+            down.flush()
+
+        async def close_when_done() -> None:
+            end = time.monotonic() + grace_s
+            while any(d.calls for d in downs) and time.monotonic() < end:  # noqa: ASYNC110
+                await asyncio.sleep(0.05)  # calls end on frames, not on an event
+            for down in downs:
+                if down.transport is not None:
+                    down.transport.close()
+
+        task = self.loop.create_task(close_when_done())
+        self._draining.add(task)
+        task.add_done_callback(self._draining.discard)
 
     async def stop(self, grace_s: float) -> None:
         """Stop accepting, GOAWAY every caller, let calls finish within `grace_s`."""
@@ -213,6 +264,8 @@ class Plane:
         for down in [*self.connections, *self.lingering]:
             if down.transport is not None:
                 down.transport.close()
+        for task in list(self._draining):  # old listeners' connections: closed above
+            task.cancel()
         if self._sweeper is not None:
             self._sweeper.cancel()
         self.wheel.close()
@@ -427,10 +480,11 @@ class Downstream(Flusher, asyncio.Protocol):
                 guard(call, call.on_data, b"", True, 0)
             return
         prepared = block.prepared
-        if prepared is None:
-            prepared = _prepare(block, self.plane.resolve)
-        assert isinstance(prepared, Prepared)
-        call = self.plane.new_call(self.plane, self, stream_id, prepared)
+        plane = self.plane
+        # a block cached before a config reload changed the routes is resolved again
+        if not isinstance(prepared, Prepared) or prepared.generation != plane.generation:
+            prepared = _prepare(block, plane.resolve, plane.generation)
+        call = plane.new_call(plane, self, stream_id, prepared)
         self.calls[stream_id] = call
         self.idle_since = call.started  # for max_connections: the longest idle goes first
         if end_stream:
@@ -547,19 +601,19 @@ def _abort(transport: asyncio.Transport) -> None:
         return
 
 
-def _prepare(block: Block, resolve: Callable[[str, str | None], Any]) -> Prepared:
+def _prepare(block: Block, resolve: Callable[[str, str | None], Any], generation: int) -> Prepared:
     """What the relay needs from a request block: cached on the block, or for a split
-    block (a sidecar's per-call tail after a cached head) derived from the head's."""
+    block (a sidecar's per-call tail after a cached head) derived from the head's; a
+    cached head from an earlier routing `generation` is prepared again."""
     base = block.base
     if base is not None:
         head = base.prepared
-        if head is None:
-            head = base.prepared = prepare(base.headers, resolve)
-        assert isinstance(head, Prepared)
+        if not isinstance(head, Prepared) or head.generation != generation:
+            head = base.prepared = prepare(base.headers, resolve, generation)
         found = prepare_split(head, block.extra, resolve)
         if found is not None:
             return found
-    prepared = block.prepared = prepare(block.headers, resolve)
+    prepared = block.prepared = prepare(block.headers, resolve, generation)
     return prepared
 
 

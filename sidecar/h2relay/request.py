@@ -7,6 +7,10 @@ so a client repeating the same request headers pays for this once: routing by th
 caller's `grpc-timeout`, the hop-by-hop filter, and the encoded
 block toward the upstream minus the two fields that change per call (`grpc-timeout`,
 re-derived from the remaining deadline, and a fresh `x-request-id` when none came).
+The route in a cached result is only as current as the routes it was resolved from:
+each result carries the plane's routing `generation`, and a config reload that
+changes the routes bumps it (h2relay Plane.routes_changed), so a block cached before
+is resolved again at its next use.
 """
 
 from __future__ import annotations
@@ -51,9 +55,12 @@ class Prepared:
     error: str | None = None  # "bad_request" | "not_grpc"
     split_key: bytes | None = None  # a weighted split's `hash_on` header value
     rules: Any = None  # route_rules.HeaderRoutes when header rules chose the route
+    generation: int = 0  # the plane's routing generation `route` was resolved in
 
 
-def prepare(headers: Headers, resolve: Callable[[str, str | None], Any]) -> Prepared:
+def prepare(
+    headers: Headers, resolve: Callable[[str, str | None], Any], generation: int = 0
+) -> Prepared:
     method = b""
     verb = b""
     content_type = b""
@@ -111,6 +118,7 @@ def prepare(headers: Headers, resolve: Callable[[str, str | None], Any]) -> Prep
         priority=priority,
         split_key=split_key,
         rules=rules,
+        generation=generation,
     )
     if not method or verb != b"POST":
         prepared.error = "bad_request"
@@ -149,7 +157,7 @@ def prepare_split(
     if split is not None and split.hash_on == "grpc-timeout":
         return None
     return Prepared(base.method, route, timeout, block, has_id, base.hash_value,
-                    base.priority, base.error, split_key, rules)  # fmt: skip
+                    base.priority, base.error, split_key, rules, base.generation)  # fmt: skip
 
 
 @dataclass(slots=True)
