@@ -202,7 +202,7 @@ class FakeLoop(asyncio.BaseEventLoop):
             self._selector.closing = True  # the runner's cleanup may still run timers
             raise
 
-    async def create_connection(  # type: ignore[override]
+    async def create_connection(
         self,
         protocol_factory: Callable[[], ProtocolT],
         host: str | None = None,

@@ -23,6 +23,7 @@ A stream past the end of the script is answered INTERNAL ("no step") and counted
 from __future__ import annotations
 
 import asyncio
+import functools
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
@@ -149,7 +150,7 @@ class FakeUpstream:
     def serve(self, network: FakeNetwork, *addresses: str) -> FakeUpstream:
         """Serve at `addresses` on a fake clock's network (FakeClock.network)."""
         for address in addresses:
-            network.serve(address, lambda address=address: self.protocol(address))
+            network.serve(address, functools.partial(self.protocol, address))
         return self
 
     def protocol(self, address: str) -> _ServedConnection:
@@ -296,9 +297,7 @@ class _ServedConnection(asyncio.Protocol):
         if step.sidecar_error is not None:
             status.append(encode_field(SIDECAR_ERROR_KEY.encode(), step.sidecar_error.encode()))
         status += [encode_field(k.encode(), v.encode()) for k, v in step.trailers]
-        head = encode_field(b":status", b"200") + encode_field(
-            b"content-type", b"application/grpc"
-        )
+        head = encode_field(b":status", b"200") + encode_field(b"content-type", b"application/grpc")
         head += b"".join(encode_field(k.encode(), v.encode()) for k, v in step.headers)
         if trailers_only:
             self.conn.send_headers(sid, head + b"".join(status), True)
