@@ -26,7 +26,15 @@ clock.run(main())
 
 from __future__ import annotations
 
-from sidecar.testing.clock import FakeClock, FakeLoop, FakeNetwork, IOForbidden, Stalled, no_io
+from sidecar.testing.clock import (
+    FakeClock,
+    FakeLoop,
+    FakeNetwork,
+    IOForbidden,
+    Stalled,
+    UnhandledError,
+    no_io,
+)
 from sidecar.testing.h2 import H2Pair, h2_pair
 from sidecar.testing.upstream import FakeUpstream, GoAway, Hang, Reply, Reset, SeenStream, Step
 
@@ -44,6 +52,7 @@ __all__ = [
     "SeenStream",
     "Stalled",
     "Step",
+    "UnhandledError",
     "h2_pair",
     "no_io",
 ]

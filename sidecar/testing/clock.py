@@ -52,6 +52,11 @@ class IOForbidden(RuntimeError):
     """Code under a fake clock tried to open a socket or to sleep for real."""
 
 
+class UnhandledError(RuntimeError):
+    """A callback or a task of the fake loop raised and nobody took the error: asyncio
+    would only log it (FakeClock.run fails the run instead)."""
+
+
 class FakeClock:
     """Fake monotonic time, in seconds from `start`. Call it for the time (it is a
     `Callable[[], float]`, what a `Plane` or a `Wheel` takes as its clock)."""
@@ -79,9 +84,20 @@ class FakeClock:
 
     def run(self, main: Coroutine[Any, Any, T]) -> T:
         """Run `main` to its end on a new loop of this clock, sockets and real sleeps
-        refused (`no_io`): `asyncio.run` on fake time."""
-        with no_io(), asyncio.Runner(loop_factory=self.new_event_loop) as runner:
-            return runner.run(main)
+        refused (`no_io`): `asyncio.run` on fake time. Fails (IOForbidden) if anything
+        tried a socket or a sleep, even where the code under test caught the error, and
+        (UnhandledError) if a callback or task raised an error that asyncio would only
+        have logged."""
+        with no_io() as refused:
+            with asyncio.Runner(loop_factory=self.new_event_loop) as runner:
+                result = runner.run(main)
+                loop = runner.get_loop()
+            assert isinstance(loop, FakeLoop)
+            if refused:
+                raise IOForbidden(f"under a fake clock: {'; '.join(refused)}")
+            if loop.errors:
+                raise UnhandledError(f"{len(loop.errors)} unhandled: {loop.errors[0]}")
+        return result
 
     async def advance(self, seconds: float) -> None:
         """Move time on by `seconds`, running each timer due on the way at its own
@@ -184,6 +200,8 @@ class FakeLoop(asyncio.BaseEventLoop):
         super().__init__()
         self.clock = clock
         self._selector = _NoSelector(clock)
+        self.errors: list[str] = []  # what the exception handler was given (see FakeClock.run)
+        self.set_exception_handler(_keep_error)
 
     def time(self) -> float:
         return self.clock._now
@@ -234,26 +252,55 @@ class FakeLoop(asyncio.BaseEventLoop):
         return f"<FakeLoop {self.clock!r}>"
 
 
+def _keep_error(loop: asyncio.AbstractEventLoop, context: dict[str, Any]) -> None:
+    assert isinstance(loop, FakeLoop)
+    exc = context.get("exception")
+    loop.errors.append(f"{context.get('message')}: {exc!r}" if exc else str(context.get("message")))
+    loop.default_exception_handler(context)  # logged as well, with its traceback
+
+
+_refused: list[list[str]] = []  # one list per no_io() in force (innermost last)
+
+
+def _forbid(what: str) -> IOForbidden:
+    for found in _refused:
+        found.append(what)
+    return IOForbidden(f"{what} under a fake clock (sidecar.testing.no_io)")
+
+
 class _NoSocket(socket.socket):
     def __new__(cls, *args: Any, **kwargs: Any) -> _NoSocket:
-        raise IOForbidden("a socket was opened under a fake clock (sidecar.testing.no_io)")
+        raise _forbid("socket.socket()")
 
 
-def _refuse(*args: Any, **kwargs: Any) -> Any:
-    raise IOForbidden("a socket or a real sleep under a fake clock (sidecar.testing.no_io)")
+def _no_socketpair(*args: Any, **kwargs: Any) -> Any:
+    raise _forbid("socket.socketpair()")
+
+
+def _no_create_connection(*args: Any, **kwargs: Any) -> Any:
+    raise _forbid(f"socket.create_connection{args[:1]}")
+
+
+def _no_sleep(seconds: Any) -> None:
+    raise _forbid(f"time.sleep({seconds})")
 
 
 @contextlib.contextmanager
-def no_io() -> Iterator[None]:
+def no_io() -> Iterator[list[str]]:
     """Within it, opening a socket (`socket.socket`, `socketpair`, `create_connection`)
     or sleeping in real time (`time.sleep`) raises IOForbidden, as pytest-socket's
-    `disable_socket` does for sockets."""
+    `disable_socket` does for sockets; it yields the list of what was refused (caught
+    or not by the code that tried)."""
     saved = (socket.socket, socket.socketpair, socket.create_connection, time.sleep)
+    refused: list[str] = []
+    _refused.append(refused)
     socket.socket = _NoSocket  # type: ignore[misc]
-    socket.socketpair = _refuse
-    socket.create_connection = _refuse
-    time.sleep = _refuse
+    socket.socketpair = _no_socketpair
+    socket.create_connection = _no_create_connection
+    time.sleep = _no_sleep
     try:
-        yield
+        yield refused
     finally:
-        socket.socket, socket.socketpair, socket.create_connection, time.sleep = saved  # type: ignore[misc]
+        _refused.remove(refused)
+        if not _refused:
+            socket.socket, socket.socketpair, socket.create_connection, time.sleep = saved  # type: ignore[misc]

@@ -6,13 +6,14 @@ holes."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import socket
 import time
 
 import pytest
 
 from sidecar.h2relay.timers import Wheel
-from sidecar.testing import FakeClock, IOForbidden, Stalled, no_io
+from sidecar.testing import FakeClock, IOForbidden, Stalled, UnhandledError, no_io
 
 
 def test_advance_runs_each_timer_at_its_own_time() -> None:
@@ -132,3 +133,25 @@ def test_the_fake_network_refuses_and_black_holes() -> None:
 
     clock.run(main())
     assert clock.network.connects == ["10.0.0.8:1", "10.0.0.9:1"]
+
+
+def test_a_refused_socket_fails_the_run_even_when_the_code_caught_it() -> None:
+    """Code under test that swallows the error does not hide the socket it tried."""
+
+    async def main() -> None:
+        with contextlib.suppress(Exception):
+            socket.socket()
+
+    with pytest.raises(IOForbidden, match=r"socket\.socket\(\)"):
+        FakeClock().run(main())
+
+
+def test_an_error_asyncio_would_only_log_fails_the_run() -> None:
+    """A timer callback that raises: asyncio logs it and goes on; the run fails."""
+
+    async def main() -> None:
+        asyncio.get_running_loop().call_soon(lambda: 1 / 0)
+        await asyncio.sleep(0)
+
+    with pytest.raises(UnhandledError, match="ZeroDivisionError"):
+        FakeClock().run(main())
