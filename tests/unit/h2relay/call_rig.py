@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import random
 from collections.abc import Callable, Coroutine
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from sidecar.cluster import Cluster
@@ -19,6 +19,7 @@ from sidecar.h2relay.grpc_client import Answer, ClientStream
 from sidecar.h2relay.plane import Plane
 from sidecar.h2relay.pool import Pool
 from sidecar.outcome import SIDECAR_ERROR_KEY
+from sidecar.policy import FaultInjector
 from sidecar.policy_adapters import UpstreamCalls
 from sidecar.route import Route
 from sidecar.testing import FakeClock, FakeUpstream, H2Pair, Step, h2_pair
@@ -45,8 +46,16 @@ class Rig:
     caller: H2Pair
     cluster: Cluster
 
+    answered: dict[ClientStream, float] = field(default_factory=dict)
+
     def call(self, *messages: bytes, **kwargs: Any) -> ClientStream:
-        return self.caller.call(METHOD, *messages, **kwargs)
+        """A call of METHOD; the fake time its answer came is kept (`answered_at`)."""
+        stream = self.caller.call(METHOD, *messages, **kwargs)
+        stream.ended.add_done_callback(lambda _: self.answered.setdefault(stream, self.clock()))
+        return stream
+
+    def answered_at(self, stream: ClientStream) -> float:
+        return self.answered[stream]
 
     @property
     def t(self) -> float:
@@ -62,6 +71,7 @@ def rig(
     per_try_timeout_ms: float | None = None,
     timeout_ms: float = 5000.0,
     retry_buffer: int = 1 << 20,
+    faults: FaultInjector | None = None,
 ) -> Rig:
     """Must be called inside `clock.run(...)` (the plane takes the running loop)."""
     upstream = FakeUpstream(*script).serve(clock.network, *ADDRESSES[:endpoints])
@@ -80,6 +90,7 @@ def rig(
         new_call=Call,
         max_message_bytes=1 << 20,
         retry_buffer=retry_buffer,
+        faults=faults,
         clock=clock,
     )
     return Rig(clock, upstream, plane, pool, h2_pair(plane), cluster)
