@@ -1,7 +1,7 @@
 """One proxied call through the relay, told in the order a call meets its steps.
 
-Does I/O only by queueing frames on the two sans-IO connections (relay.py writes them
-out) and through timers (the plane's wheel, timers.py; loop timers for delays). It
+Does I/O only by queueing frames on the two sans-IO connections (plane.py and pool.py
+write them out) and through timers (the plane's wheel, timers.py; loop timers for delays). It
 reads the time only from its plane's clock (`Plane.clock`: time.monotonic, or the fake
 clock of sidecar/testing/, so its unit tests run on fake time). The state lives in
 small objects of its own, each with a few verbs: `Deadline` (its time, deadline.py),
