@@ -1,10 +1,12 @@
 """One proxied call through the relay, told in the order a call meets its steps.
 
-Does I/O only by queueing frames on the two sans-IO connections (relay.py writes them
-out) and through timers (the plane's wheel, timers.py; loop timers for delays). The
-state lives in small objects of its own, each with a few verbs: `Deadline` (its time,
-deadline.py), `ReplayBuffer` (the request bytes it keeps, replay.py), one `Attempt` per
-upstream stream that says what happened (attempt.py), the policies behind their seams
+Does I/O only by queueing frames on the two sans-IO connections (plane.py and pool.py
+write them out) and through timers (the plane's wheel, timers.py; loop timers for delays). It
+reads the time only from its plane's clock (`Plane.clock`: time.monotonic, or the fake
+clock of sidecar/testing/, so its unit tests run on fake time). The state lives in
+small objects of its own, each with a few verbs: `Deadline` (its time, deadline.py),
+`ReplayBuffer` (the request bytes it keeps, replay.py), one `Attempt` per upstream
+stream that says what happened (attempt.py), the policies behind their seams
 (sidecar/policy.py). This file decides; they keep state. The steps, and why each
 sits where it sits:
 
@@ -58,7 +60,6 @@ import contextlib
 import itertools
 import logging
 import os
-import time
 from typing import TYPE_CHECKING, Any, Protocol, cast
 
 from sidecar.cluster.cluster import Cluster
@@ -83,7 +84,6 @@ if TYPE_CHECKING:  # the connection layer above, for its types only
     from sidecar.h2relay.pool import UpstreamConnection
 
 log = logging.getLogger(__name__)
-_monotonic = time.monotonic
 # x-request-id: 32 hex digits like a uuid4's, a random per-process prefix and a counter
 # (unique, which is all an id needs; uuid4() cost ~6 µs, 7% of a relayed call's CPU)
 _ID_PREFIX = os.urandom(8).hex().encode()
@@ -173,7 +173,7 @@ class Call:
             req = route.split.choose(req)
             route = req.route
         self.req = req
-        now = self.started = _monotonic()
+        now = self.started = plane.clock()  # the plane's clock, all through the call
         budget: float | None = None
         if route is not None and req.error is None:
             budget = req.timeout_s if req.timeout_s is not None else route.default_timeout_s
@@ -222,7 +222,7 @@ class Call:
         self.request_id = b"" if req.has_request_id else _new_request_id()
         limiter = req.route.rate_limit
         if limiter is not None:  # step 3; caller None: per-caller keys are a follow-up
-            refusal = limiter.check(req.method, None, _monotonic())
+            refusal = limiter.check(req.method, None, plane.clock())
             if refusal is not None:
                 self.refuse(refusal)
                 return
@@ -258,7 +258,7 @@ class Call:
                 return
             token = cast(Token, admitted)
             if self.done:
-                token.release(Outcome.CANCELLED, _monotonic())
+                token.release(Outcome.CANCELLED, self.plane.clock())
                 return
             self.token = token
             self._after_admission()
@@ -269,7 +269,7 @@ class Call:
     def _after_admission(self) -> None:
         route: RouteView = self.req.route
         plane = self.plane
-        fault = plane.faults.decide(plane.direction, route.name, self.req.method, _monotonic())
+        fault = plane.faults.decide(plane.direction, route.name, self.req.method, plane.clock())
         if fault is not None:
             if fault.abort_status is not None and fault.delay_s <= 0:
                 self.fail(fault.abort_status, local_reply.fault(route.name), "fault")
@@ -301,7 +301,7 @@ class Call:
     def _begin(self) -> bool:
         """The upstream's limits, one token per call held across its retries (seam a)."""
         route: RouteView = self.req.route
-        state = route.calls.begin(_monotonic())
+        state = route.calls.begin(self.plane.clock())
         if isinstance(state, Refusal):
             self.refuse(state)
             return False
@@ -319,7 +319,7 @@ class Call:
 
     def next_attempt(self) -> None:
         route: RouteView = self.req.route
-        now = _monotonic()
+        now = self.plane.clock()
         deadline = self.deadline
         if deadline.passed(now):
             self._stop_retrying(
@@ -384,7 +384,7 @@ class Call:
         calls = self.calls
         if calls is None or self.responded or not self.replay.replayable:
             return False
-        now = _monotonic()
+        now = self.plane.clock()
         result = AttemptResult(
             attempt=self.attempts,
             status=failure.status,
@@ -415,7 +415,7 @@ class Call:
         attempt = self.attempt
         if attempt is None or not attempt.open:
             return
-        now = _monotonic()
+        now = self.plane.clock()
         attempt.end(outcome, now)
         if self.calls is not None:
             self.calls.attempt_ended(outcome, now)
@@ -459,7 +459,7 @@ class Call:
             if self.calls is not None:
                 self.calls.connected()
         block = self.req.block
-        remaining = self.deadline.try_remaining(_monotonic())
+        remaining = self.deadline.try_remaining(self.plane.clock())
         if remaining is not None:
             block += encode_literal(_TIMEOUT_NAME, encode_timeout(max(remaining, 0.001)))
         if self.request_id:
@@ -537,7 +537,7 @@ class Call:
         """The caller reset its stream: cancel upstream; at the deadline that is a timeout."""
         self.done = True
         self.code = "CANCELLED"
-        self._cancel_upstream(caller_gone(self.started, self.deadline.ends, _monotonic()))
+        self._cancel_upstream(caller_gone(self.started, self.deadline.ends, self.plane.clock()))
         self._finish_call()
 
     # ---- 8-9: what the upstream says ------------------------------------------------
@@ -559,7 +559,7 @@ class Call:
         if (
             status == "DEADLINE_EXCEEDED"
             and resp.peer_error is None
-            and self.deadline.expired(_monotonic())
+            and self.deadline.expired(self.plane.clock())
         ):
             # the peer gave up on the budget we sent it as our own timer was due: our
             # timeout (retried like one our timer caught), not the app's answer
@@ -612,7 +612,7 @@ class Call:
         """The upstream reset our stream."""
         attempt = self.attempt
         assert attempt is not None
-        if code == F.CANCEL and not self.done and self.deadline.expired(_monotonic()):
+        if code == F.CANCEL and not self.done and self.deadline.expired(self.plane.clock()):
             # grpc-go's server ends a call whose budget (the grpc-timeout we sent) ran out
             # with RST_STREAM(CANCEL) and no status, and that can beat our own timer, which
             # fires up to a tick late (timers.py): it is our timeout, as an expired peer's
@@ -685,7 +685,7 @@ class Call:
             if self.done:
                 return
             attempt = self.attempt
-            ring = self.deadline.ring(_monotonic(), attempt is not None and attempt.open)
+            ring = self.deadline.ring(self.plane.clock(), attempt is not None and attempt.open)
             if ring == DEADLINE:
                 self._deadline_passed()
             elif ring == PER_TRY:
@@ -897,10 +897,10 @@ class Call:
         calls = self.calls
         if calls is not None:
             self._end_attempt(Outcome.CANCELLED)  # no-op unless one is still open
-            calls.release(classify(self.code), _monotonic())  # exactly once
+            calls.release(classify(self.code), self.plane.clock())  # exactly once
             self.calls = None
         if self.token is not NO_TOKEN:
-            self.token.release(classify(self.code), _monotonic())
+            self.token.release(classify(self.code), self.plane.clock())
             self.token = NO_TOKEN
         if self.shadow is not None:
             self.shadow.abandon()  # unsent only if the request never came whole

@@ -101,8 +101,12 @@ class Plane:
         settings: Settings | None = None,
         access_log: Any = None,
         metrics: PlaneMetrics | None = None,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.direction = direction
+        # the one clock of this listener's calls, their connections and timers: a seam
+        # for tests on fake time (sidecar/testing/clock.py), read as `plane.clock()`
+        self.clock = clock
         self.resolve = resolve
         self.pool = pool
         self.new_call = new_call
@@ -118,7 +122,7 @@ class Plane:
         # sidecar/access_log.py's AccessLog, or None: a listener without one pays one
         # attribute check per call (call_done) and nothing per connection or frame
         self.access_log = access_log
-        self.wheel = Wheel(self.loop)  # call deadlines and per-try timeouts
+        self.wheel = Wheel(self.loop, clock=clock)  # call deadlines and per-try timeouts
         self.connections: set[Downstream] = set()
         # connections closing after our GOAWAY (Downstream.close): not counted against
         # max_connections, so that closed attackers do not crowd out new callers
@@ -175,7 +179,7 @@ class Plane:
         if histogram is None:
             child = self.metrics.duration.labels(self.direction, upstream, method)
             histogram = children[hkey] = HistogramCells.of(child) or child
-        histogram.observe(time.monotonic() - call.started)
+        histogram.observe(self.clock() - call.started)
         if call.local_reason is not None:
             self.metrics.local_errors.labels(self.direction, upstream, call.local_reason).inc()
         if self.access_log is not None:
@@ -258,8 +262,8 @@ class Plane:
         for down in list(self.connections):
             down.conn.goaway(F.NO_ERROR, "sidecar draining")
             down.flush()
-        end = time.monotonic() + grace_s
-        while any(d.calls for d in self.connections) and time.monotonic() < end:  # noqa: ASYNC110
+        end = self.clock() + grace_s
+        while any(d.calls for d in self.connections) and self.clock() < end:  # noqa: ASYNC110
             await asyncio.sleep(0.05)  # calls end on frames, not on an event we could await
         for down in [*self.connections, *self.lingering]:
             if down.transport is not None:
@@ -273,7 +277,7 @@ class Plane:
     def _sweep(self) -> None:
         """Once a second, every connection: the time limits, and a new second of the
         control-frame budget. O(connections) a second, nothing on the per-frame path."""
-        now = time.monotonic()
+        now = self.clock()
         for down in [*self.connections, *self.lingering]:
             try:
                 down.sweep(now)
@@ -308,7 +312,7 @@ class Downstream(Flusher, asyncio.Protocol):
         self.blocked: set[RelayedCall] = set()  # calls whose answer waits for the caller's window
         self.transport = None
         self.limits = plane.settings
-        now = time.monotonic()
+        now = plane.clock()
         self.opened_at = now
         self.idle_since = now  # when its last call started (or it opened)
         self.seen_stream = 0  # the caller's highest stream id at the last sweep
@@ -348,7 +352,7 @@ class Downstream(Flusher, asyncio.Protocol):
             return
         if conn.partial:
             if not self.partial_since:
-                self.partial_since = time.monotonic()
+                self.partial_since = self.plane.clock()
         elif self.partial_since:
             self.partial_since = 0.0
         if conn.control_out:
@@ -518,7 +522,7 @@ class Downstream(Flusher, asyncio.Protocol):
     def on_reset(self, stream_id: int, code: int) -> None:
         call = self.calls.get(stream_id)
         if call is not None:
-            early = time.monotonic() - call.started < self.limits.premature_reset_lifetime_s
+            early = self.plane.clock() - call.started < self.limits.premature_reset_lifetime_s
             guard(call, call.on_reset, code)
             if early:
                 self._premature_reset()

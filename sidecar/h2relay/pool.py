@@ -111,7 +111,7 @@ class UpstreamConnection(Flusher, asyncio.Protocol):
         self.transport = None
         self.ready = False
         self.closed = False
-        self.last_used = time.monotonic()
+        self.last_used = pool.clock()
 
     def leave(self, stream: UpstreamStream, sid: int, reset: bool) -> None:
         """`stream` leaves this connection: its HTTP/2 stream `sid` closed, or reset with
@@ -250,7 +250,7 @@ class UpstreamConnection(Flusher, asyncio.Protocol):
             self.transport.close()
 
     def flush(self) -> None:
-        self.last_used = time.monotonic()  # once per loop turn, not on every kick
+        self.last_used = self.pool.clock()  # once per loop turn, not on every kick
         if self.waiting and self.ready:
             self._open_waiting()
         Flusher.flush(self)
@@ -265,8 +265,10 @@ class Pool:
         idle_s: float = 300.0,
         connect_timeout_s: float = 5,
         max_conns: int = 8,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.loop = asyncio.get_running_loop()
+        self.clock = clock  # idle times (a seam for tests on fake time, as Plane.clock)
         # connections per endpoint: beyond this, calls wait for a stream slot rather than
         # opening ever more connections to a peer that said how many streams it takes
         self.max_conns = max_conns
@@ -326,7 +328,7 @@ class Pool:
         self._sweeper = self.loop.call_later(max(1.0, self.idle_s / 4), self._sweep)
 
     def _sweep(self) -> None:
-        now = time.monotonic()
+        now = self.clock()
         for conns in list(self.conns.values()):
             for up in list(conns):
                 if up.ready and not up.calls and now - up.last_used >= self.idle_s:

@@ -18,6 +18,7 @@ import asyncio
 import heapq
 import math
 import time
+from collections.abc import Callable
 from typing import Protocol
 
 
@@ -26,9 +27,18 @@ class Target(Protocol):
 
 
 class Wheel:
-    def __init__(self, loop: asyncio.AbstractEventLoop, tick: float = 0.001) -> None:
+    def __init__(
+        self,
+        loop: asyncio.AbstractEventLoop,
+        tick: float = 0.001,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         self.loop = loop
         self.tick = tick
+        # the plane's clock (Plane.clock): slot times are on it, and the loop timer's
+        # delay is measured from it (a fake clock's loop keeps the same time,
+        # sidecar/testing/clock.py)
+        self.clock = clock
         self.slots: dict[int, dict[Target, None]] = {}  # slot -> targets (an ordered set)
         self._heap: list[int] = []
         self._handle: asyncio.TimerHandle | None = None
@@ -60,12 +70,12 @@ class Wheel:
         if self._handle is not None:
             self._handle.cancel()
         self._armed_for = slot
-        delay = max(0.0, slot * self.tick - time.monotonic())
+        delay = max(0.0, slot * self.tick - self.clock())
         self._handle = self.loop.call_later(delay, self._run)
 
     def _run(self) -> None:
         self._handle = None
-        now = time.monotonic()
+        now = self.clock()
         heap = self._heap
         while heap and heap[0] * self.tick <= now:
             bucket = self.slots.pop(heapq.heappop(heap), None)
