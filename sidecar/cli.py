@@ -146,6 +146,12 @@ def _init(args: argparse.Namespace) -> int:
     )  # fmt: skip
 
 
+def _chaos(args: argparse.Namespace) -> int:
+    from sidecar.chaos.runner import run_main
+
+    return run_main(args.scenario, junit=args.junit, out=args.out)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="sidecar",
@@ -260,6 +266,14 @@ def build_parser() -> argparse.ArgumentParser:
     init_cfg.add_argument("--out", default="sidecar.yaml", help="file to write, or - (stdout)")
     init_cfg.add_argument("--force", action="store_true", help="replace an existing file")
     init_cfg.set_defaults(func=_init)
+
+    chaos = verbs.add_parser("chaos", help="chaos scenarios against your own services")
+    chaos_verbs = chaos.add_subparsers(dest="chaos_verb", required=True, metavar="CHAOS_VERB")
+    chaos_run = chaos_verbs.add_parser("run", help="run a scenario file; exit 0 if all held")
+    chaos_run.add_argument("scenario", metavar="SCENARIO.yaml")
+    chaos_run.add_argument("--junit", help="write JUnit XML (one test case per expectation)")
+    chaos_run.add_argument("--out", help="results folder (default: chaos-results/<scenario name>)")
+    chaos_run.set_defaults(func=_chaos)
 
     # `demo` hands every argument after it to services.demo (see main()); listed for --help
     verbs.add_parser("demo", help="run the two-site demo mesh (options: sidecar demo --help)")
