@@ -155,9 +155,18 @@ class _Run:
             label = f"site {site} down"
         elif action == "scale_out":
             added = [topo.add_instance(service, site) for _ in range(fault.count)]
-            self.mark(f"scale out: {', '.join(a.name for a in added)} starting")
-            await asyncio.gather(*(topo.wait_ready(a) for a in added))
-            label = f"scale out: {len(added)} ready"
+            label = f"scale out: {', '.join(a.name for a in added)}"
+
+            async def ready() -> None:  # in the background: later faults keep their times
+                names = ", ".join(a.name for a in added)
+                try:
+                    await asyncio.gather(*(topo.wait_ready(a) for a in added))
+                except StartFailed as exc:
+                    self.mark(f"{names} did not start: {str(exc).splitlines()[0]}")
+                else:
+                    self.mark(f"{names} ready")
+
+            self.background.append(asyncio.create_task(ready()))
         elif action == "scale_in":
             victim = await self.target(fault)
             self.evidence.victims[i] = victim.address
