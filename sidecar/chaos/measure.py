@@ -196,7 +196,11 @@ def phases(
     first = injected[0][1] if injected else end
     out = [Phase("steady", min(scenario.steady_state.warmup_s, first), first)]
     for k, (i, t, done) in enumerate(injected):
-        stop = injected[k + 1][1] if k + 1 < len(injected) else end
+        duration = scenario.faults[i].duration_s
+        if duration is not None:  # a fault undone after a while: its phase is that while
+            stop = min(end, t + duration)
+        else:
+            stop = injected[k + 1][1] if k + 1 < len(injected) else end
         out.append(Phase(f"{i}: {scenario.faults[i].name or done}", t, stop, i))
     return out
 
@@ -221,6 +225,38 @@ class Evidence:
     upstream: str = ""
     victims: dict[int, str] = field(default_factory=dict)  # fault index -> inbound address
     victim_names: dict[int, str] = field(default_factory=dict)
+    added: dict[int, list[str]] = field(default_factory=dict)  # scale_out -> addresses
+
+
+def attempt_share(
+    samples: Sequence[Sample], upstream: str, address: str, start: float, end: float
+) -> float | None:
+    """`address`'s share of the caller's attempts (failed ones too) in [start, end)."""
+    first: dict[str, int] = {}
+    last: dict[str, int] = {}
+    for t, data in samples:
+        if not start <= t < end:
+            continue
+        for ep in (data.get(upstream) or {}).get("endpoints", []):
+            first.setdefault(ep["address"], int(ep.get("requests", 0)))
+            last[ep["address"]] = int(ep.get("requests", 0))
+    total = sum(last[a] - first[a] for a in last)
+    return (last.get(address, 0) - first.get(address, 0)) / total if total > 0 else None
+
+
+def endpoint_counts(samples: Sequence[Sample], upstream: str) -> list[tuple[float, int]]:
+    return [(t, len((d.get(upstream) or {}).get("endpoints", []))) for t, d in samples]
+
+
+def seen_at(
+    samples: Sequence[Sample], upstream: str, addresses: list[str], since: float
+) -> float | None:
+    """Seconds from `since` until the caller first knew every one of `addresses`."""
+    for t, data in samples:
+        known = {e["address"] for e in (data.get(upstream) or {}).get("endpoints", [])}
+        if t >= since and set(addresses) <= known:
+            return round(t - since, 3)
+    return None
 
 
 def _common(
@@ -260,6 +296,42 @@ def _common(
                 f"{len(late)} late" + (f", worst {worst:.3f}s" if late else ""),
             )
         )
+    return out
+
+
+def _instances(phase: Phase, expect: Expect, ev: Evidence) -> list[Verdict]:
+    """The expectations read from the caller's /clusters samples."""
+    assert phase.fault is not None
+    out = []
+    who = ev.victim_names.get(phase.fault, "?")
+    if expect.victim_share_below is not None:
+        address = ev.victims.get(phase.fault, "")
+        got = attempt_share(ev.samples, ev.upstream, address, phase.start + expect.settle_s,
+                            phase.end)  # fmt: skip
+        out.append(
+            Verdict(
+                phase.name,
+                f"{who}'s share of attempts < {expect.victim_share_below}",
+                got is not None and got < expect.victim_share_below,
+                "no attempts seen" if got is None else f"{got:.4f}",
+                f"counted from {expect.settle_s}s after the fault",
+            )
+        )
+    if expect.endpoints_kept:
+        counts = endpoint_counts(ev.samples, ev.upstream)
+        before = [n for t, n in counts if t <= phase.start]
+        held = before[-1] if before else 0
+        during = [n for t, n in counts if phase.start <= t < phase.end]
+        low = min(during, default=held)
+        out.append(Verdict(phase.name, "no endpoint forgotten", low >= held,
+                           f"{low} known at the lowest, {held} before"))  # fmt: skip
+    if expect.discovered_within_s is not None:
+        n = expect.discovered_within_s
+        added = ev.added.get(phase.fault, [])
+        seen = seen_at(ev.samples, ev.upstream, added, phase.start) if added else None
+        out.append(Verdict(phase.name, f"new instances discovered within {n}s",
+                           seen is not None and seen <= n,
+                           f"after {seen}s" if seen is not None else "never"))  # fmt: skip
     return out
 
 
@@ -324,6 +396,7 @@ def evaluate(
                     else f"{who} kept getting calls",
                 )
             )
+        out += _instances(phase, expect, evidence)
     for i, fault in enumerate(scenario.faults):
         if i not in injected:
             out.append(

@@ -155,6 +155,7 @@ class _Run:
             label = f"site {site} down"
         elif action == "scale_out":
             added = [topo.add_instance(service, site) for _ in range(fault.count)]
+            self.evidence.added[i] = [a.address for a in added]
             label = f"scale out: {', '.join(a.name for a in added)}"
 
             async def ready() -> None:  # in the background: later faults keep their times

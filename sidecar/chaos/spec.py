@@ -16,7 +16,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 _NAME = re.compile(r"^[a-z0-9]([a-z0-9-]*[a-z0-9])?$")
-PLACEHOLDERS = ("port", "site", "name", "index", "service", "outbound")
+PLACEHOLDERS = ("port", "site", "name", "index", "service", "outbound", "python")
 
 
 class ScenarioError(Exception):
@@ -122,6 +122,10 @@ class Expect(_Model):
     p99_ms: float | None = Field(default=None, gt=0)
     recovered_within_s: float | None = Field(default=None, ge=0)  # steady success again
     traffic_moved_within_s: float | None = Field(default=None, ge=0)  # victim gets none
+    victim_share_below: float | None = Field(default=None, ge=0, le=1)  # of attempts
+    settle_s: float = Field(default=2.0, ge=0)  # victim_share_below counts from then on
+    endpoints_kept: bool = False  # the caller forgets no endpoint during the phase
+    discovered_within_s: float | None = Field(default=None, ge=0)  # scale_out: seen by then
     no_unknown: bool | None = None
     no_past_deadline: bool | None = None
 
@@ -151,11 +155,11 @@ class Fault(_Model):
     def _fits(self) -> Fault:
         if self.action not in TARGETED and self.target != "busiest":
             raise _bad("target", f"{self.action} takes no target (it is not one instance)")
-        if self.expect.traffic_moved_within_s is not None and self.action not in TARGETED:
-            raise _bad(
-                "expect.traffic_moved_within_s",
-                f"{self.action} hits no one instance to move from",
-            )
+        for key in ("traffic_moved_within_s", "victim_share_below"):
+            if getattr(self.expect, key) is not None and self.action not in TARGETED:
+                raise _bad(f"expect.{key}", f"{self.action} hits no one instance to measure")
+        if self.expect.discovered_within_s is not None and self.action != "scale_out":
+            raise _bad("expect.discovered_within_s", "only scale_out adds instances to discover")
         return self
 
     @property

@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import shlex
 import signal
 import sys
 import time
@@ -213,6 +214,7 @@ class Topology:
             "index": str(index),
             "service": service,
             "outbound": f"127.0.0.1:{inst.outbound_port}" if inst.outbound_port else "",
+            "python": shlex.quote(sys.executable),  # the interpreter running `sidecar`
         }
         command = svc.command.format(**values)
         cwd = self.base / svc.cwd if svc.cwd else self.base
