@@ -43,26 +43,44 @@ def request_bytes(scenario: Scenario, base: Path) -> bytes:
         return bytes.fromhex(req.hex)
     if req.json_ is None:
         return b""
-    return _from_json(scenario.load.method, req.json_, [base / s for s in scenario.stubs])
+    return _from_json(scenario.load.method, req.json_, list(scenario.stubs), base)
 
 
-def _from_json(method: str, body: dict[str, Any], stubs: list[Path]) -> bytes:
-    """Import every `_pb2` module under the stubs folders (that registers their types),
-    find the method's input type, and build the request from JSON."""
+def _is_folder(entry: str, base: Path) -> bool:
+    return "/" in entry or (base / entry).is_dir()
+
+
+def stub_folders(stubs: list[str], base: Path) -> list[Path]:
+    """The `stubs` entries that are folders (the others are module names)."""
+    return [(base / s).resolve() for s in stubs if _is_folder(s, base)]
+
+
+def _from_json(method: str, body: dict[str, Any], stubs: list[str], base: Path) -> bytes:
+    """Import the stubs (every `_pb2` module under a folder entry, or the module an entry
+    names, e.g. one installed with a package): that registers their types; then find the
+    method's input type and build the request from JSON."""
     from google.protobuf import descriptor_pool, json_format, message_factory
 
     key = "load.request.json"
-    for folder in stubs:
+    modules: list[str] = []
+    for entry in stubs:
+        if not _is_folder(entry, base):
+            modules.append(entry)
+            continue
+        folder = (base / entry).resolve()
         if not folder.is_dir():
-            raise ScenarioError("stubs", f"{folder}: not a folder")
+            raise ScenarioError("stubs", f"{entry}: not a folder")
         if str(folder) not in sys.path:
             sys.path.insert(0, str(folder))
-        for path in sorted(folder.rglob("*_pb2.py")):
-            module = ".".join(path.relative_to(folder).with_suffix("").parts)
-            try:
-                importlib.import_module(module)
-            except Exception as exc:  # a broken stub: say which
-                raise ScenarioError("stubs", f"cannot import {module}: {exc}") from None
+        modules += [
+            ".".join(p.relative_to(folder).with_suffix("").parts)
+            for p in sorted(folder.rglob("*_pb2.py"))
+        ]
+    for module in modules:
+        try:
+            importlib.import_module(module)
+        except Exception as exc:  # a missing or broken stub: say which
+            raise ScenarioError("stubs", f"cannot import {module}: {exc}") from None
     service, _, name = method.strip("/").partition("/")
     pool = descriptor_pool.Default()
     try:

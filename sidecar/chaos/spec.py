@@ -16,7 +16,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 _NAME = re.compile(r"^[a-z0-9]([a-z0-9-]*[a-z0-9])?$")
-PLACEHOLDERS = ("port", "site", "name", "index", "service", "outbound", "python")
+PLACEHOLDERS = ("port", "site", "name", "index", "service", "outbound", "python", "workdir")
 
 
 class ScenarioError(Exception):
@@ -177,7 +177,8 @@ class Abort(_Model):
 class Scenario(_Model):
     name: str = Field(pattern=r"^[\w.-]+$")
     domain: str = "example.net"
-    stubs: list[str] = []  # folders put on the path of the apps and of the load (JSON)
+    # stub folders (put on the apps' PYTHONPATH too) or module names, for JSON requests
+    stubs: list[str] = []
     discovery: Literal["embedded"] = "embedded"  # the embedded DNS registry
     services: dict[str, Service] = Field(min_length=1)
     load: Load

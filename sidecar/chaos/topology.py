@@ -27,6 +27,7 @@ from typing import Any
 
 import yaml
 
+from sidecar.chaos.load import stub_folders
 from sidecar.chaos.procs import Proc, free_port, http, kill_marked
 from sidecar.chaos.spec import Scenario, ScenarioError
 from sidecar.config import ConfigError, parse_config
@@ -215,10 +216,11 @@ class Topology:
             "service": service,
             "outbound": f"127.0.0.1:{inst.outbound_port}" if inst.outbound_port else "",
             "python": shlex.quote(sys.executable),  # the interpreter running `sidecar`
+            "workdir": shlex.quote(str(self.workdir)),  # the results folder (scratch files)
         }
         command = svc.command.format(**values)
         cwd = self.base / svc.cwd if svc.cwd else self.base
-        stubs = ":".join(str((self.base / s).resolve()) for s in self.scenario.stubs)
+        stubs = ":".join(str(f) for f in stub_folders(list(self.scenario.stubs), self.base))
         env = {**svc.env}
         if stubs:
             env["PYTHONPATH"] = stubs + (":" + env["PYTHONPATH"] if "PYTHONPATH" in env else "")
