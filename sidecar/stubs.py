@@ -31,7 +31,6 @@ import stat
 import subprocess
 import sys
 import tempfile
-from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
 
@@ -142,12 +141,15 @@ def generate(proto_dir: Path, out_dir: Path) -> list[Path]:
     return _packages_of(out_dir, [f.relative_to(proto_dir) for f in files])
 
 
-@dataclass
 class Result:
-    generated: list[str] = field(default_factory=list)  # protos (relative paths) compiled
-    unchanged: list[str] = field(default_factory=list)
-    removed: list[str] = field(default_factory=list)
-    packages: list[Path] = field(default_factory=list)
+    """What `generate_changed` did. A plain class, not a dataclass: setup.py loads this
+    file without registering it in sys.modules, which dataclasses need."""
+
+    def __init__(self) -> None:
+        self.generated: list[str] = []  # protos (paths relative to their root) compiled
+        self.unchanged: list[str] = []
+        self.removed: list[str] = []
+        self.packages: list[Path] = []
 
 
 def _digest(path: Path) -> str:

@@ -184,3 +184,15 @@ def test_interrupted_run_leaves_nothing(folder: Path) -> None:
     rest, _ = proc.communicate(timeout=60)
     assert proc.returncode == 130, rest
     assert survivors(proc.pid) == []
+
+
+@pytest.mark.slow
+def test_the_example_demo_scenario_holds(tmp_path: Path) -> None:
+    """examples/chaos/demo.yaml (the demo's view and data services): exit 0."""
+    out = tmp_path / "demo"
+    cmd = [sys.executable, "-m", "sidecar", "chaos", "run", str(ROOT / "examples/chaos/demo.yaml"),
+           "--out", str(out)]  # fmt: skip
+    done = subprocess.run(cmd, cwd=tmp_path, capture_output=True, text=True, timeout=170,
+                          env={**os.environ, "PYTHONPATH": str(ROOT)})  # fmt: skip
+    assert done.returncode == 0, done.stdout[-4000:] + done.stderr[-2000:]
+    assert (out / "junit.xml").exists()

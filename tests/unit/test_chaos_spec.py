@@ -4,11 +4,13 @@ a bad one is refused naming the key and the reason."""
 from __future__ import annotations
 
 import copy
+from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 
-from sidecar.chaos.spec import ScenarioError, parse_scenario
+from sidecar.chaos.spec import ScenarioError, load_scenario, parse_scenario
 
 GOOD: dict[str, Any] = {
     "name": "cart-kill",
@@ -87,3 +89,21 @@ def test_faults_in_time_order() -> None:
     data["faults"] = [{"at_s": 5, "action": "kill"}, {"at_s": 2, "action": "dns_down"}]
     with pytest.raises(ScenarioError, match=r"faults\.1\.at_s: before the fault above"):
         parse_scenario(data)
+
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+@pytest.mark.parametrize(
+    "path",
+    [*sorted((ROOT / "tests/chaos/scenarios").glob("*.yaml")), ROOT / "examples/chaos/demo.yaml"],
+    ids=lambda p: p.name,
+)
+def test_shipped_scenarios_parse(path: Path) -> None:
+    assert load_scenario(path).faults
+
+
+def test_the_example_workflow_runs_the_example_scenario() -> None:
+    flow = yaml.safe_load((ROOT / "examples/chaos/github-workflow.yml").read_text())
+    runs = [step.get("run", "") for step in flow["jobs"]["chaos"]["steps"]]
+    assert any("sidecar chaos run examples/chaos/demo.yaml --junit" in r for r in runs)

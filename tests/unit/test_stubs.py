@@ -108,3 +108,15 @@ def test_cli_exit_codes(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> N
 def test_no_protos_is_an_error(tmp_path: Path) -> None:
     with pytest.raises(RuntimeError, match=r"no \.proto files"):
         stubs.generate(tmp_path, tmp_path / "out")
+
+
+def test_loads_alone_as_setup_py_loads_it() -> None:
+    """setup.py runs this file from its path, unregistered in sys.modules, in a build
+    environment without the package's dependencies."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("_alone", stubs.__file__)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    assert module.packages is not None
