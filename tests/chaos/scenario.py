@@ -33,6 +33,23 @@ ECHO_UPSTREAM: dict[str, Any] = {
 }
 
 
+SCENARIOS = Path(__file__).parent / "scenarios"
+
+
+async def run_scenario_file(name: str) -> None:
+    """tests/chaos/scenarios/NAME.yaml through the chaos engine (`sidecar chaos run`'s):
+    fail unless every expectation holds; results in results/chaos/NAME/."""
+    from sidecar.chaos.runner import run_scenario
+    from sidecar.chaos.spec import load_scenario
+
+    scenario = load_scenario(SCENARIOS / f"{name}.yaml")
+    folder = timeline.RESULTS / name
+    outcome = await run_scenario(scenario, SCENARIOS, folder, folder / "junit.xml")
+    record_result(outcome.folder, outcome.summary)
+    print(outcome.text)
+    assert outcome.passed, outcome.text
+
+
 def echo_topology(
     mesh: Mesh,
     sites: dict[str, int],

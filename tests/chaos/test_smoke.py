@@ -10,24 +10,14 @@ JUnit XML) go to results/chaos/<scenario>/.
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
 
-from sidecar.chaos.runner import run_scenario
-from sidecar.chaos.spec import load_scenario
-from tests.chaos.conftest import record_result
-from tests.chaos.timeline import RESULTS
+from tests.chaos.scenario import run_scenario_file
 
-SCENARIOS = Path(__file__).parent / "scenarios"
 pytestmark = [pytest.mark.chaos, pytest.mark.timeout(120)]
 
 
 @pytest.mark.parametrize("name", ["sigkill_one_of_three", "slow_instance", "dns_outage_short"])
 async def test_scenario(name: str) -> None:
     """Every expectation of the scenario file holds (the console summary says which not)."""
-    scenario = load_scenario(SCENARIOS / f"{name}.yaml")
-    outcome = await run_scenario(scenario, SCENARIOS, RESULTS / name, RESULTS / name / "junit.xml")
-    record_result(outcome.folder, outcome.summary)
-    print(outcome.text)
-    assert outcome.passed, outcome.text
+    await run_scenario_file(name)
