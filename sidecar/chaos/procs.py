@@ -20,11 +20,20 @@ from pathlib import Path
 RUN_ENV = "SIDECAR_CHAOS_RUN"
 
 
-def free_port() -> int:
-    """A TCP port free on 127.0.0.1 now (the kernel's pick)."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+def free_port(taken: set[int] | None = None) -> int:
+    """A TCP port free on 127.0.0.1 now (the kernel's pick), and not one in `taken`
+    (handed out already but maybe not bound yet: the kernel may pick it again); the
+    port is added to `taken`."""
+    for _ in range(100):
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port = int(s.getsockname()[1])
+        if taken is None:
+            return port
+        if port not in taken:
+            taken.add(port)
+            return port
+    raise RuntimeError("no free port on 127.0.0.1")
 
 
 class Proc:

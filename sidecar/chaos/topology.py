@@ -99,6 +99,10 @@ class Topology:
     caller_admin: int = 0
     caller_outbound: int = 0
     procs: list[Proc] = field(default_factory=list)
+    ports: set[int] = field(default_factory=set)  # handed out in this run
+
+    def port(self) -> int:
+        return free_port(self.ports)
 
     def __post_init__(self) -> None:
         self.domain = self.scenario.domain
@@ -134,7 +138,7 @@ class Topology:
 
     async def start_registry(self) -> None:
         if not self.registry_port:
-            self.registry_port = free_port()
+            self.registry_port = self.port()
         journal = self.workdir / "registry.journal"
         self.registry = self._spawn(
             "registry",
@@ -205,8 +209,8 @@ class Topology:
         index = sum(1 for i in self.instances if i.service == service and i.site == site)
         name = f"{service}-{site}-{index}"
         has_outbound = bool(svc.calls) or svc.sidecar is not None
-        inst = Instance(name, service, site, index, free_port(), free_port(), free_port(),
-                        free_port() if has_outbound else None)  # fmt: skip
+        inst = Instance(name, service, site, index, self.port(), self.port(), self.port(),
+                        self.port() if has_outbound else None)  # fmt: skip
         self.instances.append(inst)
         values = {
             "port": str(inst.app_port),
@@ -270,7 +274,7 @@ class Topology:
         return merge(defaults, self.scenario.upstream)
 
     async def start_caller(self) -> None:
-        self.caller_admin, self.caller_outbound = free_port(), free_port()
+        self.caller_admin, self.caller_outbound = self.port(), self.port()
         config = {
             "site": self.scenario.caller_site(),
             "domain": self.domain,
