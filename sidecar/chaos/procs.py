@@ -18,6 +18,9 @@ import urllib.request
 from pathlib import Path
 
 RUN_ENV = "SIDECAR_CHAOS_RUN"
+# The admin token of sidecars whose admin listens off loopback (in a namespace): their
+# mutating endpoints need it (sidecar/admin/server.py). Every admin request carries it.
+ADMIN_TOKEN = "sidecar-chaos-run-admin-token"
 
 
 def free_port(taken: set[int] | None = None) -> int:
@@ -131,6 +134,7 @@ def http(
 ) -> tuple[int, bytes]:
     """One HTTP exchange with a sidecar's admin on loopback; (0, b"") when unreachable."""
     req = urllib.request.Request(url, data=body, method=method)
+    req.add_header("Authorization", f"Bearer {ADMIN_TOKEN}")
     if body is not None:
         req.add_header("Content-Type", "application/json")
     try:

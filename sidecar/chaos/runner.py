@@ -63,6 +63,8 @@ class _Run:
     undo: list[tuple[str, Any]] = field(default_factory=list)  # (label, async callable)
     background: list[asyncio.Task[None]] = field(default_factory=list)
     aborted: str | None = None
+    notes: list[str] = field(default_factory=list)
+    left: list[str] = field(default_factory=list)  # namespaces or links not removed
 
     def mark(self, label: str) -> float:
         t = self.loop.now()
@@ -117,6 +119,14 @@ class _Run:
         if action == "kill":
             assert inst is not None
             topo.kill(inst)
+        elif action == "partition" and inst is not None and inst.ns is not None:
+            topo.partition(inst)  # iptables DROP in its namespace
+            victim = inst
+
+            async def heal() -> None:
+                topo.heal(victim)
+
+            self.later(fault, f"{victim.name} healed", heal)
         elif action in ("stop", "partition"):
             assert inst is not None
             # without network namespaces a partition is the instance's sidecar frozen:
@@ -215,8 +225,11 @@ async def run_scenario(
     topo = Topology(scenario, base, folder, run_id)
     started = time.monotonic()
     run: _Run | None = None
+    notes: list[str] = []
+    left: list[str] = []
     try:
         request = request_bytes(scenario, base)
+        notes += _namespaces(scenario, topo)
         await topo.start_registry()
         await topo.start_instances()
         _say(f"{len(topo.instances)} instances up: " + ", ".join(i.name for i in topo.instances))
@@ -243,9 +256,28 @@ async def run_scenario(
                 task.cancel()
             await asyncio.gather(load, *helpers, *run.background, return_exceptions=True)
     finally:
-        topo.close()
+        left = topo.close()
     assert run is not None  # the topology started, or StartFailed was raised
+    run.notes = notes
+    run.left = left
     return _finish(scenario, topo, run, folder, junit_path, time.monotonic() - started)
+
+
+def _namespaces(scenario: Scenario, topo: Topology) -> list[str]:
+    """Open the network namespaces if the scenario wants them; notes for the console."""
+    from sidecar.chaos import netns
+
+    wanted = scenario.namespaces
+    partitions = any(f.action == "partition" for f in scenario.faults)
+    if wanted == "off" or (wanted == "auto" and not partitions):
+        return []
+    ok, why = netns.available()
+    if ok:
+        topo.open_network()
+        return []
+    if wanted == "on":
+        raise ScenarioError("namespaces", f"on, but network namespaces cannot be used: {why}")
+    return [f"no network namespaces ({why}): a partition freezes the instance's sidecar"]
 
 
 def _finish(
@@ -258,15 +290,17 @@ def _finish(
 ) -> Outcome:
     """Check that nothing survived, evaluate, write the results (blocking file I/O)."""
     loop = run.loop
-    notes: list[str] = []
+    notes: list[str] = list(run.notes)
     survivors = leaked(topo.run_id)
     end = scenario.load.duration_s
     phase_list = measure.phases(scenario, run.injected, end)
     verdicts = measure.evaluate(scenario, loop.calls, phase_list, run.evidence)
     if run.aborted:
         verdicts.append(Verdict("run", "abort rule not triggered", False, run.aborted))
-    if survivors:
-        verdicts.append(Verdict("run", "nothing left running", False, "; ".join(survivors)))
+    if survivors or run.left:
+        verdicts.append(
+            Verdict("run", "nothing left running", False, "; ".join([*survivors, *run.left]))
+        )
     rows = report.phase_rows(phase_list, loop.calls)
     summary = {
         "scenario": scenario.name,

@@ -180,6 +180,9 @@ class Scenario(_Model):
     # stub folders (put on the apps' PYTHONPATH too) or module names, for JSON requests
     stubs: list[str] = []
     discovery: Literal["embedded"] = "embedded"  # the embedded DNS registry
+    # an instance per network namespace (root, `ip netns`, iptables): auto = when a fault
+    # is a partition (then an iptables DROP; without them the sidecar is frozen instead)
+    namespaces: Literal["auto", "on", "off"] = "auto"
     services: dict[str, Service] = Field(min_length=1)
     load: Load
     upstream: dict[str, Any] = {}  # the caller's upstream config (over init's defaults)

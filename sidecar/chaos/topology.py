@@ -2,8 +2,10 @@
 instance (the user's app and its sidecar, which registers it), and the caller sidecar
 the load goes through; and the faults, as verbs on it.
 
-Does I/O (processes, loopback HTTP, DNS). Everything binds 127.0.0.1 on ports the
-kernel picks. A `Topology` owns every process it starts; `close()` kills them all (and
+Does I/O (processes, loopback HTTP, DNS, namespaces). Everything binds 127.0.0.1 on
+ports the kernel picks; with network namespaces (as root, for partitions) each instance
+lives in its own, reached over a bridge (sidecar/chaos/netns.py), and its app still
+listens on 127.0.0.1 inside it. A `Topology` owns every process it starts; `close()` kills them all (and
 whatever else carries the run's marker, sidecar/chaos/procs.py), whatever happened.
 
 Sidecar configs: a service's `sidecar:` file, or `sidecar init`'s defaults
@@ -21,6 +23,7 @@ import shlex
 import signal
 import sys
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -28,7 +31,8 @@ from typing import Any
 import yaml
 
 from sidecar.chaos.load import stub_folders
-from sidecar.chaos.procs import Proc, free_port, http, kill_marked
+from sidecar.chaos.netns import Namespace, Network, sweep_stale
+from sidecar.chaos.procs import ADMIN_TOKEN, Proc, free_port, http, kill_marked
 from sidecar.chaos.spec import Scenario, ScenarioError
 from sidecar.config import ConfigError, parse_config
 from sidecar.scaffold import InitSpec, checked
@@ -72,14 +76,20 @@ class Instance:
     app: Proc | None = None
     sidecar: Proc | None = None
     state: str = "starting"  # starting, up, killed, stopped, draining, gone
+    ns: Namespace | None = None  # its network namespace, when the run uses them
+
+    @property
+    def host(self) -> str:
+        """Where its sidecar's inbound and admin listen: its namespace's address, or loopback."""
+        return self.ns.address if self.ns else "127.0.0.1"
 
     @property
     def address(self) -> str:
         """The inbound listener: what DNS publishes and callers reach."""
-        return f"127.0.0.1:{self.inbound_port}"
+        return f"{self.host}:{self.inbound_port}"
 
     def admin(self, path: str) -> str:
-        return f"http://127.0.0.1:{self.admin_port}{path}"
+        return f"http://{self.host}:{self.admin_port}{path}"
 
     def procs(self) -> list[Proc]:
         return [p for p in (self.app, self.sidecar) if p is not None]
@@ -100,6 +110,7 @@ class Topology:
     caller_outbound: int = 0
     procs: list[Proc] = field(default_factory=list)
     ports: set[int] = field(default_factory=set)  # handed out in this run
+    network: Network | None = None  # a bridge and one namespace per instance (as root)
 
     def port(self) -> int:
         return free_port(self.ports)
@@ -118,20 +129,31 @@ class Topology:
         self.procs.append(proc)
         return proc
 
-    def _sidecar(self, name: str, config: dict[str, Any], key: str) -> Proc:
+    def _sidecar(
+        self, name: str, config: dict[str, Any], key: str, prefix: Sequence[str] = ()
+    ) -> Proc:
         try:
             parse_config(config)
         except ConfigError as exc:
             raise ScenarioError(key, f"the sidecar config is refused: {exc}") from None
         path = self.workdir / "configs" / f"{name}.yaml"
         path.write_text(yaml.safe_dump(config, sort_keys=False))
-        return self._spawn(
-            f"{name}-sidecar", [sys.executable, "-m", "sidecar", "run", "-c", str(path)]
-        )
+        argv = [*prefix, sys.executable, "-m", "sidecar", "run", "-c", str(path)]
+        return self._spawn(f"{name}-sidecar", argv)
+
+    def open_network(self) -> None:
+        """Put every instance in a network namespace of its own (sidecar/chaos/netns.py),
+        so a partition is an iptables rule; the registry then listens on the bridge."""
+        sweep_stale()
+        self.network = Network().open()
+
+    @property
+    def registry_host(self) -> str:
+        return self.network.gateway if self.network else "127.0.0.1"
 
     @property
     def nameserver(self) -> str:
-        return f"127.0.0.1:{self.registry_port}"
+        return f"{self.registry_host}:{self.registry_port}"
 
     def sites(self) -> list[str]:
         return sorted({s for svc in self.scenario.services.values() for s in svc.sites})
@@ -145,7 +167,7 @@ class Topology:
             [sys.executable, "-m", "sidecar", "registry", "--listen", self.nameserver,
              "--zone", self.domain, "--journal", str(journal)],
         )  # fmt: skip
-        await _wait_dns(self.registry, self.registry_port, self.domain, 20.0)
+        await _wait_dns(self.registry, self.registry_host, self.registry_port, self.domain, 20.0)
 
     def stop_registry(self) -> None:
         if self.registry is not None:
@@ -178,10 +200,12 @@ class Topology:
                 "domain": self.domain,
                 "inbound": {
                     "listen": inst.address,
-                    "app": f"127.0.0.1:{inst.app_port}",
+                    "app": f"127.0.0.1:{inst.app_port}",  # inside its namespace, if any
                     "health": {"interval_s": 0.5, "timeout_s": 0.5},
                 },
-                "admin": {"listen": f"127.0.0.1:{inst.admin_port}"},
+                # off loopback (in a namespace) the admin needs a token (sidecar/admin)
+                "admin": {"listen": f"{inst.host}:{inst.admin_port}"}
+                | ({"token": ADMIN_TOKEN} if inst.ns else {}),
                 "discovery": {
                     "nameservers": [self.nameserver],
                     "sites": self.sites(),
@@ -190,7 +214,7 @@ class Topology:
                 "registration": {
                     "nameserver": self.nameserver,
                     "ttl_s": 2,
-                    "address": "127.0.0.1",
+                    "address": inst.host,
                     "target": f"{inst.name}.{inst.site}.{self.domain}",
                 },
                 "drain_grace_s": 2.0,
@@ -212,6 +236,9 @@ class Topology:
         inst = Instance(name, service, site, index, self.port(), self.port(), self.port(),
                         self.port() if has_outbound else None)  # fmt: skip
         self.instances.append(inst)
+        if self.network is not None:
+            inst.ns = self.network.add()
+        prefix = inst.ns.exec_prefix() if inst.ns else []
         values = {
             "port": str(inst.app_port),
             "site": site,
@@ -228,10 +255,10 @@ class Topology:
         env = {**svc.env}
         if stubs:
             env["PYTHONPATH"] = stubs + (":" + env["PYTHONPATH"] if "PYTHONPATH" in env else "")
-        inst.app = self._spawn(f"{name}-app", ["/bin/sh", "-c", f"exec {command}"], cwd, env)
-        inst.sidecar = self._sidecar(
-            name, self._instance_config(inst), f"services.{service}.sidecar"
-        )
+        argv = [*prefix, "/bin/sh", "-c", f"exec {command}"]
+        inst.app = self._spawn(f"{name}-app", argv, cwd, env)
+        key = f"services.{service}.sidecar"
+        inst.sidecar = self._sidecar(name, self._instance_config(inst), key, prefix)
         return inst
 
     async def wait_ready(self, inst: Instance) -> None:
@@ -376,13 +403,29 @@ class Topology:
             proc.signal(signal.SIGTERM)
         inst.state = "gone"
 
-    def close(self) -> None:
+    @staticmethod
+    def partition(inst: Instance) -> None:
+        """An iptables DROP both ways on the instance's veth (namespaces only)."""
+        assert inst.ns is not None
+        inst.ns.partition()
+
+    @staticmethod
+    def heal(inst: Instance) -> None:
+        if inst.ns is not None:
+            inst.ns.heal()
+
+    def close(self) -> list[str]:
+        """Kill every process, remove the namespaces; what of them is left (none)."""
         for proc in self.procs:
             proc.kill()
         kill_marked(self.run_id)
+        if self.network is None:
+            return []
+        self.network.close()
+        return self.network.leftovers()
 
 
-async def _wait_dns(proc: Proc, port: int, zone: str, within_s: float) -> None:
+async def _wait_dns(proc: Proc, host: str, port: int, zone: str, within_s: float) -> None:
     import dns.asyncquery
     import dns.exception
     import dns.message
@@ -393,8 +436,8 @@ async def _wait_dns(proc: Proc, port: int, zone: str, within_s: float) -> None:
         if not proc.alive:
             raise StartFailed(f"the registry exited:\n{proc.tail()}")
         with contextlib.suppress(dns.exception.DNSException, OSError):
-            await dns.asyncquery.udp(query, "127.0.0.1", port=port, timeout=0.5)
+            await dns.asyncquery.udp(query, host, port=port, timeout=0.5)
             return
         if time.monotonic() > end:
-            raise StartFailed(f"the registry does not answer on 127.0.0.1:{port}")
+            raise StartFailed(f"the registry does not answer on {host}:{port}")
         await asyncio.sleep(0.1)
