@@ -179,7 +179,7 @@ class Scenario(_Model):
     domain: str = "example.net"
     # stub folders (put on the apps' PYTHONPATH too) or module names, for JSON requests
     stubs: list[str] = []
-    discovery: Literal["embedded"] = "embedded"  # the embedded DNS registry
+    discovery: Literal["embedded", "bind"] = "embedded"  # `sidecar registry`, or BIND 9
     # an instance per network namespace (root, `ip netns`, iptables): auto = when a fault
     # is a partition (then an iptables DROP; without them the sidecar is frozen instead)
     namespaces: Literal["auto", "on", "off"] = "auto"

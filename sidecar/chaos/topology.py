@@ -30,6 +30,7 @@ from typing import Any
 
 import yaml
 
+from sidecar.chaos import bind
 from sidecar.chaos.load import stub_folders
 from sidecar.chaos.netns import Namespace, Network, sweep_stale
 from sidecar.chaos.procs import ADMIN_TOKEN, Proc, free_port, http, kill_marked
@@ -111,6 +112,7 @@ class Topology:
     procs: list[Proc] = field(default_factory=list)
     ports: set[int] = field(default_factory=set)  # handed out in this run
     network: Network | None = None  # a bridge and one namespace per instance (as root)
+    tsig_secret: str = field(default_factory=bind.new_secret)  # BIND's update key
 
     def port(self) -> int:
         return free_port(self.ports)
@@ -159,14 +161,25 @@ class Topology:
         return sorted({s for svc in self.scenario.services.values() for s in svc.sites})
 
     async def start_registry(self) -> None:
+        """The DNS server instances register in: the embedded registry (journaling to the
+        results folder) or BIND 9 (sidecar/chaos/bind.py); restarted the same way."""
         if not self.registry_port:
             self.registry_port = self.port()
-        journal = self.workdir / "registry.journal"
+        if self.scenario.discovery == "bind":
+            binary = bind.named()
+            if binary is None:
+                raise ScenarioError("discovery", "bind, but `named` is not installed (bind9)")
+            hosts = sorted({"127.0.0.1", self.registry_host})
+            conf = bind.prepare(self.workdir / "bind", self.domain, hosts, self.registry_port,
+                                self.tsig_secret)  # fmt: skip
+            argv = [binary, "-g", "-4", "-n", "1", "-c", str(conf)]
+        else:
+            journal = self.workdir / "registry.journal"
+            argv = [sys.executable, "-m", "sidecar", "registry", "--listen", self.nameserver,
+                    "--zone", self.domain, "--journal", str(journal)]  # fmt: skip
         self.registry = self._spawn(
-            "registry",
-            [sys.executable, "-m", "sidecar", "registry", "--listen", self.nameserver,
-             "--zone", self.domain, "--journal", str(journal)],
-        )  # fmt: skip
+            "bind" if self.scenario.discovery == "bind" else "registry", argv
+        )
         await _wait_dns(self.registry, self.registry_host, self.registry_port, self.domain, 20.0)
 
     def stop_registry(self) -> None:
@@ -216,7 +229,12 @@ class Topology:
                     "ttl_s": 2,
                     "address": inst.host,
                     "target": f"{inst.name}.{inst.site}.{self.domain}",
-                },
+                }
+                | (
+                    {"tsig": {"name": bind.KEY_NAME, "secret": self.tsig_secret}}
+                    if self.scenario.discovery == "bind"
+                    else {}
+                ),
                 "drain_grace_s": 2.0,
             },
         )
