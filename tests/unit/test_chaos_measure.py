@@ -108,3 +108,16 @@ def test_junit_has_one_case_per_expectation() -> None:
     failure = cases[1].find("failure")
     assert failure is not None and "0.98 of 100 calls" in (failure.get("message") or "")
     assert root.get("failures") == "1" and root.get("tests") == "2"
+
+
+def test_without_matplotlib_the_rest_is_written(tmp_path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    """No matplotlib: one note says what to install; timeline, calls, summary written."""
+    import sys
+
+    monkeypatch.setitem(sys.modules, "matplotlib", None)  # import matplotlib -> ImportError
+    calls = _calls((0, 0))
+    notes = report.write(tmp_path, "s", calls, [], "cart", [(4.0, "kill x")], {"passed": True})
+    assert notes == [report.PLOTS_MISSING] and "grpc-sidecar[plots]" in notes[0]
+    assert not (tmp_path / "timeline.png").exists()
+    for name in ("timeline.jsonl", "calls.jsonl", "summary.json", "clusters.jsonl"):
+        assert (tmp_path / name).stat().st_size > 0 or name == "clusters.jsonl"
