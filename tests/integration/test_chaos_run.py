@@ -122,6 +122,7 @@ def test_kill_one_of_three_holds(folder: Path) -> None:
     assert "summary per phase" in text and "steady" in text
 
 
+@pytest.mark.slow  # make test has it from the installed wheel (test_installed_wheel.py)
 def test_an_impossible_expectation_fails_naming_it(folder: Path) -> None:
     """A latency expectation no call can meet: exit 1, the expectation named on the console
     and as the one failed JUnit case."""
