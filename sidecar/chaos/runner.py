@@ -120,11 +120,12 @@ class _Run:
             assert inst is not None
             topo.kill(inst)
         elif action == "partition" and inst is not None and inst.ns is not None:
-            topo.partition(inst)  # iptables DROP in its namespace
+            # iptables in its namespace: a child process, off the event loop (the load's)
+            await asyncio.to_thread(topo.partition, inst)
             victim = inst
 
             async def heal() -> None:
-                topo.heal(victim)
+                await asyncio.to_thread(topo.heal, victim)
 
             self.later(fault, f"{victim.name} healed", heal)
         elif action in ("stop", "partition"):
@@ -158,13 +159,17 @@ class _Run:
             async def back() -> None:
                 await topo.start_registry()
 
-            self.later(fault, "DNS registry back", back)
+            self.later(fault, "DNS back", back)
         elif action == "site_down":
             for victim in [i for i in topo.instances if i.site == site and i.state == "up"]:
                 topo.kill(victim)
             label = f"site {site} down"
         elif action == "scale_out":
-            added = [topo.add_instance(service, site) for _ in range(fault.count)]
+            # off the event loop: a namespace for each is made with `ip` commands
+            added = [
+                await asyncio.to_thread(topo.add_instance, service, site)
+                for _ in range(fault.count)
+            ]
             self.evidence.added[i] = [a.address for a in added]
             label = f"scale out: {', '.join(a.name for a in added)}"
 

@@ -197,3 +197,39 @@ def test_the_example_demo_scenario_holds(tmp_path: Path) -> None:
                           env={**os.environ, "PYTHONPATH": str(ROOT)})  # fmt: skip
     assert done.returncode == 0, done.stdout[-4000:] + done.stderr[-2000:]
     assert (out / "junit.xml").exists()
+
+
+@pytest.mark.slow
+def test_every_fault_kind_is_injected_and_undone(folder: Path) -> None:
+    """Closed-loop load with raw bytes; stop, latency, abort, partition, DNS down, scale out,
+    scale in and a site down, one after another in two sites: each injected (and undone
+    after its duration), the run's expectations hold, nothing left running."""
+    data = scenario(name="echo-every-fault")
+    data["services"]["echo"]["sites"] = {"a": 3, "b": 1}
+    data["load"] = {
+        "service": "echo",
+        "method": "/meshtest.echo.v1.Echo/Unary",
+        "request": {"base64": "CgVjaGFvcw=="},  # EchoRequest(payload=b"chaos")
+        "concurrency": 4,
+        "duration_s": 26,
+        "deadline_ms": 1000,
+    }
+    data["faults"] = [
+        {"at_s": 2, "action": "stop", "duration_s": 2, "expect": {"traffic_moved_within_s": 2}},
+        {"at_s": 5, "action": "latency", "ms": 300, "duration_s": 2},
+        {"at_s": 8, "action": "abort", "percent": 50, "duration_s": 2},
+        {"at_s": 11, "action": "partition", "duration_s": 2},
+        {"at_s": 14, "action": "dns_down", "duration_s": 2, "expect": {"endpoints_kept": True}},
+        # in site b: site a's instances, a new one too, go down at 21 s
+        {"at_s": 16, "action": "scale_out", "site": "b", "expect": {"discovered_within_s": 8}},
+        {"at_s": 19, "action": "scale_in", "target": "echo-a-0"},
+        {"at_s": 21, "action": "site_down", "site": "a", "expect": {"recovered_within_s": 2}},
+    ]
+    code, text, out = run(folder, data)
+    assert code == 0, text
+    events = [e["event"] for e in json.loads((out / "summary.json").read_text())["events"]]
+    for prefix in ("stop echo-", "latency echo-", "abort echo-", "partition echo-", "dns_down",
+                   "scale out: echo-b-1", "scale in echo-a-0", "site a down"):  # fmt: skip
+        assert any(e.startswith(prefix) for e in events), (prefix, events)
+    for undone in ("resumed", "latency cleared", "abort cleared", "DNS back", "echo-b-1 ready"):
+        assert any(undone in e for e in events), (undone, events)
