@@ -134,6 +134,27 @@ def _inject(args: argparse.Namespace) -> int:
     return 0
 
 
+def _stubs(args: argparse.Namespace) -> int:
+    from sidecar import stubs
+
+    return stubs.cli(args.proto_dirs, args.out)
+
+
+def _init(args: argparse.Namespace) -> int:
+    from sidecar.scaffold import init_main
+
+    return init_main(
+        args.proto, args.service, args.site, args.domain, args.calls, args.out, args.force,
+        args.health,
+    )  # fmt: skip
+
+
+def _chaos(args: argparse.Namespace) -> int:
+    from sidecar.chaos.runner import run_main
+
+    return run_main(args.scenario, junit=args.junit, out=args.out)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="sidecar",
@@ -219,6 +240,44 @@ def build_parser() -> argparse.ArgumentParser:
         "--pass-others", action="store_true", help="leave other kinds as they are (else refused)"
     )
     inject.set_defaults(func=_inject)
+
+    stubs = verbs.add_parser(
+        "stubs",
+        help="generate Python stubs (grpcio-tools, mypy-protobuf .pyi) from .proto files; "
+        "only what changed",
+    )
+    stubs.add_argument("proto_dirs", nargs="+", metavar="PROTO_DIR", help="include roots")
+    stubs.add_argument("--out", required=True, help="folder the packages are written to")
+    stubs.set_defaults(func=_stubs)
+
+    init_cfg = verbs.add_parser(
+        "init", help="write a commented sidecar config for a service from its .proto files"
+    )
+    init_cfg.add_argument("--proto", nargs="+", required=True, metavar="FILE")
+    init_cfg.add_argument("--service", required=True, help="this service's name (a DNS label)")
+    init_cfg.add_argument("--site", required=True)
+    init_cfg.add_argument("--domain", required=True)
+    init_cfg.add_argument(
+        "--calls",
+        nargs="*",
+        default=[],
+        metavar="SERVICE",
+        help="upstreams it calls: NAME, or NAME=pkg.Service,pkg.Other to route by method",
+    )
+    init_cfg.add_argument(
+        "--health", choices=["grpc", "tcp", "none"], default="tcp", help="app health check"
+    )
+    init_cfg.add_argument("--out", default="sidecar.yaml", help="file to write, or - (stdout)")
+    init_cfg.add_argument("--force", action="store_true", help="replace an existing file")
+    init_cfg.set_defaults(func=_init)
+
+    chaos = verbs.add_parser("chaos", help="chaos scenarios against your own services")
+    chaos_verbs = chaos.add_subparsers(dest="chaos_verb", required=True, metavar="CHAOS_VERB")
+    chaos_run = chaos_verbs.add_parser("run", help="run a scenario file; exit 0 if all held")
+    chaos_run.add_argument("scenario", metavar="SCENARIO.yaml")
+    chaos_run.add_argument("--junit", help="write JUnit XML (one test case per expectation)")
+    chaos_run.add_argument("--out", help="results folder (default: chaos-results/<scenario name>)")
+    chaos_run.set_defaults(func=_chaos)
 
     # `demo` hands every argument after it to services.demo (see main()); listed for --help
     verbs.add_parser("demo", help="run the two-site demo mesh (options: sidecar demo --help)")

@@ -9,19 +9,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from pathlib import Path
 
-from tests.chaos.load import Call
-
-CLEAR_FAILURES = frozenset(
-    {
-        "UNAVAILABLE",
-        "DEADLINE_EXCEEDED",
-        "RESOURCE_EXHAUSTED",
-        "CANCELLED",
-        "ABORTED",
-        "FAILED_PRECONDITION",
-        "INTERNAL",
-    }
-)
+from sidecar.chaos.measure import CLEAR_FAILURES, Call
 
 
 def clear_failures(calls: Sequence[Call], folder: Path, slack_s: float = 0.25) -> None:

@@ -20,13 +20,14 @@ import contextlib
 import json
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from typing import Any
 
 import aiohttp
 import grpc
 
 from meshtest.echo.v1 import echo_pb2
+from sidecar.chaos.measure import Call  # the engine's per-call record
 
 SIDECAR_ERROR = "x-sidecar-error"
 SERVED_BY = "x-served-by"
@@ -35,19 +36,6 @@ CHANNEL_OPTIONS = [
     ("grpc.initial_reconnect_backoff_ms", 100),
     ("grpc.max_reconnect_backoff_ms", 500),
 ]
-
-
-@dataclass(slots=True)
-class Call:
-    t: float  # start, seconds since the loop's t0
-    latency: float = 0.0  # seconds
-    status: str = "OK"
-    error: str | None = None  # x-sidecar-error
-    served_by: str | None = None
-    deadline: float = 0.0  # seconds the call was given
-
-    def to_json(self) -> dict[str, Any]:
-        return asdict(self)
 
 
 # One call: given a channel and the timeout, return the answering instance's name.

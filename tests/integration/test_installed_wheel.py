@@ -132,3 +132,107 @@ def test_make_proto_runs_the_generator_the_build_runs(built: Built, tmp_path: Pa
             d for d in project["project"]["optional-dependencies"]["dev"] if d.startswith(tool)
         )
         assert spec in requires, f"the build requires {tool} unlike the dev extras ({spec})"
+
+
+CART_PROTO = """syntax = "proto3";
+package shop.v1;
+message AddRequest { string item = 1; int32 count = 2; }
+message AddReply { int32 total = 1; string served_by = 2; }
+service Cart { rpc Add(AddRequest) returns (AddReply); }
+"""
+
+CART_APP = """import argparse, asyncio, grpc
+from shop.v1 import cart_pb2, cart_pb2_grpc
+
+class Cart(cart_pb2_grpc.CartServicer):
+    def __init__(self, name):
+        self.name = name
+
+    async def Add(self, request, context):
+        await context.send_initial_metadata((("x-served-by", self.name),))
+        return cart_pb2.AddReply(total=request.count, served_by=self.name)
+
+async def main():
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--port", type=int, required=True)
+    parser.add_argument("--name", required=True)
+    args = parser.parse_args()
+    server = grpc.aio.server()
+    cart_pb2_grpc.add_CartServicer_to_server(Cart(args.name), server)
+    server.add_insecure_port(f"127.0.0.1:{args.port}")
+    await server.start()
+    await server.wait_for_termination()
+
+asyncio.run(main())
+"""
+
+
+def _cart_scenario(name: str, expect: dict[str, object]) -> dict[str, object]:
+    return {
+        "name": name,
+        "stubs": ["stubs"],
+        "services": {
+            "cart": {
+                "command": "{python} app.py --port {port} --name {name}",
+                "sites": {"lon3": 3},
+                "sidecar": "cart.yaml",  # what `sidecar init` wrote
+                "grpc_services": ["shop.v1.Cart"],
+            }
+        },
+        "load": {
+            "service": "cart",
+            "method": "/shop.v1.Cart/Add",
+            "request": {"json": {"item": "apple", "count": 2}},
+            "rate": 50,
+            "duration_s": 7,
+            "deadline_ms": 1000,
+        },
+        "steady_state": {"success_ratio": 0.99, "warmup_s": 0.5},
+        "faults": [{"at_s": 2.5, "action": "kill", "expect": expect}],
+    }
+
+
+def test_chaos_of_a_users_service_from_the_installed_wheel(
+    installed: Path, built: Built, tmp_path: Path
+) -> None:
+    """A user's folder: `sidecar stubs` on their proto, an app using those stubs, `sidecar
+    init` for it, `sidecar chaos run` killing one of three under load: exit 0, JUnit
+    with the expectations, the PNG. The same with an impossible expectation: exit 1,
+    named."""
+    import yaml
+
+    pip = [str(installed / "bin" / "python"), "-m", "pip", "--disable-pip-version-check"]
+    run([*pip, "install", "-q", f"{built.wheel}[plots,stubs]"], tmp_path, timeout=400,
+        env=outside_env())  # fmt: skip
+    (tmp_path / "proto/shop/v1").mkdir(parents=True)
+    (tmp_path / "proto/shop/v1/cart.proto").write_text(CART_PROTO)
+    (tmp_path / "app.py").write_text(CART_APP)
+    out = in_venv(installed, "sidecar", "stubs", "proto", "--out", "stubs", cwd=tmp_path)
+    assert "1 generated" in out
+    assert (tmp_path / "stubs/shop/v1/cart_pb2.pyi").is_file()
+    in_venv(installed, "sidecar", "init", "--proto", "proto/shop/v1/cart.proto", "--service",
+            "cart", "--site", "lon3", "--domain", "example.net", "--out", "cart.yaml",
+            cwd=tmp_path)  # fmt: skip
+    in_venv(installed, "sidecar", "check", "-c", "cart.yaml", cwd=tmp_path)
+
+    good = {"success_ratio": 0.95, "recovered_within_s": 2, "traffic_moved_within_s": 2}
+    (tmp_path / "kill.yaml").write_text(yaml.safe_dump(_cart_scenario("cart-kill", good)))
+    cmd = [str(installed / "bin" / "sidecar"), "chaos", "run", "kill.yaml", "--junit",
+           "kill.xml"]  # fmt: skip
+    done = subprocess.run(cmd, cwd=tmp_path, env=outside_env(), capture_output=True,
+                          text=True, timeout=150)  # fmt: skip
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    import xml.etree.ElementTree as ET
+
+    cases = ET.parse(tmp_path / "kill.xml").getroot().findall(".//testcase")
+    assert {"recovered within 2.0s", "traffic moved within 2.0s"} <= {c.get("name") for c in cases}
+    assert all(c.find("failure") is None for c in cases)
+    assert (tmp_path / "chaos-results/cart-kill/timeline.png").stat().st_size > 1000
+
+    bad = {**good, "p99_ms": 0.001}
+    (tmp_path / "bad.yaml").write_text(yaml.safe_dump(_cart_scenario("cart-bad", bad)))
+    cmd = [str(installed / "bin" / "sidecar"), "chaos", "run", "bad.yaml"]
+    done = subprocess.run(cmd, cwd=tmp_path, env=outside_env(), capture_output=True,
+                          text=True, timeout=150)  # fmt: skip
+    assert done.returncode == 1, done.stdout[-3000:] + done.stderr[-3000:]
+    assert "FAILED [0: kill cart-lon3-" in done.stdout and "p99_ms <= 0.001" in done.stdout
