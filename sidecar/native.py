@@ -51,6 +51,7 @@ MODULES = (
     "h2relay.call",
     "h2relay.connection",
     "h2relay.deadline",
+    "h2relay.fields",
     "h2relay.frames",
     "h2relay.grpc_client",
     "h2relay.grpcwire",

@@ -53,6 +53,7 @@ from __future__ import annotations
 from typing import Protocol
 
 from sidecar.h2relay import frames as F
+from sidecar.h2relay.fields import content_length, request_error, trailers_error
 from sidecar.h2relay.hpack_codec import Block, Decoder, HpackError
 
 _unpack_header = F.HEADER.unpack_from
@@ -70,13 +71,14 @@ class Handler(Protocol):
 class Stream:
     """Per-stream flow-control state."""
 
-    __slots__ = ("opening", "recv", "remote_closed", "send", "unacked")
+    __slots__ = ("expect", "opening", "recv", "remote_closed", "send", "unacked")
 
     def __init__(self, send: int, recv: int) -> None:
         self.send = send  # what the peer lets us send
         self.recv = recv  # what we still let the peer send
         self.unacked = 0  # consumed but not yet returned in a WINDOW_UPDATE
         self.remote_closed = False
+        self.expect = -1  # DATA bytes still due by the request's content-length (-1: none)
         # ours (client role): where our HEADERS wait in `out`, while nothing else of the
         # stream was queued after them; -1 otherwise (see reset)
         self.opening = -1
@@ -87,6 +89,33 @@ class Stream:
 # our SETTINGS sends one (a block of small literals decodes to ~7x its bytes at most,
 # 32 bytes a field included; only indexed references to big entries go further)
 _BOMB_RATIO = 4
+
+# closed streams of a caller's connection remembered (the newest), to tell the frames we
+# must ignore (in flight after our RST_STREAM, RFC 9113 §5.1) from those on a stream the
+# caller itself closed, by RST_STREAM or END_STREAM
+_CLOSED_KEPT = 512
+_BY_US, _BY_PEER_RESET, _ENDED = 0, 1, 2
+
+
+def _request_verdict(block: Block) -> str:
+    """Why a caller's request block is malformed ("" if it is not), checked once per
+    distinct block (sidecar/h2relay/fields.py); a split block (a cached head plus a
+    sidecar's per-call tail, hpack_codec.Decoder._split) reuses its head's verdict."""
+    verdict = block.checked
+    if verdict is not None:
+        return verdict
+    base = block.base
+    if base is not None:
+        verdict = _request_verdict(base)
+        if not verdict:
+            verdict = trailers_error(block.extra) or ""  # the tail: regular fields only
+        block.length = base.length
+    else:
+        verdict = request_error(block.headers) or ""
+        if not verdict:
+            block.length = content_length(block.headers)
+    block.checked = verdict
+    return verdict
 
 
 class Settings:
@@ -193,6 +222,9 @@ class H2Connection:
         self.control_frames = 0  # no-work frames since the I/O layer last zeroed it
         self.control_out = 0  # control frames we queued in answer, not yet taken
         self._cont_frames = 0
+        # closed streams, newest last, with how each closed (see _CLOSED_KEPT)
+        self.closed_ids: dict[int, int] = {}
+        self._self_dependent = 0  # a HEADERS frame's stream that named itself its parent
         self.partial = False  # a frame or header block is started and not complete
         s = self.local
         initial = F.settings(
@@ -277,6 +309,8 @@ class H2Connection:
                     raise F.ProtocolError(F.PROTOCOL_ERROR, "PRIORITY on stream 0")
                 if length != 5:
                     raise F.ProtocolError(F.FRAME_SIZE_ERROR, "PRIORITY must be 5 bytes")
+                if F.unpack_u32(payload, 0) & 0x7FFFFFFF == sid:
+                    self._self_dependency(sid)
                 if self.guarded:
                     self.priority_frames += 1
                     if self.priority_frames > self.local.max_priority_per_stream * (
@@ -292,6 +326,51 @@ class H2Connection:
                 self._control()
         self._buf = buf[pos:] if pos < end else b""
         self.partial = pos < end or self._continuation is not None
+
+    def _self_dependency(self, sid: int) -> None:
+        """A PRIORITY frame making a stream depend on itself: a stream error (RFC 7540
+        §5.3.1; RFC 9113 §5.3.2 keeps the frame's rules), as a connection error when
+        the stream is not open (RST_STREAM may not be sent on an idle stream, §6.4)."""
+        if sid not in self.streams:
+            raise F.ProtocolError(F.PROTOCOL_ERROR, f"stream {sid} depends on itself")
+        self._stream_error(sid, F.PROTOCOL_ERROR)
+
+    def _stream_error(self, sid: int, code: int) -> None:
+        """Reset an open stream for the peer's fault and tell the handler (§5.4.2). On a
+        caller's connection each costs a frame of the control budget, so that a caller
+        cannot make us reset streams without bound (the MadeYouReset variant of Rapid
+        Reset)."""
+        if self.guarded:
+            self._control()
+        self.reset(sid, code)
+        self.handler.on_reset(sid, code)
+
+    def _closed_frame(self, sid: int, what: str) -> None:
+        """DATA or HEADERS on a caller's stream that is closed (§5.1): ignored when we
+        reset it (frames in flight) or it is too old to tell; after the caller's own
+        RST_STREAM a stream error of type STREAM_CLOSED (then ignored, as ours), after its
+        END_STREAM a connection error of that type. HEADERS on a stream never opened,
+        below the newest one, is a PROTOCOL_ERROR (stream ids only grow, §5.1.1)."""
+        how = self.closed_ids.get(sid)
+        if how is None:
+            if what == "HEADERS":
+                raise F.ProtocolError(
+                    F.PROTOCOL_ERROR, f"HEADERS on stream {sid}, below {self.last_peer_stream}"
+                )
+            return
+        if how == _ENDED:
+            raise F.ProtocolError(F.STREAM_CLOSED, f"{what} on closed stream {sid}")
+        if how == _BY_PEER_RESET:
+            self._control()
+            self.out.append(F.rst_stream(sid, F.STREAM_CLOSED))
+            self.control_out += 1
+            self.closed_ids[sid] = _BY_US
+
+    def _closed(self, sid: int, how: int) -> None:
+        closed = self.closed_ids
+        closed[sid] = how
+        if len(closed) > _CLOSED_KEPT:
+            del closed[next(iter(closed))]
 
     def _control(self) -> None:
         """A frame that asks no work of the relay: against the per-second budget."""
@@ -353,13 +432,20 @@ class H2Connection:
         if stream is None or stream.remote_closed:
             self.consumed(0, flow)  # nobody will read it: give the window back now
             if stream is not None:
-                self.reset(sid, F.STREAM_CLOSED)
-                self.handler.on_reset(sid, F.STREAM_CLOSED)
+                self._stream_error(sid, F.STREAM_CLOSED)
+            elif self.guarded:
+                self._closed_frame(sid, "DATA")
             return
         if flow > stream.recv:
             raise F.ProtocolError(F.FLOW_CONTROL_ERROR, f"DATA beyond stream {sid}'s window")
         stream.recv -= flow
         end_stream = bool(flags & F.END_STREAM)
+        if stream.expect >= 0:  # held to its content-length (§8.1.1)
+            stream.expect -= len(payload)
+            if stream.expect < 0 or (end_stream and stream.expect):
+                self.consumed(0, flow)
+                self._stream_error(sid, F.PROTOCOL_ERROR)
+                return
         if end_stream:
             stream.remote_closed = True
         self.handler.on_data(sid, payload, end_stream, flow)
@@ -375,6 +461,8 @@ class H2Connection:
             stop -= payload[0]
             start = 1
         if flags & F.PRIORITY_FLAG:
+            if len(payload) >= start + 4 and F.unpack_u32(payload, start) & 0x7FFFFFFF == sid:
+                self._self_dependent = sid  # refused once its block is decoded (§5.3.1)
             start += 5
         if start > stop:
             raise F.ProtocolError(F.PROTOCOL_ERROR, "padding longer than the frame")
@@ -433,6 +521,9 @@ class H2Connection:
         except HpackError as exc:
             raise F.ProtocolError(F.COMPRESSION_ERROR, str(exc)) from None
         stream = self.streams.get(sid)
+        dependent = self._self_dependent
+        if dependent:
+            self._self_dependent = 0
         if stream is None:
             ours = (sid & 1) == (1 if self.client else 0)
             if ours or self.client:
@@ -440,17 +531,37 @@ class H2Connection:
                     raise F.ProtocolError(F.PROTOCOL_ERROR, f"HEADERS on idle stream {sid}")
                 return  # a stream we already reset
             if sid <= self.last_peer_stream:
+                if self.guarded:
+                    self._closed_frame(sid, "HEADERS")
                 return  # closed: ignored (§5.1)
             self.last_peer_stream = sid
             if len(self.streams) >= self.local.max_streams or self.goaway_sent:
                 self.out.append(F.rst_stream(sid, F.REFUSED_STREAM))
                 self.control_out += 1
+                if self.guarded:
+                    self._closed(sid, _BY_US)
+                return
+            if self.guarded and (
+                _request_verdict(block) or dependent == sid or (end_stream and block.length > 0)
+            ):
+                # malformed (RFC 9113 §8.1.1): a stream error, before any call starts
+                self._control()
+                self.out.append(F.rst_stream(sid, F.PROTOCOL_ERROR))
+                self.control_out += 1
+                self._closed(sid, _BY_US)
                 return
             stream = self.streams[sid] = Stream(self.peer_window, self.local.window)
+            if self.guarded:
+                stream.expect = block.length
             self.opened += 1
         elif stream.remote_closed:
-            self.reset(sid, F.STREAM_CLOSED)
-            self.handler.on_reset(sid, F.STREAM_CLOSED)
+            self._stream_error(sid, F.STREAM_CLOSED)
+            return
+        elif self.guarded and (
+            not end_stream or stream.expect > 0 or trailers_error(block.headers) is not None
+        ):
+            # trailers must end the stream and carry no pseudo-header (§8.1)
+            self._stream_error(sid, F.PROTOCOL_ERROR)
             return
         if end_stream:
             stream.remote_closed = True
@@ -547,6 +658,8 @@ class H2Connection:
                 self._control()  # a reset of a stream already closed: no work
             return
         del self.streams[sid]
+        if self.guarded:
+            self._closed(sid, _BY_PEER_RESET)
         self.handler.on_reset(sid, F.unpack_u32(payload, 0))
 
     # ---- sending ---------------------------------------------------------------
@@ -615,6 +728,8 @@ class H2Connection:
         stream = self.streams.pop(sid, None)
         if stream is None:
             return
+        if self.guarded:
+            self._closed(sid, _BY_US)
         pos = stream.opening
         if pos >= 0 and self._withdraw(sid, pos):
             return
@@ -638,7 +753,8 @@ class H2Connection:
 
     def close_stream(self, sid: int) -> None:
         """Forget a stream both sides finished (no frame sent)."""
-        self.streams.pop(sid, None)
+        if self.streams.pop(sid, None) is not None and self.guarded:
+            self._closed(sid, _ENDED)
 
     def goaway(self, code: int, message: str = "") -> None:
         if not self.goaway_sent:

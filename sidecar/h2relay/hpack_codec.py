@@ -61,12 +61,16 @@ class Block:
     """A decoded header block; `prepared` is a slot for what the relay derives from it,
     cached with the block so repeated requests skip that work too."""
 
-    __slots__ = ("base", "extra", "headers", "prepared", "size")
+    __slots__ = ("base", "checked", "extra", "headers", "length", "prepared", "size")
 
     def __init__(self, headers: Headers, size: int) -> None:
         self.headers = headers
         self.size = size  # RFC 9113 §6.5.2 header list size: name + value + 32 per field
         self.prepared: object = None
+        # a caller's request block, checked once (sidecar/h2relay/fields.py): None until
+        # then, "" when well formed, else why not; `length` its content-length (-1: none)
+        self.checked: str | None = None
+        self.length = -1
         # split blocks (see Decoder._split): the cached block of the stable fields, and the
         # per-call fields after them
         self.base: Block | None = None

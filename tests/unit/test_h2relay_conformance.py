@@ -133,13 +133,20 @@ def test_header_list_size_limit() -> None:
 
 
 def test_rst_stream_event_and_stream_forgotten() -> None:
-    """RST_STREAM from the peer reaches the handler; later frames on it are ignored."""
+    """RST_STREAM from the peer reaches the handler; a later DATA frame on it is a stream
+    error (RST_STREAM(STREAM_CLOSED), RFC 9113 §5.1), and frames after that are ignored."""
     conn, rec = server()
     conn.receive(F.headers(1, encode(REQUEST), False, 16384))
     conn.receive(F.rst_stream(1, F.CANCEL))
+    conn.take()
     conn.receive(F.header(3, F.DATA, 0, 1) + b"abc")
     assert rec.events[1] == ("reset", 1, F.CANCEL)
     assert len(rec.events) == 2
+    assert [(t, sid, F.unpack_u32(p, 0)) for t, _, sid, p in frames_out(conn.take())] == [
+        (F.RST_STREAM, 1, F.STREAM_CLOSED)
+    ]
+    conn.receive(F.header(3, F.DATA, 0, 1) + b"abc")
+    assert all(t != F.RST_STREAM for t, *_ in frames_out(conn.take()))
 
 
 def test_goaway_event() -> None:

@@ -120,12 +120,13 @@ class H2End(asyncio.Protocol):
 
 async def test_two_http2_connections_over_the_pair() -> None:
     """Preface, SETTINGS both ways and a request's HEADERS cross the pair intact."""
-    from sidecar.h2relay.hpack_codec import encode_field
+    from sidecar.h2relay.hpack_codec import encode
 
     client, server = H2End(client=True), H2End(client=False)
     memory_pair(asyncio.get_running_loop(), client, server)
     sid = client.conn.open_stream()
-    client.conn.send_headers(sid, encode_field(b":path", b"/x.Y/Z"), True)
+    request = [(b":method", b"POST"), (b":scheme", b"http"), (b":path", b"/x.Y/Z")]
+    client.conn.send_headers(sid, encode(request), True)
     client.flush()
     await turns(5)
-    assert server.headers == [(1, {b":path": b"/x.Y/Z"}, True)]
+    assert server.headers == [(1, dict(request), True)]
