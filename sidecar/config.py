@@ -130,6 +130,8 @@ class Http2(_Model):
     frame_timeout_s: float = Field(default=10.0, gt=0)
     idle_timeout_s: float = Field(default=3600.0, gt=0)
     max_connections: int = Field(default=1024, ge=1)
+    # answer bytes held for a caller that does not take them (CVE-2019-9517)
+    max_buffered_bytes: int = Field(default=16 * MiB, ge=64 * 1024)
 
 
 class Inbound(_Model):

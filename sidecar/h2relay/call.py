@@ -195,7 +195,8 @@ class Call:
         self.attempts = 0
         self.tried: set[tuple[str, int]] | None = None  # endpoints tried by earlier attempts
         self.last: Failure | None = None  # the last failed attempt: the answer if no retry
-        self.down_pending: list[tuple[bytes, bool, int, bool]] = []  # (data, end, credit, hdrs)
+        # answer frames held for the caller (_hold): (data, end, credit, headers)
+        self.down_pending: list[tuple[bytes, bool, int, bool]] = []
         self.responded = False  # response headers went to the caller
         self.final_queued = False  # the last frame toward the caller is queued (or sent)
         self.done = False  # final status sent (or stream reset) toward the caller
@@ -738,16 +739,17 @@ class Call:
 
     def _to_down(self, data: bytes, end_stream: bool, flow: int, is_headers: bool) -> None:
         down = self.down
-        if self.down_pending:
-            self.down_pending.append((data, end_stream, flow, is_headers))
+        if self.down_pending or (down.write_paused and not is_headers):
+            # behind answer frames already held, or the caller is not reading its socket
+            # (CVE-2019-9517): held, not written
+            self._hold(data, end_stream, flow, is_headers)
             return
         if is_headers:
             down.conn.send_headers(self.sid, data, end_stream)
         else:
             sent = down.conn.send_data(self.sid, data, end_stream)
             if sent < len(data):
-                self.down_pending.append((data[sent:], end_stream, flow, False))
-                down.blocked.add(self)
+                self._hold(data[sent:], end_stream, flow, False)
                 down.kick()
                 return
             attempt = self.attempt
@@ -758,8 +760,30 @@ class Call:
         else:
             down.kick()
 
+    def _hold(self, data: bytes, end_stream: bool, flow: int, is_headers: bool) -> None:
+        """Answer bytes the caller cannot take yet, held. The pooled connection's window
+        is credited now and the upstream stream's once they move on: a caller that does
+        not read stalls its own streams (each holds at most the stream window we give
+        the endpoint), never the other callers' calls on the pooled connection; a
+        caller that holds over `max_buffered_bytes` and takes none of it is ended
+        (Downstream.sweep)."""
+        if not is_headers:
+            attempt = self.attempt
+            if flow and attempt is not None and attempt.up is not None:
+                attempt.up.conn.credit_connection(flow)
+            self.down.hold(len(data))
+        self.down_pending.append((data, end_stream, flow, is_headers))
+        self.down.blocked.add(self)
+
+    def _drop_down_pending(self) -> None:
+        """The answer frames held for a stream that ended: forgotten."""
+        held = sum([len(data) for data, _, _, is_headers in self.down_pending if not is_headers])
+        self.down_pending = []
+        self.down.blocked.discard(self)
+        self.down.release(held, False)
+
     def flush_down(self) -> None:
-        """The caller's window grew: send what waits."""
+        """The caller's window grew, or its socket drained: send what waits."""
         down = self.down
         pending = self.down_pending
         while pending:
@@ -767,13 +791,17 @@ class Call:
             if is_headers:
                 down.conn.send_headers(self.sid, data, end_stream)
             else:
+                if down.write_paused:
+                    return
                 sent = down.conn.send_data(self.sid, data, end_stream)
+                down.release(sent, True)
                 if sent < len(data):
                     pending[0] = (data[sent:], end_stream, flow, False)
                     return
                 attempt = self.attempt
                 if flow and attempt is not None and attempt.up is not None:
-                    attempt.up.conn.consumed(attempt.sid, flow)
+                    # the stream's half of the credit (the connection's went in _hold)
+                    attempt.up.conn.credit_stream(attempt.sid, flow)
                     attempt.up.kick()
             pending.pop(0)
         down.blocked.discard(self)
@@ -821,8 +849,7 @@ class Call:
         if self.done:
             return
         self._cancel_upstream(Outcome.CANCELLED)
-        self.down_pending = []
-        self.down.blocked.discard(self)
+        self._drop_down_pending()
         if block is None:
             block = local_reply.status_block(status, message, reason, self.responded, extra)
         self.responded = True
@@ -887,6 +914,8 @@ class Call:
         down = self.down
         if down.calls.pop(self.sid, None) is None:
             return
+        if self.down_pending:  # reset with answer bytes still held
+            self._drop_down_pending()
         if self.req_ended:
             down.conn.close_stream(self.sid)
         else:

@@ -71,7 +71,7 @@ class Handler(Protocol):
 class Stream:
     """Per-stream flow-control state."""
 
-    __slots__ = ("expect", "opening", "recv", "remote_closed", "send", "unacked")
+    __slots__ = ("expect", "opening", "recv", "remote_closed", "send", "tiny_credit", "unacked")
 
     def __init__(self, send: int, recv: int) -> None:
         self.send = send  # what the peer lets us send
@@ -79,6 +79,7 @@ class Stream:
         self.unacked = 0  # consumed but not yet returned in a WINDOW_UPDATE
         self.remote_closed = False
         self.expect = -1  # DATA bytes still due by the request's content-length (-1: none)
+        self.tiny_credit = _TINY_CREDIT  # tiny DATA frames it may still send (caller's)
         # ours (client role): where our HEADERS wait in `out`, while nothing else of the
         # stream was queued after them; -1 otherwise (see reset)
         self.opening = -1
@@ -95,6 +96,15 @@ _BOMB_RATIO = 4
 # caller itself closed, by RST_STREAM or END_STREAM
 _CLOSED_KEPT = 512
 _BY_US, _BY_PEER_RESET, _ENDED = 0, 1, 2
+# A caller's DATA frame of fewer bytes than a gRPC message prefix, not ending the stream,
+# is tiny: no gRPC stack sends one but where a frame boundary falls inside a prefix, at
+# most once per larger frame. A stream starts with _TINY_CREDIT of them, each larger
+# frame earns one back (up to that), and a stream out of credit is reset
+# (ENHANCE_YOUR_CALM, `tiny_data`): a body trickled a byte a frame costs a bounded CPU
+# per byte, and a stream error, not a connection error, keeps a pooled connection of
+# another sidecar that relays such a stream (its other callers' calls) open.
+_TINY_DATA = 5
+_TINY_CREDIT = 100
 
 
 def _request_verdict(block: Block) -> str:
@@ -130,6 +140,7 @@ class Settings:
         "frame_timeout_s",
         "idle_timeout_s",
         "max_block",
+        "max_buffered",
         "max_connections",
         "max_continuation_frames",
         "max_control_per_s",
@@ -164,6 +175,7 @@ class Settings:
         frame_timeout_s: float = 10.0,
         idle_timeout_s: float = 3600.0,
         max_connections: int = 1024,
+        max_buffered: int = 16 * 1024 * 1024,
     ) -> None:
         self.window = window
         self.connection_window = connection_window
@@ -185,6 +197,7 @@ class Settings:
         self.frame_timeout_s = frame_timeout_s
         self.idle_timeout_s = idle_timeout_s
         self.max_connections = max_connections
+        self.max_buffered = max_buffered
 
 
 class H2Connection:
@@ -225,6 +238,8 @@ class H2Connection:
         # closed streams, newest last, with how each closed (see _CLOSED_KEPT)
         self.closed_ids: dict[int, int] = {}
         self._self_dependent = 0  # a HEADERS frame's stream that named itself its parent
+        # set while the handler hears of a stream we reset for abuse (on_reset): its kind
+        self.stream_abuse = ""
         self.partial = False  # a frame or header block is started and not complete
         s = self.local
         initial = F.settings(
@@ -440,6 +455,18 @@ class H2Connection:
             raise F.ProtocolError(F.FLOW_CONTROL_ERROR, f"DATA beyond stream {sid}'s window")
         stream.recv -= flow
         end_stream = bool(flags & F.END_STREAM)
+        if self.guarded:
+            if len(payload) >= _TINY_DATA or end_stream:
+                if stream.tiny_credit < _TINY_CREDIT:
+                    stream.tiny_credit += 1
+            else:
+                stream.tiny_credit -= 1
+                if stream.tiny_credit < 0:
+                    self.consumed(0, flow)
+                    self.stream_abuse = "tiny_data"
+                    self._stream_error(sid, F.ENHANCE_YOUR_CALM)
+                    self.stream_abuse = ""
+                    return
         if stream.expect >= 0:  # held to its content-length (§8.1.1)
             stream.expect -= len(payload)
             if stream.expect < 0 or (end_stream and stream.expect):
@@ -711,12 +738,22 @@ class H2Connection:
 
     def consumed(self, sid: int, flow: int) -> None:
         """Credit `flow` bytes back to the peer: the relay moved them on."""
+        self.credit_connection(flow)
+        if sid:
+            self.credit_stream(sid, flow)
+
+    def credit_connection(self, flow: int) -> None:
+        """The connection's half of `consumed`: the bytes are off the connection (held
+        by the relay for one stream, whose own window is credited when they move on)."""
         self.recv_unacked += flow
         if self.recv_unacked >= self.local.connection_window >> 2:
             self.out.append(F.window_update(0, self.recv_unacked))
             self.recv_window += self.recv_unacked
             self.recv_unacked = 0
-        stream = self.streams.get(sid) if sid else None
+
+    def credit_stream(self, sid: int, flow: int) -> None:
+        """The stream's half of `consumed`."""
+        stream = self.streams.get(sid)
         if stream is not None and not stream.remote_closed:
             stream.unacked += flow
             if stream.unacked >= self.local.window >> 2:

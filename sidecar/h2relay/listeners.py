@@ -129,6 +129,7 @@ def listener_settings(http2: Any) -> Settings:
         frame_timeout_s=http2.frame_timeout_s,
         idle_timeout_s=http2.idle_timeout_s,
         max_connections=http2.max_connections,
+        max_buffered=http2.max_buffered_bytes,
     )
 
 

@@ -323,6 +323,13 @@ class Downstream(Flusher, asyncio.Protocol):
         self.draining = False  # closing, but frames of the calls still open are read
         self.shut = False  # our side of the socket is shut: nothing more is written
         self.logged = False
+        # CVE-2019-9517: answer DATA its calls hold (call.py's _hold), and whether the
+        # transport asked us to stop writing (the caller is not reading its socket)
+        self.held = 0
+        self.write_paused = False
+        self.taken = 0  # held bytes the caller took since it opened
+        self.taken_seen = -1  # ... as of the last sweep
+        self.stalled_since = 0.0  # since when it holds over the limit and takes nothing
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]  # uvloop's is no subclass
@@ -457,12 +464,51 @@ class Downstream(Flusher, asyncio.Protocol):
             self.abused(kind, f"a {what or 'frame'} incomplete for {limits.frame_timeout_s} s")
             self.close(F.ENHANCE_YOUR_CALM, f"{what or 'frame'} not completed in time")
             return
+        if self.held > limits.max_buffered:
+            if self._unread(now):
+                return
+        else:
+            self.taken_seen = -1
         if self.calls or conn.last_peer_stream != self.seen_stream:
             self.seen_stream = conn.last_peer_stream
             self.idle_since = now
         elif now - self.idle_since >= limits.idle_timeout_s:
             self.abused("idle_timeout", f"no call for {limits.idle_timeout_s} s")
             self.close(F.NO_ERROR, "idle connection closed")
+
+    def pause_writing(self) -> None:
+        self.write_paused = True  # answer DATA is held by the calls meanwhile
+
+    def resume_writing(self) -> None:
+        self.write_paused = False
+        for call in list(self.blocked):
+            guard(call, call.flush_down)
+        self.flush()
+
+    def hold(self, size: int) -> None:
+        """Answer bytes a call holds for the caller (call.py's _hold)."""
+        self.held += size
+
+    def release(self, size: int, taken: bool) -> None:
+        """Held bytes gone: `taken` by the caller, or dropped with their stream."""
+        self.held -= size
+        if taken:
+            self.taken += size
+
+    def _unread(self, now: float) -> bool:
+        """Answers held over `max_buffered_bytes` (CVE-2019-9517: a window the caller
+        does not open, a socket it does not read) and none of them taken for
+        `frame_timeout_s`: the connection ends. A slow reader that takes some is kept
+        (held back by backpressure meanwhile, call.py's _hold)."""
+        if self.taken != self.taken_seen:
+            self.taken_seen = self.taken
+            self.stalled_since = now
+            return False
+        if now - self.stalled_since < self.limits.frame_timeout_s:
+            return False
+        self.abused("unread_data", f"{self.held} bytes of answers held, none taken")
+        self.close(F.ENHANCE_YOUR_CALM, "answers not read")
+        return True
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.transport = None
@@ -520,6 +566,13 @@ class Downstream(Flusher, asyncio.Protocol):
             call.crashed()
 
     def on_reset(self, stream_id: int, code: int) -> None:
+        kind = self.conn.stream_abuse
+        if kind:  # we reset the stream for abuse (connection.py): counted, not premature
+            self.abused(kind, f"stream {stream_id} reset")
+            call = self.calls.get(stream_id)
+            if call is not None:
+                guard(call, call.on_reset, code)
+            return
         call = self.calls.get(stream_id)
         if call is not None:
             early = self.plane.clock() - call.started < self.limits.premature_reset_lifetime_s
