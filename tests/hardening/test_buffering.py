@@ -163,7 +163,7 @@ def test_tiny_data_frames(sc: Sidecar, listener: str) -> None:
                     frames += 500
                     streams += 1
                 peer.send(F.ping(b"tinydata"))
-                _read_for(peer, lambda: any(t == F.PING for t, *_ in peer.frames))  # noqa: B023
+                _read_for(peer, lambda: any(t == F.PING for t, *_ in peer.frames))
                 assert any(t == F.PING for t, *_ in peer.frames), "connection not answering"
                 assert peer.goaway(timeout=0) is None
                 resets += peer.resets()

@@ -155,11 +155,18 @@ def _listener(http2: dict[str, Any]) -> dict[str, Any]:
 
 def test_config_keys_reach_the_settings() -> None:
     config = parse_config(
-        _listener({"max_header_list_size": 8192, "premature_reset_total_stream_count": 100})
+        _listener(
+            {
+                "max_header_list_size": 8192,
+                "premature_reset_total_stream_count": 100,
+                "max_buffered_bytes": 1 << 20,
+            }
+        )
     )
     assert config.outbound is not None
     settings = listener_settings(config.outbound.http2)
     assert settings.max_header_list == 8192 and settings.premature_reset_streams == 100
+    assert settings.max_buffered == 1 << 20
     default = listener_settings(parse_config(_listener({})).outbound.http2)  # type: ignore[union-attr]
     assert (default.max_header_list, default.max_continuation_frames) == (16384, 8)
     assert default.idle_timeout_s == 3600 and default.max_connections == 1024
@@ -173,6 +180,7 @@ def test_config_keys_reach_the_settings() -> None:
         ("max_outbound_control_frames", -1),
         ("preface_timeout_s", 0),
         ("max_connections", 0),
+        ("max_buffered_bytes", 1000),
         ("no_such_limit", 1),
     ],
 )
@@ -193,3 +201,43 @@ def test_sidecar_check_names_the_key(tmp_path: Any) -> None:
     )
     assert done.returncode != 0
     assert "inbound.http2.max_connections" in done.stdout + done.stderr
+
+
+def test_tiny_data_frames_bounded_per_stream() -> None:
+    """100 DATA frames under 5 bytes are a stream's credit, each larger frame earns one
+    back; the next tiny one resets that stream only (ENHANCE_YOUR_CALM), and the handler
+    hears of it with the abuse kind set."""
+    conn, rec = server()
+    kinds: list[str] = []
+    on_reset = rec.on_reset
+
+    def record(sid: int, code: int) -> None:
+        kinds.append(conn.stream_abuse)
+        on_reset(sid, code)
+
+    rec.on_reset = record  # type: ignore[method-assign]
+    tiny = F.header(1, F.DATA, 0, 1) + b"x"
+    conn.receive(F.headers(1, request_block(), False, 16384) + tiny * 100)
+    conn.receive(F.header(5, F.DATA, 0, 1) + b"x" * 5 + tiny)  # one earned, one spent
+    assert [e for e in rec.events if e[0] == "reset"] == []
+    conn.take()
+    conn.receive(tiny)
+    assert ("reset", 1, F.ENHANCE_YOUR_CALM) in rec.events and kinds == ["tiny_data"]
+    assert conn.stream_abuse == ""
+    sent = frames_out(conn.take())
+    assert [(t, F.unpack_u32(p, 0)) for t, _, _, p in sent if t == F.RST_STREAM] == [
+        (F.RST_STREAM, F.ENHANCE_YOUR_CALM)
+    ]
+    conn.receive(tiny * 10)  # after our reset: ignored, the connection kept
+    conn.receive(F.headers(3, request_block(), True, 16384))
+    assert rec.events[-1][:2] == ("headers", 3)
+
+
+def test_closed_streams_remembered_are_bounded() -> None:
+    """A connection remembers how its newest 512 closed streams closed, no more."""
+    conn, _ = server()
+    for sid in range(1, 2 * 600, 2):
+        conn.receive(F.headers(sid, request_block(), False, 16384) + F.rst_stream(sid, F.CANCEL))
+        conn.control_frames = 0
+    assert len(conn.closed_ids) == 512
+    assert min(conn.closed_ids) == 2 * 600 - 1 - 2 * 511
