@@ -21,6 +21,7 @@ can always turn a knob back.
 from __future__ import annotations
 
 import asyncio
+import inspect
 import json
 import random
 from collections.abc import Awaitable, Callable
@@ -121,8 +122,19 @@ class KnobInterceptor(grpc.aio.ServerInterceptor):
                 return await su(requests, context)
 
             return grpc.stream_unary_rpc_method_handler(stream_unary, deser, ser)
+        # a streaming handler either yields its answers or writes them (context.write) from
+        # a coroutine, as services/echo.py does: the wrapper keeps the handler's form
         if handler.unary_stream:
             us = handler.unary_stream
+            if not inspect.isasyncgenfunction(us):
+
+                async def unary_stream_writes(
+                    request: Any, context: grpc.aio.ServicerContext
+                ) -> Any:
+                    await before(method, context)
+                    return await us(request, context)
+
+                return grpc.unary_stream_rpc_method_handler(unary_stream_writes, deser, ser)
 
             async def unary_stream(request: Any, context: grpc.aio.ServicerContext) -> Any:
                 await before(method, context)
@@ -131,6 +143,13 @@ class KnobInterceptor(grpc.aio.ServerInterceptor):
 
             return grpc.unary_stream_rpc_method_handler(unary_stream, deser, ser)
         ss = handler.stream_stream
+        if not inspect.isasyncgenfunction(ss):
+
+            async def stream_stream_writes(requests: Any, context: grpc.aio.ServicerContext) -> Any:
+                await before(method, context)
+                return await ss(requests, context)
+
+            return grpc.stream_stream_rpc_method_handler(stream_stream_writes, deser, ser)
 
         async def stream_stream(requests: Any, context: grpc.aio.ServicerContext) -> Any:
             await before(method, context)

@@ -16,6 +16,7 @@ adds nothing to a call's path, and gives the per-site view the per-call metrics 
     sidecar_retry_budget_remaining{upstream}               retries the budget still allows
                                                            in its window (upstreams with
                                                            retries only)
+    sidecar_asyncio_tasks                                  tasks alive in the event loop
 
 Each sidecar registers a collector of its own on its registry (sidecar/metrics.py),
 adds its mesh with `watch` at start and takes it away with `unwatch` at stop.
@@ -23,6 +24,8 @@ adds its mesh with `watch` at start and takes it away with `unwatch` at stop.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import time
 from collections.abc import Iterator, Mapping
 from typing import Any
@@ -110,7 +113,13 @@ class StateCollector(Collector):
                 remaining = _budget_remaining(watched.routes.get(name), now)
                 if remaining is not None:
                     budget.add_metric([name], remaining)
-        yield from (info, endpoints, attempts, failures, budget)
+        tasks = GaugeMetricFamily(
+            "sidecar_asyncio_tasks",
+            "asyncio tasks alive in the sidecar's event loop (a leak shows as growth)",
+        )
+        with contextlib.suppress(RuntimeError):  # scraped off the loop: not known
+            tasks.add_metric([], len(asyncio.all_tasks()))
+        yield from (info, endpoints, attempts, failures, budget, tasks)
 
 
 def _state(host: Any) -> str:
