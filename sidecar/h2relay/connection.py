@@ -235,8 +235,11 @@ class H2Connection:
         self.control_frames = 0  # no-work frames since the I/O layer last zeroed it
         self.control_out = 0  # control frames we queued in answer, not yet taken
         self._cont_frames = 0
-        # closed streams, newest last, with how each closed (see _CLOSED_KEPT)
+        # closed streams with how each closed (see _CLOSED_KEPT), and a ring of their
+        # ids in the order they closed, the oldest forgotten first
         self.closed_ids: dict[int, int] = {}
+        self._closed_ring = [0] * _CLOSED_KEPT if self.guarded else []
+        self._closed_pos = 0
         self._self_dependent = 0  # a HEADERS frame's stream that named itself its parent
         # set while the handler hears of a stream we reset for abuse (on_reset): its kind
         self.stream_abuse = ""
@@ -383,9 +386,14 @@ class H2Connection:
 
     def _closed(self, sid: int, how: int) -> None:
         closed = self.closed_ids
+        ring = self._closed_ring
+        pos = self._closed_pos
+        old = ring[pos]
+        if old:
+            closed.pop(old, None)
+        ring[pos] = sid
+        self._closed_pos = pos + 1 if pos + 1 < _CLOSED_KEPT else 0
         closed[sid] = how
-        if len(closed) > _CLOSED_KEPT:
-            del closed[next(iter(closed))]
 
     def _control(self) -> None:
         """A frame that asks no work of the relay: against the per-second budget."""
@@ -569,7 +577,9 @@ class H2Connection:
                     self._closed(sid, _BY_US)
                 return
             if self.guarded and (
-                _request_verdict(block) or dependent == sid or (end_stream and block.length > 0)
+                (_request_verdict(block) if block.checked is None else block.checked)
+                or dependent == sid
+                or (end_stream and block.length > 0)
             ):
                 # malformed (RFC 9113 §8.1.1): a stream error, before any call starts
                 self._control()
