@@ -499,7 +499,7 @@ class Downstream(Flusher, asyncio.Protocol):
         """Answers held over `max_buffered_bytes` (CVE-2019-9517: a window the caller
         does not open, a socket it does not read) and none of them taken for
         `frame_timeout_s`: the connection ends. A slow reader that takes some is kept
-        (held back by backpressure meanwhile, call.py's _hold)."""
+        (each of its streams held to the window we give the endpoint meanwhile)."""
         if self.taken != self.taken_seen:
             self.taken_seen = self.taken
             self.stalled_since = now
