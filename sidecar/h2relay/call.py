@@ -765,7 +765,7 @@ class Call:
         is credited now and the upstream stream's once they move on: a caller that does
         not read stalls its own streams (each holds at most the stream window we give
         the endpoint), never the other callers' calls on the pooled connection; a
-        caller that holds over `max_buffered_bytes` and takes none of it is ended
+        caller that holds over `max_buffered_bytes` and takes none of it has them reset
         (Downstream.sweep)."""
         if not is_headers:
             attempt = self.attempt

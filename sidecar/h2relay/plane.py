@@ -465,8 +465,7 @@ class Downstream(Flusher, asyncio.Protocol):
             self.close(F.ENHANCE_YOUR_CALM, f"{what or 'frame'} not completed in time")
             return
         if self.held > limits.max_buffered:
-            if self._unread(now):
-                return
+            self._unread(now)
         else:
             self.taken_seen = -1
         if self.calls or conn.last_peer_stream != self.seen_stream:
@@ -495,20 +494,28 @@ class Downstream(Flusher, asyncio.Protocol):
         if taken:
             self.taken += size
 
-    def _unread(self, now: float) -> bool:
+    def _unread(self, now: float) -> None:
         """Answers held over `max_buffered_bytes` (CVE-2019-9517: a window the caller
         does not open, a socket it does not read) and none of them taken for
-        `frame_timeout_s`: the connection ends. A slow reader that takes some is kept
-        (each of its streams held to the window we give the endpoint meanwhile)."""
+        `frame_timeout_s`: the streams that hold them are reset (RST_STREAM(CANCEL) to
+        the caller, their upstream streams cancelled), as Envoy's stream idle timeout
+        resets a stuck stream. Streams, not the connection: a hop further in, this
+        connection is another sidecar's pooled one, whose other callers' calls go on.
+        A slow reader that takes some is kept (each of its streams held to the window we
+        give the endpoint meanwhile)."""
         if self.taken != self.taken_seen:
             self.taken_seen = self.taken
             self.stalled_since = now
-            return False
+            return
         if now - self.stalled_since < self.limits.frame_timeout_s:
-            return False
+            return
+        stuck = [(sid, call) for sid, call in self.calls.items() if call.down_pending]
         self.abused("unread_data", f"{self.held} bytes of answers held, none taken")
-        self.close(F.ENHANCE_YOUR_CALM, "answers not read")
-        return True
+        for sid, call in stuck:
+            self.conn.reset(sid, F.CANCEL)
+            guard(call, call.on_reset, F.CANCEL)
+        self.taken_seen = -1
+        self.kick()
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.transport = None
