@@ -145,7 +145,10 @@ def test_tiny_data_frames(sc: Sidecar, listener: str) -> None:
     """Request bodies in 1-byte DATA frames, as fast as the socket takes them, 4 streams
     a connection: each stream is reset with ENHANCE_YOUR_CALM after its 100 tiny frames
     of credit (the frames after that ignored), counted as tiny_data; the connection and
-    the good caller are served; the CPU per frame sent is bounded."""
+    the good caller are served; the CPU per frame sent is bounded. At most 50 attacker
+    connections (200 streams): through the outbound listener each reset is relayed to the
+    inbound listener as a cancellation on the pooled connection, which counts as a
+    premature reset there (README, "not covered")."""
     port = sc.port(listener)
     before = abuse_count(sc, listener, "tiny_data")
     path = f"/{ECHO}/ClientStream"
@@ -155,7 +158,7 @@ def test_tiny_data_frames(sc: Sidecar, listener: str) -> None:
     connections = 0
     with GoodCaller(port) as good, measured(sc.proc.pid, f"tiny DATA {listener}") as usage:
         start = time.monotonic()
-        for _ in range(200):  # attacker connections, 3 s at least, 200 at most
+        for _ in range(50):  # attacker connections, at most 3 s
             if connections and time.monotonic() - start > 3.0:
                 break
             connections += 1
@@ -173,7 +176,7 @@ def test_tiny_data_frames(sc: Sidecar, listener: str) -> None:
                 resets += peer.resets()
     report = usage.report(frames, "frames") + f" on {connections} connections"
     print(report)
-    report += ", " + good.check()
+    report += ", " + good.check(minimum=5)
     assert sorted(set(resets)) == [(sid, F.ENHANCE_YOUR_CALM) for sid in (1, 3, 5, 7)], resets
     assert len(resets) == streams
     assert abuse_count(sc, listener, "tiny_data") - before == streams
