@@ -79,10 +79,12 @@ kustomize: $(KUSTOMIZE)
 # reachable registry its base is made from the Debian mirror (scripts/build-image).
 IMAGE ?= grpc-sidecar:0.1.0
 image:
+	@scripts/system-packages image
 	scripts/build-image $(IMAGE)
 
 # Builds the image and runs it: two sidecar containers and an echo app (minutes).
 test-image: $(PROTO_STAMP) $(NATIVE)
+	@scripts/system-packages image
 	$(PYTEST) -q tests/integration/test_image.py -m slow
 
 PYTEST := $(BIN)/python -m pytest

@@ -5,6 +5,7 @@ machine one example may take 250 ms for reasons that are not the code's)."""
 from __future__ import annotations
 
 import importlib.util
+from collections import Counter
 
 import pytest
 from hypothesis import settings
@@ -19,3 +20,22 @@ def pytest_configure(config: pytest.Config) -> None:
             "the gRPC stubs are not generated: run `make proto` (or `make test`, which does it)",
             returncode=4,
         )
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    """At the end, what was skipped, by tier (the folder under tests/) and reason: a missing
+    tool shows here once per tier, not only in the per-test list above it."""
+    skipped = terminalreporter.stats.get("skipped", [])
+    counts: Counter[tuple[str, str]] = Counter()
+    for report in skipped:
+        parts = report.nodeid.split("/")
+        tier = parts[1] if len(parts) > 2 and parts[0] == "tests" else parts[0]
+        longrepr = report.longrepr
+        reason = longrepr[2] if isinstance(longrepr, tuple) else str(longrepr)
+        counts[tier, reason.removeprefix("Skipped: ")] += 1
+    terminalreporter.section("skipped, by tier")
+    if not counts:
+        terminalreporter.write_line("no test was skipped")
+        return
+    for (tier, reason), n in sorted(counts.items()):
+        terminalreporter.write_line(f"{tier}: {n} skipped: {reason}")
