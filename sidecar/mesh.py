@@ -95,11 +95,17 @@ class Mesh:
         )
 
     def routes(self, policies: Policies) -> dict[str, Route]:
-        """The route to each upstream, with that upstream's call policy and rate limit."""
+        """The route to each upstream, with that upstream's call policy, rate limit and
+        hedging policy."""
         now = time.monotonic()
         routes: dict[str, Route] = {}
         for name, up in self.config.upstreams.items():
-            route = Route.from_config(name, up, self.clusters[name], policies.calls(name, up))
+            hedging = (
+                None if up.hedging_policy is None else policies.hedging(name, up.hedging_policy)
+            )
+            route = Route.from_config(
+                name, up, self.clusters[name], policies.calls(name, up), hedging
+            )
             if up.rate_limit is not None:
                 route.rate_limit = UpstreamLimit(name, up.rate_limit, now)
             routes[name] = route
