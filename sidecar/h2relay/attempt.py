@@ -86,7 +86,7 @@ class Attempt:
         self.resp_limit: MessageLimit | None = None  # once response headers came
         # the stream its connection drives when that is not the call: a hedged copy's
         # leg (hedge.py); forgotten on `detach`, so the two never outlive the stream
-        self.leg: Stream | None = None
+        self.leg: UpstreamStream | None = None
 
     # ---- the stream ----------------------------------------------------------------
 

@@ -455,6 +455,18 @@ class Call:
                 self.calls.connected()
         attempt.detach(attempt.leg or self, reset)
 
+    def drop_attempt(self, outcome: Outcome) -> None:
+        """7b: a hedge's loser: the attempt in focus leaves its connection
+        (RST_STREAM(CANCEL) unless the upstream ended its side), reported with `outcome`."""
+        attempt = self.attempt
+        assert attempt is not None
+        self._detach(reset=not attempt.ended)
+        self._end_attempt(outcome)
+
+    def answer_failure(self, failure: Failure) -> None:
+        """7b: a hedge with no copy left gives the caller the last copy's answer."""
+        self._answer(failure)
+
     def _cancel_upstream(self, outcome: Outcome) -> None:
         """Stop whatever the call waits on, and its attempt (reported with `outcome`)."""
         if self.admitting is not None:

@@ -6,7 +6,7 @@ connections, and one loop timer waits for the next copy. A call without
 one attempt's connection drives (no allocation, a None test at each hook).
 
 A hedged call has several attempts at once. Each copy's connection drives a `Leg` (the
-relay's stream protocol) instead of the call: the leg brings its attempt into the call's
+stream protocol of pool.py) instead of the call: the leg brings its attempt into the call's
 focus (`call.attempt`) and hands the event to the call, which handles it as it handles
 any attempt's. So the call's story stays one story; what differs is decided here, at
 the call's hooks:
@@ -36,24 +36,54 @@ commit or cancel, and an attempt forgets its leg when it leaves its connection.
 from __future__ import annotations
 
 import time
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
 from sidecar.h2relay.attempt import Attempt, Failure
 from sidecar.h2relay.hpack_codec import Block
+from sidecar.h2relay.replay import ReplayBuffer
 from sidecar.outcome import Outcome
 from sidecar.retry.hedging import ANSWER, SEND, HedgeSchedule, Hedging
 
 if TYPE_CHECKING:  # the layers around, for their types only
+    from asyncio import TimerHandle
     from collections.abc import Sized
 
-    from sidecar.h2relay.call import Call, Cancellable
-    from sidecar.h2relay.relay import Downstream, Upstream
+    from sidecar.h2relay.plane import Downstream, Plane
+    from sidecar.h2relay.pool import UpstreamConnection
 
 _monotonic = time.monotonic
 
 
+class Call(Protocol):
+    """What a hedge reads and asks of its call (call.py's `Call`, which imports this
+    module: a protocol here keeps the two from importing each other)."""
+
+    plane: Plane
+    down: Downstream
+    sid: int
+    done: bool
+    replay: ReplayBuffer
+    attempt: Attempt | None  # the attempt in focus
+    tried: set[tuple[str, int]] | None
+    last: Failure | None
+    hedge: Hedge | None
+
+    def next_attempt(self) -> None: ...
+    def drop_attempt(self, outcome: Outcome) -> None: ...
+    def answer_failure(self, failure: Failure) -> None: ...
+    def crashed(self) -> None: ...
+    # the upstream stream's events (pool.UpstreamStream), passed on by a leg
+    def open_upstream(self, up: UpstreamConnection) -> None: ...
+    def flush_up(self) -> None: ...
+    def on_up_headers(self, block: Block, end_stream: bool) -> None: ...
+    def on_up_data(self, data: bytes, end_stream: bool, flow: int) -> None: ...
+    def on_up_reset(self, code: int) -> None: ...
+    def on_up_lost(self, why: str, connect: bool) -> None: ...
+    def on_up_refused(self) -> None: ...
+
+
 class Leg:
-    """One copy of a hedged call, as its upstream connection sees it (relay.Stream):
+    """One copy of a hedged call, as its upstream connection sees it (pool.UpstreamStream):
     every event brings the copy's attempt into the call's focus, then the call acts."""
 
     __slots__ = ("attempt", "call")
@@ -79,7 +109,7 @@ class Leg:
     def up_pending(self) -> Sized:
         return self.attempt.queued
 
-    def open_upstream(self, up: Upstream) -> None:
+    def open_upstream(self, up: UpstreamConnection) -> None:
         if self._focus():
             call = self.call
             hedge = call.hedge
@@ -133,7 +163,7 @@ class Hedge:
         policy.on_call(now)  # the call's deposit into the hedging budget
         self.schedule = HedgeSchedule(policy)
         self.legs: list[Leg] = []
-        self.timer: Cancellable | None = None
+        self.timer: TimerHandle | None = None
 
     # ---- 1-2: sending copies -------------------------------------------------------
 
@@ -174,7 +204,7 @@ class Hedge:
             # the request is no longer whole in the buffer, or the budget is spent
             last = call.last
             if not self.goes_on(call) and last is not None:
-                call._answer(last)
+                call.answer_failure(last)
             return
         call.next_attempt()
 
@@ -278,8 +308,7 @@ class Hedge:
             if attempt is keep or not attempt.open:
                 continue
             call.attempt = attempt
-            call._detach(reset=not attempt.ended)  # RST_STREAM(CANCEL), or off the queue
-            call._end_attempt(outcome)
+            call.drop_attempt(outcome)
             self._give_back(call, attempt)
             cancelled += 1
         if count and cancelled:
