@@ -171,3 +171,108 @@ async def test_non_fatal_statuses_send_the_next_copy_at_once(
         for _ in range(3):
             reply = await stub.Unary(echo_pb2.EchoRequest(), timeout=5)
             assert reply.served_by == "a"
+
+
+class PushingBack(Echo):
+    """Answers every Unary call UNAVAILABLE with `grpc-retry-pushback-ms: pushback`."""
+
+    def __init__(self, name: str, pushback: str) -> None:
+        super().__init__(name)
+        self.pushback = pushback
+
+    async def Unary(self, req: echo_pb2.EchoRequest, context: Any) -> Any:
+        self.calls += 1
+        await context.abort(
+            grpc.StatusCode.UNAVAILABLE,
+            f"{self.name} is busy",
+            (("grpc-retry-pushback-ms", self.pushback),),
+        )
+
+
+async def pushing_back(pushback: str) -> tuple[list[PushingBack], list[grpc.aio.Server]]:
+    servicers, servers = [], []
+    for name in ("p", "q", "r"):
+        server = grpc.aio.server()
+        servicer = PushingBack(name, pushback)
+        echo_pb2_grpc.add_EchoServicer_to_server(servicer, server)
+        servicer.port = server.add_insecure_port("127.0.0.1:0")  # type: ignore[attr-defined]
+        await server.start()
+        servicers.append(servicer)
+        servers.append(server)
+    return servicers, servers
+
+
+def pushback_config(servicers: list[PushingBack], **hedging: Any) -> dict[str, Any]:
+    ports = [s.port for s in servicers]  # type: ignore[attr-defined]
+    backends = {s.name: (s, port) for s, port in zip(servicers, ports, strict=True)}
+    return config(
+        backends,  # type: ignore[arg-type]
+        hedging_delay_ms=10_000,
+        non_fatal_status_codes=["UNAVAILABLE"],
+        **hedging,
+    )
+
+
+async def test_a_pushback_that_says_stop_sends_no_more_copies() -> None:
+    """Every backend answers UNAVAILABLE (non-fatal) with pushback -1: no copy follows
+    the first, and the caller gets that answer with the backend's own message."""
+    servicers, servers = await pushing_back("-1")
+    try:
+        async with await sidecar.client.connect("echo", pushback_config(servicers)) as channel:
+            stub = echo_pb2_grpc.EchoStub(channel)
+            for _ in range(3):
+                with pytest.raises(grpc.aio.AioRpcError) as err:
+                    await stub.Unary(echo_pb2.EchoRequest(), timeout=5)
+                assert err.value.code() is grpc.StatusCode.UNAVAILABLE
+                assert "is busy" in (err.value.details() or "")
+        assert sum(s.calls for s in servicers) == 3  # one attempt per call
+    finally:
+        for server in servers:
+            await server.stop(None)
+
+
+async def test_a_pushback_delay_paces_the_next_copy() -> None:
+    """Pushback 300 ms with a 10 s hedging delay: the second copy goes after the
+    pushback, not the delay; with max_attempts 2 the caller then gets its answer."""
+    servicers, servers = await pushing_back("300")
+    try:
+        cfg = pushback_config(servicers, max_attempts=2)
+        async with await sidecar.client.connect("echo", cfg) as channel:
+            stub = echo_pb2_grpc.EchoStub(channel)
+            started = time.monotonic()
+            with pytest.raises(grpc.aio.AioRpcError) as err:
+                await stub.Unary(echo_pb2.EchoRequest(), timeout=8)
+            seconds = time.monotonic() - started
+        assert err.value.code() is grpc.StatusCode.UNAVAILABLE
+        assert sum(s.calls for s in servicers) == 2
+        assert 0.25 <= seconds < 5, seconds  # waited for the pushback, not the delay
+    finally:
+        for server in servers:
+            await server.stop(None)
+
+
+async def test_no_hedge_object_outlives_its_call(
+    backends: dict[str, tuple[Echo, int]],
+) -> None:
+    """With the cyclic garbage collector off, hedged calls leave no leg or hedge behind:
+    nothing of a hedged call sits in a reference cycle once it ended."""
+    import gc
+
+    from sidecar.h2relay.hedge import Hedge, Leg
+
+    def alive() -> int:
+        return sum(1 for o in gc.get_objects() if isinstance(o, (Leg, Hedge)))
+
+    gc.collect()
+    gc.disable()
+    try:
+        async with await sidecar.client.connect("echo", config(backends)) as channel:
+            stub = echo_pb2_grpc.EchoStub(channel)
+            for _ in range(9):
+                await stub.Unary(echo_pb2.EchoRequest(delay_ms=5), timeout=5)
+            slow = backends["a"][0]
+            await until(lambda: slow.cancelled == slow.calls)
+            assert slow.calls >= 1
+            assert alive() == 0
+    finally:
+        gc.enable()
