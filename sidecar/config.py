@@ -421,6 +421,7 @@ class RouteConfig(_Model):
     timeout_ms: float | None = Field(default=None, gt=0)  # default: the upstream's
     per_try_timeout_ms: float | None = Field(default=None, gt=0)  # default: the upstream's
     retries: Retries | None = None  # default: the upstream's
+    hedging_policy: HedgingPolicy | None = None  # default: the upstream's (unless `retries`)
     mirror: MirrorConfig | None = None
 
     @field_validator("hash_on")
@@ -503,6 +504,24 @@ def check_routes(config: Config) -> None:
                 raise ValueError(
                     f"routes.{i}.mirror.upstream: {mirror.upstream!r} already takes this "
                     "route's calls; a shadow must be another upstream"
+                )
+        if route.hedging_policy is not None and route.retries is not None:
+            raise ValueError(
+                f"routes.{i}.hedging_policy: a call is either retried or hedged, never both "
+                "(gRPC A6): remove `retries` or `hedging_policy`"
+            )
+        for name in route.targets:
+            up = config.upstreams[name]
+            # what this route's calls to `name` run with: its own policies, else the upstream's
+            hedged = route.hedging_policy is not None or (
+                route.retries is None and up.hedging_policy is not None
+            )
+            per_try = route.per_try_timeout_ms or up.per_try_timeout_ms
+            if hedged and per_try is not None:
+                raise ValueError(
+                    f"routes.{i}.hedging_policy: its calls to upstream {name!r} would be hedged "
+                    "with a per_try_timeout_ms; hedged attempts run to the call's deadline "
+                    "(gRPC A6 has no per-attempt timeout for hedging)"
                 )
 
 

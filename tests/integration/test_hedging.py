@@ -13,8 +13,8 @@ import grpc
 import pytest
 
 from meshtest.echo.v1 import echo_pb2, echo_pb2_grpc
-from tests.integration.procs import Sidecar, echo_admin, http
-from tests.integration.trio import Trio
+from tests.integration.procs import ECHO, Sidecar, echo_admin, free_port, http, sidecar_process
+from tests.integration.trio import NAMES, Trio
 
 pytestmark = pytest.mark.timeout(180)
 SLOW_MS = 500
@@ -142,3 +142,42 @@ async def test_the_budget_bounds_the_copies(fresh: Trio) -> None:
         assert counter(side, "sidecar_hedge_budget_exhausted_total") >= 1
     assert all(ok for ok, _, _ in results)
     assert "a" in {who for _, _, who in results}
+
+
+async def test_a_route_hedges_its_own_calls(fresh: Trio) -> None:
+    """A `routes` entry with its own hedging_policy, in front of an upstream without
+    one: the route's calls are hedged (none answered by the slow backend); calls of the
+    other method, routed by grpc_services, are not (the slow backend answers a share)."""
+    trio = fresh
+    await echo_admin(trio.addr("a"), delay_ms=SLOW_MS)
+    cfg = {
+        "outbound": {"listen": f"127.0.0.1:{free_port()}"},
+        "routes": [
+            {
+                "match": {"method": "/meshtest.echo.v1.Echo/Unary"},
+                "upstream": "echo",
+                "hedging_policy": hedging(),
+            }
+        ],
+        "upstreams": {
+            "echo": {
+                "grpc_services": [ECHO],
+                "endpoints": [trio.addr(n) for n in NAMES],
+                "lb": "round_robin",
+                "timeout_ms": 5000,
+            }
+        },
+    }
+    with sidecar_process(trio.tmp, "route-hedged", cfg) as side:
+        results = await run_calls(side, 60, budget_s=30)
+        hedges = counter(side, "sidecar_hedges_total")
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{side.port('outbound')}") as ch:
+            stub = echo_pb2_grpc.EchoStub(ch)
+            streamed = set()
+            for _ in range(6):
+                async for reply in stub.ServerStream(echo_pb2.EchoRequest(count=1), timeout=5):
+                    streamed.add(reply.served_by)
+    assert all(ok for ok, _, _ in results)
+    assert {who for _, _, who in results} <= {"b", "c"}
+    assert hedges >= 1
+    assert "a" in streamed  # the other method takes the upstream's policy: no hedging

@@ -160,3 +160,32 @@ def test_a_hedging_policy_is_accepted_with_its_defaults() -> None:
     assert policy is not None
     assert (policy.hedging_delay_ms, policy.non_fatal_status_codes) == (0.0, [])
     assert policy.budget_percent == 20.0
+
+
+def routed(route: dict[str, Any], **spec: Any) -> dict[str, Any]:
+    config = upstream(**spec)
+    config["routes"] = [{"upstream": "u", **route}]
+    return config
+
+
+@pytest.mark.parametrize(
+    ("route", "spec"),
+    [
+        ({"hedging_policy": {"max_attempts": 2}, "retries": {}}, {}),  # both on the route
+        ({"hedging_policy": {"max_attempts": 2}, "per_try_timeout_ms": 50}, {}),
+        ({"hedging_policy": {"max_attempts": 2}}, {"per_try_timeout_ms": 50}),  # inherited
+        ({"per_try_timeout_ms": 50}, {"hedging_policy": {"max_attempts": 2}}),  # inherited
+    ],
+)
+def test_check_refuses_a_hedged_route_with_retries_or_per_try(
+    route: dict[str, Any], spec: dict[str, Any]
+) -> None:
+    with pytest.raises(ConfigError) as err:
+        parse_config(routed(route, **spec))
+    assert err.value.key == "routes.0.hedging_policy"
+
+
+def test_a_route_may_hedge_an_upstream_that_retries_and_retry_one_that_hedges() -> None:
+    """The route's policy replaces the upstream's: never both on one call."""
+    parse_config(routed({"hedging_policy": {"max_attempts": 2}}, retries={}))
+    parse_config(routed({"retries": {}}, hedging_policy={"max_attempts": 2}))
