@@ -328,7 +328,7 @@ class Call:
                 self.shadow = shadow
                 shadow.feed(self.replay.chunks, self.req_ended)
         if route.hedging is not None:  # 7b: copies share the limits token taken here
-            self.hedge = Hedge(route.hedging, _monotonic())
+            self.hedge = Hedge(route.hedging, self.plane.clock())
         return True
 
     def next_attempt(self) -> None:

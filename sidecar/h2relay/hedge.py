@@ -1,7 +1,7 @@
 """A hedged call's copies in flight (gRPC A6 hedging, sidecar/retry/hedging.py).
 
 Does I/O only through the call (call.py): its attempts queue frames on their pooled
-connections, and one loop timer waits for the next copy. A call without
+connections, and one loop timer waits for the next copy; time is the plane's clock. A call without
 `hedging_policy` never builds any of this: its `hedge` is None and it is the stream its
 one attempt's connection drives (no allocation, a None test at each hook).
 
@@ -35,7 +35,6 @@ commit or cancel, and an attempt forgets its leg when it leaves its connection.
 
 from __future__ import annotations
 
-import time
 from typing import TYPE_CHECKING, Protocol
 
 from sidecar.h2relay.attempt import Attempt, Failure
@@ -50,8 +49,6 @@ if TYPE_CHECKING:  # the layers around, for their types only
 
     from sidecar.h2relay.plane import Downstream, Plane
     from sidecar.h2relay.pool import UpstreamConnection
-
-_monotonic = time.monotonic
 
 
 class Call(Protocol):
@@ -192,7 +189,7 @@ class Hedge:
         try:
             if call.done or call.hedge is not self:
                 return
-            self.send_next(call, _monotonic())
+            self.send_next(call, call.plane.clock())
             call.down.kick()
         except Exception:
             call.crashed()
@@ -255,7 +252,7 @@ class Hedge:
         goes on (copies in flight, or another one sent or due); False: the caller gets
         `failure`."""
         self._give_back(call, attempt)
-        now = _monotonic()
+        now = call.plane.clock()
         verdict, when = self.schedule.failed(failure.status, failure.reason, failure.pushback, now)
         if verdict == ANSWER:
             self.keep_only(call, attempt)  # its answer is the caller's: the rest go
