@@ -1,9 +1,9 @@
 """A hedged call's copies in flight (gRPC A6 hedging, sidecar/retry/hedging.py).
 
 Does I/O only through the call (call.py): its attempts queue frames on their pooled
-connections, and one loop timer waits for the next copy; time is the plane's clock. A call without
-`hedging_policy` never builds any of this: its `hedge` is None and it is the stream its
-one attempt's connection drives (no allocation, a None test at each hook).
+connections, and one loop timer waits for the next copy; the time is the plane's clock.
+A call without `hedging_policy` never builds any of this: its `hedge` is None and it is
+the stream its one attempt's connection drives (no allocation, a None test at each hook).
 
 A hedged call has several attempts at once. Each copy's connection drives a `Leg` (the
 stream protocol of pool.py) instead of the call: the leg brings its attempt into the call's
