@@ -16,7 +16,8 @@ Instance knobs, for tests that need one backend of several to misbehave: a Unary
 with metadata `x-echo-control: JSON` sets them and answers like `x-echo-stats`:
 `{"fail": CODE}` fails every later Echo call with that status code (0: off; client
 and bidi streams fail after reading the whole request stream, with no response sent), `{"hang": true}` makes every later call
-wait until its caller gives up, `{"health": "NOT_SERVING"}` sets the health status.
+wait until its caller gives up, `{"delay_ms": N}` makes every later call wait N ms before
+it answers (a slow instance; 0: off), `{"health": "NOT_SERVING"}` sets the health status.
 """
 
 from __future__ import annotations
@@ -51,6 +52,7 @@ class Echo(echo_pb2_grpc.EchoServicer):  # type: ignore[misc]
         self.min_remaining_ms: float | None = None
         self.fail = 0
         self.hang = False
+        self.delay_ms = 0.0
 
     def _count(self, context: Any = None) -> None:
         self.calls += 1
@@ -70,19 +72,23 @@ class Echo(echo_pb2_grpc.EchoServicer):  # type: ignore[misc]
             "min_remaining_ms": self.min_remaining_ms,
             "fail": self.fail,
             "hang": self.hang,
+            "delay_ms": self.delay_ms,
         }
 
     async def _control(self, raw: str) -> None:
         knobs = json.loads(raw)
         self.fail = int(knobs.get("fail", self.fail))
         self.hang = bool(knobs.get("hang", self.hang))
+        self.delay_ms = float(knobs.get("delay_ms", self.delay_ms))
         if "health" in knobs and self.health is not None:
             status = health_pb2.HealthCheckResponse.ServingStatus.Value(knobs["health"])
             for service in ("", "meshtest.echo.v1.Echo"):
                 await self.health.set(service, status)
 
     async def _misbehave(self, context: Any) -> None:
-        """The instance knobs: hang until cancelled, or fail."""
+        """The instance knobs: hang until cancelled, wait, or fail."""
+        if self.delay_ms:
+            await _sleep(self.delay_ms)
         if self.hang:
             await asyncio.Event().wait()
         if self.fail:

@@ -287,6 +287,27 @@ class Retries(_Model):
         return value
 
 
+class HedgingPolicy(_Model):
+    """gRPC A6's hedgingPolicy (grpc/proposal A6-client-retries.md): up to `max_attempts`
+    copies of a call, a new one every `hedging_delay_ms` until one answers. The hedges
+    after the first draw from a retry budget of their own, like retries do."""
+
+    max_attempts: int = Field(ge=2, le=5)  # A6: more than 1; clients cap it at 5
+    hedging_delay_ms: float = Field(default=0.0, ge=0)
+    non_fatal_status_codes: list[str] = []
+    budget_percent: float = Field(default=20.0, ge=0, le=100)
+    min_retries_per_s: float = Field(default=10.0, ge=0)
+    budget_window_s: float = Field(default=10.0, gt=0)
+
+    @field_validator("non_fatal_status_codes")
+    @classmethod
+    def _statuses(cls, value: list[str]) -> list[str]:
+        for name in value:
+            if name not in STATUS_NAMES:
+                raise ValueError(f"{name!r} is not a gRPC status name")
+        return value
+
+
 class HealthCheck(_Model):
     service: str = ""  # grpc.health.v1 service name asked ("" = the whole server)
     interval_s: float = Field(default=5.0, gt=0)
@@ -400,6 +421,7 @@ class RouteConfig(_Model):
     timeout_ms: float | None = Field(default=None, gt=0)  # default: the upstream's
     per_try_timeout_ms: float | None = Field(default=None, gt=0)  # default: the upstream's
     retries: Retries | None = None  # default: the upstream's
+    hedging_policy: HedgingPolicy | None = None  # default: the upstream's (unless `retries`)
     mirror: MirrorConfig | None = None
 
     @field_validator("hash_on")
@@ -483,6 +505,24 @@ def check_routes(config: Config) -> None:
                     f"routes.{i}.mirror.upstream: {mirror.upstream!r} already takes this "
                     "route's calls; a shadow must be another upstream"
                 )
+        if route.hedging_policy is not None and route.retries is not None:
+            raise ValueError(
+                f"routes.{i}.hedging_policy: a call is either retried or hedged, never both "
+                "(gRPC A6): remove `retries` or `hedging_policy`"
+            )
+        for name in route.targets:
+            up = config.upstreams[name]
+            # what this route's calls to `name` run with: its own policies, else the upstream's
+            hedged = route.hedging_policy is not None or (
+                route.retries is None and up.hedging_policy is not None
+            )
+            per_try = route.per_try_timeout_ms or up.per_try_timeout_ms
+            if hedged and per_try is not None:
+                raise ValueError(
+                    f"routes.{i}.hedging_policy: its calls to upstream {name!r} would be hedged "
+                    "with a per_try_timeout_ms; hedged attempts run to the call's deadline "
+                    "(gRPC A6 has no per-attempt timeout for hedging)"
+                )
 
 
 LbName = Literal["peak_ewma", "least_request", "round_robin", "random", "ring_hash"]
@@ -505,6 +545,7 @@ class UpstreamConfig(_Model):
     breaker: Breaker = Breaker()
     limits: Limits = Limits()
     retries: Retries | None = None  # off unless configured
+    hedging_policy: HedgingPolicy | None = None  # off unless configured; never with retries
     health_check: HealthCheck | None = None
     throttling: Throttling | None = Throttling()
     faults: Faults | None = None
@@ -578,6 +619,18 @@ class Config(_Model):
                 f"registration: refused with discovery.naming {preset}: {who}; "
                 "remove `registration` (the sidecar registers nothing on this platform)"
             )
+        for up_name, spec in self.upstreams.items():
+            if spec.hedging_policy is not None and spec.retries is not None:
+                raise ValueError(
+                    f"upstreams.{up_name}.hedging_policy: a call is either retried or hedged, "
+                    "never both (gRPC A6): remove `retries` or `hedging_policy`"
+                )
+            if spec.hedging_policy is not None and spec.per_try_timeout_ms is not None:
+                raise ValueError(
+                    f"upstreams.{up_name}.hedging_policy: hedged attempts run to the call's "
+                    "deadline (gRPC A6 has no per-attempt timeout for hedging): remove "
+                    "`per_try_timeout_ms` or `hedging_policy`"
+                )
         for up_name, spec in self.upstreams.items():
             if spec.endpoints is not None:
                 continue

@@ -95,11 +95,17 @@ class Mesh:
         )
 
     def routes(self, policies: Policies) -> dict[str, Route]:
-        """The route to each upstream, with that upstream's call policy and rate limit."""
+        """The route to each upstream, with that upstream's call policy, rate limit and
+        hedging policy."""
         now = time.monotonic()
         routes: dict[str, Route] = {}
         for name, up in self.config.upstreams.items():
-            route = Route.from_config(name, up, self.clusters[name], policies.calls(name, up))
+            hedging = (
+                None if up.hedging_policy is None else policies.hedging(name, up.hedging_policy)
+            )
+            route = Route.from_config(
+                name, up, self.clusters[name], policies.calls(name, up), hedging
+            )
             if up.rate_limit is not None:
                 route.rate_limit = UpstreamLimit(name, up.rate_limit, now)
             routes[name] = route
@@ -130,10 +136,17 @@ class Mesh:
             for name in spec.targets:
                 base = routes[name]
                 calls = None
-                if spec.retries is not None:
+                if spec.retries is not None or spec.hedging_policy is not None:
+                    # (a route's hedging replaces the upstream's retries: retries None)
                     up = config.upstreams[name].model_copy(update={"retries": spec.retries})
                     calls = policies.route_calls(base.calls, name, up)
                 backend = base.for_rule(spec, calls)
+                if spec.hedging_policy is not None:
+                    hedging = policies.hedging(name, spec.hedging_policy)
+                    backend = dataclasses.replace(backend, hedging=hedging)
+                elif spec.retries is not None and backend.hedging is not None:
+                    # the route's retries replace the upstream's hedging (never both)
+                    backend = dataclasses.replace(backend, hedging=None)
                 if mirror is not None:
                     backend = dataclasses.replace(backend, mirror=mirror)
                 backends.append(backend)

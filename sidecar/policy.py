@@ -16,9 +16,10 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from sidecar.config import InboundAdmission, UpstreamConfig
+from sidecar.config import HedgingPolicy, InboundAdmission, UpstreamConfig
 from sidecar.faults import FaultAction, FaultTable
 from sidecar.outcome import Outcome
+from sidecar.retry.hedging import Hedging
 
 
 @dataclass(frozen=True, slots=True)
@@ -173,3 +174,5 @@ class Policies:
     admission: Callable[[InboundAdmission], AdmissionPolicy] = lambda cfg: AdmitAll()
     # the table holds the faults in force (config, then POST/DELETE /faults)
     faults: Callable[[FaultTable], FaultInjector] = lambda table: NoFaults()
+    # hedging (gRPC A6) of an upstream or route with a `hedging_policy` (counted nowhere)
+    hedging: Callable[[str, HedgingPolicy], Hedging] = lambda name, cfg: Hedging(name, cfg)

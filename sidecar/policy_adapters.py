@@ -25,6 +25,7 @@ from sidecar.metrics import Metrics
 from sidecar.outcome import Outcome
 from sidecar.policy import AttemptResult, CallPolicy, CallState, Policies, Refusal, Token
 from sidecar.retry import LimitToken, UpstreamPolicy
+from sidecar.retry.hedging import Hedging
 from sidecar.retry.metrics import RetryMetrics
 from sidecar.shedding import Admission, AdmissionToken, Dropped
 from sidecar.shedding.metrics import SheddingMetrics
@@ -191,6 +192,7 @@ def default_policies(metrics: Metrics | None = None) -> Policies:
         route_calls=_route_calls,
         admission=lambda cfg: ShedAdmission(cfg, shedding),
         faults=TableFaults,
+        hedging=lambda name, cfg: Hedging(name, cfg, retries),
     )
 
 

@@ -18,6 +18,7 @@ from typing import Any
 from sidecar.cluster import Cluster
 from sidecar.config import RouteConfig, UpstreamConfig
 from sidecar.policy import CallPolicy, OneAttempt
+from sidecar.retry.hedging import Hedging
 
 
 class Router:
@@ -55,12 +56,19 @@ class Route:
     # sidecar/ratelimit.py's InboundLimits (the app's route) or UpstreamLimit: a call
     # takes a token before admission and the upstream's limits (h2relay/call.py, step 3)
     rate_limit: Any = None
+    hedging: Hedging | None = None  # copies of a call (gRPC A6), never with retries
 
     @classmethod
     def from_config(
-        cls, name: str, config: UpstreamConfig, cluster: Cluster, calls: CallPolicy
+        cls,
+        name: str,
+        config: UpstreamConfig,
+        cluster: Cluster,
+        calls: CallPolicy,
+        hedging: Hedging | None = None,
     ) -> Route:
-        """The route to upstream `name` as its config section says (sidecar and client alike)."""
+        """The route to upstream `name` as its config section says (sidecar and client
+        alike); `hedging`: its `hedging_policy`, built by the composition root's factory."""
         return cls(
             name,
             cluster,
@@ -71,6 +79,7 @@ class Route:
             if config.per_try_timeout_ms is None
             else config.per_try_timeout_ms / 1000,
             replay_bytes=config.retries.buffer_bytes if config.retries is not None else 0,
+            hedging=hedging,
         )
 
     def for_rule(self, spec: RouteConfig, calls: CallPolicy | None) -> Route:

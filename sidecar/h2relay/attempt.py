@@ -60,6 +60,7 @@ class Attempt:
         "address",
         "ended",
         "host",
+        "leg",
         "number",
         "open",
         "pending",
@@ -83,6 +84,9 @@ class Attempt:
         self.queued: list[tuple[bytes, bool, int]] = []  # (DATA, END_STREAM, caller credit)
         self.ended = False  # the upstream ended its side (final status received)
         self.resp_limit: MessageLimit | None = None  # once response headers came
+        # the stream its connection drives when that is not the call: a hedged copy's
+        # leg (hedge.py); forgotten on `detach`, so the two never outlive the stream
+        self.leg: UpstreamStream | None = None
 
     # ---- the stream ----------------------------------------------------------------
 
@@ -144,6 +148,7 @@ class Attempt:
         """Leave the connection: close our stream (`reset`: RST_STREAM(CANCEL), the
         upstream has not ended its side), or leave its queue. Idempotent."""
         up = self.up
+        self.leg = None
         if up is None:
             return
         self.up = None

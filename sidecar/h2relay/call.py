@@ -41,6 +41,11 @@ sits where it sits:
    headers (with the time left as `grpc-timeout`) and the request DATA as it arrives,
    a copy kept for a replay (replay.py). Each attempt reports once, with its outcome
    (sidecar/outcome.py).
+7b. Hedge (`hedging_policy`, gRPC A6; hedge.py): a hedged call sends a copy every
+   `hedging_delay_ms` until one answers, each a new attempt from step 7 on its own
+   stream (a `Leg`), the request replayed from the buffer of step 8; the first answer
+   commits the call and cancels the other copies. After the limits, because the copies
+   share the call's one limits token; in place of retries (config refuses both).
 8. Retry (seam a, `retry`) only while nothing went back to the caller and the request
    is still whole in the buffer: a connection that failed before any response byte,
    a GOAWAY/REFUSED_STREAM that says the peer never processed it, a per-try timeout, a
@@ -69,12 +74,14 @@ from sidecar.h2relay import local_reply
 from sidecar.h2relay.attempt import Attempt, Failure
 from sidecar.h2relay.deadline import DEADLINE, PER_TRY, Deadline
 from sidecar.h2relay.grpcwire import STATUS_BY_WIRE, STATUS_FOR_RST, MessageLimit, encode_timeout
+from sidecar.h2relay.hedge import Hedge
 from sidecar.h2relay.hpack_codec import Block, encode_literal
 from sidecar.h2relay.replay import ReplayBuffer
 from sidecar.h2relay.request import Prepared, PreparedResponse, prepare_response
 from sidecar.h2relay.stepper import Stepper
 from sidecar.outcome import EXPLAIN, Outcome, caller_gone, classify
 from sidecar.policy import NO_TOKEN, AttemptResult, CallPolicy, CallState, Refusal, Token
+from sidecar.retry.hedging import Hedging
 
 if TYPE_CHECKING:  # the connection layer above, for its types only
     from collections.abc import Sized
@@ -116,6 +123,7 @@ class RouteView(Protocol):
     split: Any  # route_rules.WeightedSplit | None
     mirror: Any  # mirror.Mirror | None
     rate_limit: Any  # sidecar/ratelimit.py's InboundLimits / UpstreamLimit, or None
+    hedging: Hedging | None
 
 
 class Cancellable(Protocol):
@@ -143,6 +151,7 @@ class Call:
         "down",
         "down_pending",
         "final_queued",
+        "hedge",
         "last",
         "local",
         "local_reason",
@@ -192,6 +201,8 @@ class Call:
         self.token: Token = NO_TOKEN  # admission (inbound)
         self.calls: CallState | None = None  # the upstream's policies once the call began
         self.attempt: Attempt | None = None  # the attempt in flight (or the last one)
+        # a hedged call's copies (hedge.py): `attempt` is then the one in focus
+        self.hedge: Hedge | None = None
         self.attempts = 0
         self.tried: set[tuple[str, int]] | None = None  # endpoints tried by earlier attempts
         self.last: Failure | None = None  # the last failed attempt: the answer if no retry
@@ -316,6 +327,8 @@ class Call:
             if shadow is not None:
                 self.shadow = shadow
                 shadow.feed(self.replay.chunks, self.req_ended)
+        if route.hedging is not None:  # 7b: copies share the limits token taken here
+            self.hedge = Hedge(route.hedging, self.plane.clock())
         return True
 
     def next_attempt(self) -> None:
@@ -330,6 +343,9 @@ class Call:
         host = route.cluster.pick(
             now, hash_key=self.req.hash_value, exclude=self.tried or _NONE_TRIED
         )
+        if host is None and self.hedge is not None and self.tried:
+            # 7b: a copy goes to another endpoint where there is one, else to any
+            host = route.cluster.pick(now, hash_key=self.req.hash_value, exclude=_NONE_TRIED)
         if host is None:
             self._stop_retrying("UNAVAILABLE", local_reply.no_endpoints(route.name), "no_endpoints")
             return
@@ -351,18 +367,22 @@ class Call:
         self.attempts += 1
         attempt = self.attempt = Attempt(self.attempts, host, now)
         attempt.pending = not ready
+        if self.hedge is not None:  # 7b: a copy: its connection drives its own leg
+            attempt.leg = self.hedge.add(self, attempt, now)
         if deadline.arm_try(now, route.per_try_timeout_s):
             self._arm()
         if ready:
             self.open_upstream(up)
         else:
-            attempt.wait(up, self)
+            attempt.wait(up, attempt.leg or self)
 
     def _stop_retrying(
         self, status: str, message: str, reason: str | None, refusal: Refusal | None = None
     ) -> None:
         """No (further) attempt: the caller gets the last attempt's failure when there was
         one (a retry refused must not hide what the upstream said), else this error."""
+        if self.hedge is not None and self.hedge.goes_on(self):
+            return  # 7b: a copy could not go; those in flight may still answer
         if self.last is not None:
             self._answer(self.last)
         elif refusal is not None:
@@ -382,6 +402,8 @@ class Call:
 
     def _retry(self, failure: Failure) -> bool:
         """Start another attempt if the policy allows and nothing reached the caller."""
+        if self.hedge is not None and self.attempt is not None:
+            return self.hedge.failed(self, failure, self.attempt)  # 7b: A6's rules instead
         calls = self.calls
         if calls is None or self.responded or not self.replay.replayable:
             return False
@@ -431,7 +453,19 @@ class Call:
             attempt.pending = False
             if self.calls is not None:
                 self.calls.connected()
-        attempt.detach(self, reset)
+        attempt.detach(attempt.leg or self, reset)
+
+    def drop_attempt(self, outcome: Outcome) -> None:
+        """7b: a hedge's loser: the attempt in focus leaves its connection
+        (RST_STREAM(CANCEL) unless the upstream ended its side), reported with `outcome`."""
+        attempt = self.attempt
+        assert attempt is not None
+        self._detach(reset=not attempt.ended)
+        self._end_attempt(outcome)
+
+    def answer_failure(self, failure: Failure) -> None:
+        """7b: a hedge with no copy left gives the caller the last copy's answer."""
+        self._answer(failure)
 
     def _cancel_upstream(self, outcome: Outcome) -> None:
         """Stop whatever the call waits on, and its attempt (reported with `outcome`)."""
@@ -444,6 +478,8 @@ class Call:
         if self.watch is not None:
             self.watch.cancel()
             self.watch = None
+        if self.hedge is not None:
+            self.hedge.cancel(self, outcome)  # 7b: the other copies, then ours below
         attempt = self.attempt
         if attempt is not None:
             self._detach(reset=not attempt.ended)
@@ -468,12 +504,13 @@ class Call:
         replay = self.replay
         chunks = replay.replay()
         credit = replay.release_credit()
-        attempt.open_stream(up, self, block, self.req_ended and not chunks)
+        stream = attempt.leg or self
+        attempt.open_stream(up, stream, block, self.req_ended and not chunks)
         if chunks:
             last = len(chunks) - 1
             for i, chunk in enumerate(chunks):
                 freed = attempt.send(
-                    self, chunk, self.req_ended and i == last, credit if i == last else 0
+                    stream, chunk, self.req_ended and i == last, credit if i == last else 0
                 )
                 if freed:
                     self.down.conn.consumed(self.sid, freed)
@@ -495,7 +532,7 @@ class Call:
         attempt = self.attempt
         if attempt is None or attempt.up is None:
             return
-        credit = attempt.flush(self)
+        credit = attempt.flush(attempt.leg or self)
         if credit:
             self.down.conn.consumed(self.sid, credit)
         if not attempt.queued:
@@ -516,11 +553,13 @@ class Call:
             return
         if self.shadow is not None:
             self.shadow.feed([data], end_stream)
+        if self.hedge is not None and self.hedge.on_request_data(self, data, end_stream, flow):
+            return  # 7b: to every copy in flight
         attempt = self.attempt
         if attempt is not None and attempt.sid and attempt.up is not None:
             up = attempt.up
             self.replay.keep(data)  # a copy for a replay, up to the retry buffer
-            freed = attempt.send(self, data, end_stream, flow)
+            freed = attempt.send(attempt.leg or self, data, end_stream, flow)
             if freed:
                 self.down.conn.consumed(self.sid, freed)
             if end_stream and not attempt.queued:
@@ -550,6 +589,8 @@ class Call:
         if not end_stream:  # response headers: the call is committed to this attempt
             if self.done:
                 return
+            if self.hedge is not None:
+                self.hedge.commit(self, attempt)  # 7b: this copy answered first
             self.responded = True
             self.replay.give_up()
             attempt.answering(self.plane.max_message_bytes)
@@ -579,6 +620,8 @@ class Call:
             self._attempt_failed(attempt.rejected(resp), reset=not self.req_ended)
             return
         outcome = classify(status, resp.peer_error)
+        if self.hedge is not None:
+            self.hedge.commit(self, attempt)  # 7b: its final status is the answer
         if not self.done:
             self.responded = True
             self.code = status
@@ -628,6 +671,11 @@ class Call:
         status = STATUS_FOR_RST.get(code, "INTERNAL")
         if code == F.REFUSED_STREAM and not self.responded:
             self._attempt_failed(attempt.refused(self._target(), "refused the stream"), False)
+            return
+        if self.hedge is not None and not self.done:
+            # 7b: one copy reset before the call committed: A6's rules say what follows
+            message = f"upstream reset the stream (HTTP/2 error {code})"
+            self._attempt_failed(Failure(status, classify(status), None, message), False)
             return
         self._detach(reset=False)
         self._end_attempt(classify(status))

@@ -178,7 +178,11 @@ class UpstreamsPart:
             clusters[name] = cluster
             route = running.get(name)
             if route is None or change.route or cluster is not before:
-                route = Route.from_config(name, up, cluster, self.policies.calls(name, up))
+                policies = self.policies
+                hedging = (
+                    None if up.hedging_policy is None else policies.hedging(name, up.hedging_policy)
+                )
+                route = Route.from_config(name, up, cluster, policies.calls(name, up), hedging)
             routes[name] = route
         router = Router({n: u.grpc_services for n, u in new.upstreams.items()})
         plan = _UpstreamsChange(mesh, new, clusters, routes, router, self.install, static)

@@ -29,3 +29,27 @@ class RetryMetrics:
             ["upstream"],
             registry=registry,
         )
+        self.hedges = Counter(
+            "sidecar_hedges_total",
+            "Hedged attempts sent (copies of a call after its first attempt), by upstream.",
+            ["upstream"],
+            registry=registry,
+        )
+        self.hedges_won = Counter(
+            "sidecar_hedges_won_total",
+            "Hedged calls whose answer came from a hedged attempt rather than the first.",
+            ["upstream"],
+            registry=registry,
+        )
+        self.hedges_cancelled = Counter(
+            "sidecar_hedges_cancelled_total",
+            "Attempts of a hedged call cancelled (RST_STREAM CANCEL) because another answered.",
+            ["upstream"],
+            registry=registry,
+        )
+        self.hedge_budget_exhausted = Counter(
+            "sidecar_hedge_budget_exhausted_total",
+            "Hedged attempts not sent because the upstream's hedging budget was spent.",
+            ["upstream"],
+            registry=registry,
+        )

@@ -13,7 +13,7 @@ from typing import Any
 from tests.integration.procs import ECHO, Sidecar, echo_admin, free_port, sidecar_process
 
 NAMES = ("a", "b", "c")
-HEALTHY: dict[str, Any] = {"fail": 0, "hang": False, "health": "SERVING"}
+HEALTHY: dict[str, Any] = {"fail": 0, "hang": False, "delay_ms": 0, "health": "SERVING"}
 
 
 @dataclass

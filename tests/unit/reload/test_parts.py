@@ -180,3 +180,23 @@ def test_a_new_cluster_keeps_what_the_same_health_checks_found() -> None:
     other_checks = cfg({"a": static(1, 2, health_check={"interval_s": 2})})
     fresh = seeded_cluster("a", other_checks, old).host(("127.0.0.1", 1))
     assert fresh is not None and fresh.healthy  # other checks: their own verdict
+
+
+async def test_a_reload_keeps_adds_and_removes_hedging() -> None:
+    """hedging_policy is a route key: a reload that changes another key of a hedged
+    upstream keeps it hedged, one that adds or removes the policy does so."""
+    hedged = {"max_attempts": 2, "hedging_delay_ms": 5}
+    plain = cfg({"a": static(1)})
+    old = cfg({"a": static(1, hedging_policy=hedged)})
+    host = Host(old)
+    assert host.routes["a"].hedging is not None
+    retimed = cfg({"a": static(1, hedging_policy=hedged, timeout_ms=5)})
+    await host.reload(old, retimed)
+    kept = host.routes["a"].hedging
+    assert kept is not None and kept.max_attempts == 2
+    host.installs = 0
+    await host.reload(retimed, plain)
+    assert host.routes["a"].hedging is None
+    host.installs = 0
+    await host.reload(plain, old)
+    assert host.routes["a"].hedging is not None
