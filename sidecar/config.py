@@ -595,7 +595,9 @@ class Config(_Model):
             try:
                 SpiffeId.parse(str(SpiffeId(self.domain, self.site, self.service)))
             except ValueError as exc:
-                raise ValueError(f"tls: domain, site and service make no SPIFFE ID: {exc}") from None
+                raise ValueError(
+                    f"tls: domain, site and service make no SPIFFE ID: {exc}"
+                ) from None
         inbound = self.inbound
         if inbound is not None and inbound.mtls in ("strict", "permissive") and self.tls is None:
             raise ValueError(f"inbound.mtls: {inbound.mtls} needs the top-level `tls` block")

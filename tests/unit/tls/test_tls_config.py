@@ -135,7 +135,9 @@ def test_check_refuses_certificate_files_with_key_and_reason(
     # another service's certificate
     assert main(["check", "-c", str(_write(tmp_path, tmp_path / "s"))]) == 1
     err = capsys.readouterr().err
-    assert "tls.cert_file: the certificate names spiffe://example.net/site/lon3/service/search" in err
+    assert (
+        "tls.cert_file: the certificate names spiffe://example.net/site/lon3/service/search" in err
+    )
     # a key that is not the certificate's
     (tmp_path / "p" / "key.pem").write_bytes((tmp_path / "s" / "key.pem").read_bytes())
     assert main(["check", "-c", str(_write(tmp_path, tmp_path / "p"))]) == 1
