@@ -27,6 +27,8 @@ import grpc
 import pytest
 from cryptography import x509
 
+import sidecar.client
+
 from meshtest.echo.v1 import echo_pb2, echo_pb2_grpc
 from sidecar.tls import ca
 from tests.integration.procs import (
@@ -206,6 +208,22 @@ async def test_app_is_told_the_caller_and_a_forged_caller_is_dropped(
         trailers = [(k, v) for k, v in await call.trailing_metadata() if k.startswith("echo-")]
     assert ("echo-x-sidecar-caller", CALLER_ID) in trailers
     assert [v for k, v in trailers if k == "echo-x-sidecar-caller"] == [CALLER_ID]
+
+
+async def test_in_process_client_calls_over_mtls(
+    strict_pair: tuple[Sidecar, Sidecar], certs: Pki
+) -> None:
+    inbound, _ = strict_pair
+    config = outbound_config(certs.root / "ap", inbound.port("inbound"))
+    del config["outbound"]
+    async with await sidecar.client.connect("echo", config) as channel:
+        stub = echo_pb2_grpc.EchoStub(channel)
+        call = stub.Unary(echo_pb2.EchoRequest(payload=b"in", echo_metadata=True), timeout=10)
+        assert (await call).payload == b"in"
+        trailers = dict(await call.trailing_metadata())
+        assert trailers["echo-x-sidecar-caller"] == CALLER_ID
+        got = [r.sequence async for r in stub.ServerStream(echo_pb2.EchoRequest(count=5))]
+        assert got == list(range(5))
 
 
 # ---- refusals -----------------------------------------------------------------------
