@@ -28,7 +28,6 @@ import pytest
 from cryptography import x509
 
 import sidecar.client
-
 from meshtest.echo.v1 import echo_pb2, echo_pb2_grpc
 from sidecar.tls import ca
 from tests.integration.procs import (
