@@ -2,12 +2,12 @@
 
 Declarations only. Each package declares its metrics beside its code, as a class that
 takes the registry (breaker/metrics.py, retry/metrics.py, discovery/metrics.py,
-shedding/metrics.py, access_log.py, reload/metrics.py, tls/metrics.py, authz/metrics.py); `Metrics` makes one of each on one registry, and
-the composition root hands each part the metrics it writes (sidecar/app.py; the
-in-process client, sidecar/client/channel.py, makes its own). So two sidecars in one
-process (the tests run several) never write to each other's series, and `/metrics`
-serves exactly this sidecar's. `registry=None` registers nowhere: parts built alone,
-in unit tests, get metrics that nobody scrapes.
+shedding/metrics.py, access_log.py, reload/metrics.py, tls/metrics.py, authz/metrics.py);
+`Metrics` makes one of each on one registry, and the composition root hands each part
+the metrics it writes (sidecar/app.py; the in-process client, sidecar/client/channel.py,
+makes its own). So two sidecars in one process (the tests run several) never write to
+each other's series, and `/metrics` serves exactly this sidecar's. `registry=None`
+registers nowhere: parts built alone, in unit tests, get metrics that nobody scrapes.
 
 Labels: direction (`outbound` | `inbound`), upstream (the upstream name; `app` inbound;
 `-` when no route), method (full path; `-` for unrouted calls so callers cannot grow the
