@@ -72,6 +72,7 @@ async def test_certificates_rotate_under_load(mesh: Mesh, tmp_path: Path) -> Non
 
     sc, folder, summary = await run_load("tls_rotation", caller, script, rate=50, duration=12)
     assert rounds == 5
+    assert summary["success_ratio"] == 1.0, f"see {folder}"
     failed = [c for c in sc.loop.calls if c.status != "OK"]
     assert not failed, f"{len(failed)} calls failed across rotation (see {folder}): {failed[:3]}"
     tls = caller.get_json("/tls")
