@@ -283,6 +283,7 @@ class Plane:
             mode,
             self.settings.preface_timeout_s,
             tls_metrics,
+            self.settings.max_connections,
         )
         bound = await acceptor.listen(host, port, REUSE_PORT)
         self._server = acceptor  # type: ignore[assignment]  # close() is all stop() needs

@@ -119,12 +119,17 @@ class Acceptor:
         mode: str,
         handshake_timeout_s: float,
         metrics: TlsMetrics | None = None,
+        max_pending: int = 1024,
     ) -> None:
         self.loop = loop
         self.factory = factory
         self.context = context
         self.mode = mode
         self.timeout_s = handshake_timeout_s
+        # sockets not handed over yet (waiting for a first byte, or in the handshake), each
+        # bounded by `handshake_timeout_s`; beyond this many a new one is closed at once,
+        # so that callers that never finish a handshake cannot pile up
+        self.max_pending = max_pending
         self.metrics = metrics = metrics or TlsMetrics()
         self.counted = Failures("inbound", metrics)
         self.sock: socket.socket | None = None
@@ -161,6 +166,10 @@ class Acceptor:
             except OSError as exc:  # EMFILE and friends: wait a little, do not spin
                 log.warning("inbound accept failed: %s", exc)
                 await asyncio.sleep(0.1)
+                continue
+            if len(self._handshakes) >= self.max_pending:
+                self.counted.failed("timeout", peer, "too many handshakes in progress")
+                conn.close()
                 continue
             conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             task = self.loop.create_task(self._handshake(conn, peer))

@@ -27,6 +27,7 @@ from sidecar.cluster import Cluster
 from sidecar.config import Config
 from sidecar.h2relay.pool import Pool
 from sidecar.mesh import Mesh
+from sidecar.tls.identity import IdPattern
 from sidecar.tls.runtime import MeshTls
 from sidecar.xds.resources import EndpointState, UpstreamSnapshot
 from sidecar.xds.server import XdsServer
@@ -46,8 +47,18 @@ def snapshots(config: Config, clusters: Mapping[str, Cluster]) -> dict[str, Upst
             hash_key=up.hash_key,
             grpc_services=tuple(up.grpc_services),
             overprovisioning_factor=up.overprovisioning_factor,
+            peer_id_regexes=_peer_ids(config, name),
         )
     return out
+
+
+def _peer_ids(config: Config, name: str) -> tuple[str, ...] | None:
+    """With mTLS to this upstream: the SPIFFE IDs its endpoints may present, as RE2."""
+    up = config.upstreams[name]
+    if config.tls is None or not up.tls:
+        return None
+    texts = up.identities if up.identities is not None else [name]
+    return tuple(IdPattern.parse(t, config.domain).regex() for t in texts)
 
 
 class XdsFeed:
