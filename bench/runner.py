@@ -30,14 +30,26 @@ from bench.targets import (
     REPO,
     require_tools,
     start_haproxy,
+    start_haproxy_tls_pair,
     start_named,
     start_nginx,
     start_pyecho,
     start_sidecar_inbound,
     start_sidecar_outbound,
+    start_sidecar_pair_mtls,
 )
 
-PATHS = ("direct", "haproxy", "haproxy-srv", "sidecar1", "sidecar2", "sidecar1-w2")
+PATHS = (
+    "direct",
+    "haproxy",
+    "haproxy-srv",
+    "sidecar1",
+    "sidecar2",
+    "sidecar1-w2",
+    "haproxy2-tls",
+    "sidecar2-mtls",
+)
+TLS_PATHS = ("haproxy2-tls", "sidecar2-mtls")  # left out of a plain --smoke run
 BACKENDS = ("nginx", "pyecho")
 
 
@@ -130,6 +142,12 @@ def _build(case: Case, backend_port: int, workdir: Path, tree: Path) -> None:
             workdir, f"{tag}-out", backend_port, tree, workers=2
         )
         case.proxies.append(proc)
+    elif case.path == "haproxy2-tls":
+        pair, case.port = start_haproxy_tls_pair(workdir, tag, backend_port)
+        case.proxies.extend(pair)
+    elif case.path == "sidecar2-mtls":
+        pair, case.port = start_sidecar_pair_mtls(workdir, tag, backend_port, tree)
+        case.proxies.extend(pair)
     elif path == "sidecar2":
         inbound, in_port = start_sidecar_inbound(workdir, f"{tag}-in", backend_port, tree)
         case.proxies.append(inbound)
@@ -147,6 +165,9 @@ def setup(settings: Settings, workdir: Path, log: Any) -> list[Case]:
     starters = {"nginx": start_nginx, "pyecho": pyecho}
     for backend in settings.backends:
         paths = PATHS
+        if settings.smoke and not settings.only:
+            # the TLS pairs make a CA and two processes each: `--smoke --only tls` runs them
+            paths = tuple(p for p in paths if p not in TLS_PATHS)
         if settings.baseline is not None:
             paths += ("sidecar1" + BASE_SUFFIX, "sidecar2" + BASE_SUFFIX)
         wanted = [Case(p, backend) for p in paths if _selected(p, backend, settings.only)]

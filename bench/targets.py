@@ -12,6 +12,10 @@ Paths (what h2load connects to, in order of hops):
 - sidecar1: h2load -> sidecar (outbound listener only) -> backend
 - sidecar2: h2load -> sidecar A (outbound) -> sidecar B (inbound) -> backend
 - sidecar1-w2: sidecar1 as `sidecar run --workers 2` (SO_REUSEPORT processes)
+- sidecar2-mtls: sidecar2 with `tls:` on both (mTLS between them, certificates from
+  `sidecar ca`), the app-facing hops plaintext
+- haproxy2-tls: h2load -> HAProxy A -> (TLS, client certificate, verified both ways)
+  -> HAProxy B -> backend: HAProxy doing TLS on both sides of the middle hop
 """
 
 from __future__ import annotations
@@ -273,6 +277,122 @@ def start_sidecar_outbound(
     if workers > 1:
         runner = [sys.executable, "-m", "sidecar", "run", "--workers", str(workers)]
     return start_sidecar(workdir, name, cfg, port, tree, runner=runner), port
+
+
+def _bench_pki(workdir: Path, name: str) -> Path:
+    """A CA and one `bench` leaf (the sidecar configs' service) from `sidecar ca`: the
+    folder holds cert.pem, key.pem, ca.pem, and both.pem (cert and key, for HAProxy)."""
+    import datetime
+
+    from sidecar.tls import ca
+
+    day = datetime.timedelta(days=1)
+    ca.init_ca(workdir / f"{name}-ca", "example.net", day)
+    out = workdir / f"{name}-tls"
+    ca.issue(workdir / f"{name}-ca", "bench", "local", out, day)
+    (out / "both.pem").write_bytes((out / "cert.pem").read_bytes() + (out / "key.pem").read_bytes())
+    return out
+
+
+def _tls_block(folder: Path) -> dict[str, str]:
+    return {
+        "cert_file": str(folder / "cert.pem"),
+        "key_file": str(folder / "key.pem"),
+        "ca_file": str(folder / "ca.pem"),
+    }
+
+
+def start_sidecar_pair_mtls(
+    workdir: Path, name: str, backend_port: int, tree: Path = REPO
+) -> tuple[list[Managed], int]:
+    """sidecar2 with mTLS between the two: (outbound, inbound) processes, outbound port."""
+    folder = _bench_pki(workdir, name)
+    in_port = free_port()
+    inbound_cfg = sidecar_config(
+        inbound=f"127.0.0.1:{in_port}",
+        app=f"127.0.0.1:{backend_port}",
+        admin=f"127.0.0.1:{free_port()}",
+    )
+    inbound_cfg["tls"] = _tls_block(folder)
+    inbound = start_sidecar(workdir, f"{name}-in", inbound_cfg, in_port, tree)
+    out_port = free_port()
+    outbound_cfg = sidecar_config(
+        outbound=f"127.0.0.1:{out_port}",
+        endpoints=[f"127.0.0.1:{in_port}"],
+        admin=f"127.0.0.1:{free_port()}",
+    )
+    outbound_cfg["tls"] = _tls_block(folder)
+    # both sides are `bench`: the upstream `echo` accepts that identity
+    upstreams = outbound_cfg["upstreams"]
+    assert isinstance(upstreams, dict)
+    upstreams["echo"]["identities"] = ["bench"]
+    try:
+        outbound = start_sidecar(workdir, f"{name}-out", outbound_cfg, out_port, tree)
+    except BaseException:
+        inbound.stop()
+        raise
+    return [outbound, inbound], out_port
+
+
+HAPROXY_TLS_SERVER = (
+    "  server s1 127.0.0.1:{port} proto h2 ssl alpn h2 crt {pem} ca-file {ca} verify required\n"
+)
+HAPROXY_TLS_FRONT = """\
+global
+  nbthread 1
+  maxconn 2000
+defaults
+  mode http
+  timeout connect 5s
+  timeout client 1h
+  timeout server 1h
+  timeout http-keep-alive 1h
+  timeout tunnel 1h
+frontend fe
+  bind 127.0.0.1:{port} ssl crt {pem} ca-file {ca} verify required alpn h2
+  default_backend be
+backend be
+{servers}
+"""
+
+
+def start_haproxy_tls_pair(
+    workdir: Path, name: str, backend_port: int
+) -> tuple[list[Managed], int]:
+    """Two HAProxies, TLS with client certificates between them: (A, B), A's port."""
+    require_tools("haproxy")
+    folder = _bench_pki(workdir, name)
+    pem, ca_file = folder / "both.pem", folder / "ca.pem"
+    b_port, a_port = free_port(), free_port()
+    b_conf = workdir / f"{name}-b.cfg"
+    b_conf.write_text(
+        HAPROXY_TLS_FRONT.format(
+            port=b_port,
+            pem=pem,
+            ca=ca_file,
+            servers=HAPROXY_STATIC.format(backend_port=backend_port),
+        )
+    )
+    a_conf = workdir / f"{name}-a.cfg"
+    a_conf.write_text(
+        HAPROXY_CONF.format(
+            port=a_port, servers=HAPROXY_TLS_SERVER.format(port=b_port, pem=pem, ca=ca_file)
+        )
+    )
+    for conf in (b_conf, a_conf):
+        check = subprocess.run(
+            ["haproxy", "-c", "-f", str(conf)], capture_output=True, text=True, timeout=10,
+            check=False,
+        )  # fmt: skip
+        if check.returncode != 0:
+            raise StartFailed(f"{name}: haproxy -c refused {conf}: {check.stdout}{check.stderr}")
+    b = start(f"{name}-b", ["haproxy", "-db", "-f", str(b_conf)], [b_port], workdir)
+    try:
+        a = start(f"{name}-a", ["haproxy", "-db", "-f", str(a_conf)], [a_port], workdir)
+    except BaseException:
+        b.stop()
+        raise
+    return [a, b], a_port
 
 
 def start_sidecar_inbound(

@@ -48,6 +48,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from services import demo_plan, demo_prometheus
 from services.demo_plan import Instance, Phase, Plan
+from services.demo_tls import DemoPki
 from services.demo_view import MeshView, render_rows
 from services.knobs import set_knobs
 from services.ports import free_port, free_ports
@@ -226,6 +227,11 @@ class Demo:
         self.workdir = workdir
         self.sup = Supervisor(workdir)
         self.plan: Plan = demo_plan.make_plan(free_ports(), args.instances, args.registry_port)
+        # mTLS between the sidecars, with short-lived certificates re-issued while running
+        self.pki: DemoPki | None = None
+        if not args.direct and not args.no_mtls:
+            self.pki = DemoPki(workdir / "tls", demo_plan.DOMAIN)
+            self.pki.configure(self.plan.instances)
         self.phases = demo_plan.story(args.duration)
         # Load results per source: one loadgen per site, plus the overload burst.
         self.sources = (*demo_plan.SITES, BURST)
@@ -504,6 +510,8 @@ async def run(args: argparse.Namespace, workdir: Path, out: IO[str]) -> int:
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
     code = 0
+    # the certificates are re-issued from the start: they live a minute, starting takes long
+    rotating = asyncio.create_task(demo.pki.rotate(demo.plan.instances)) if demo.pki else None
     try:
         registry = "" if args.direct else f", DNS registry on 127.0.0.1:{demo.plan.registry_port}"
         console.print(f"starting {len(demo.plan.instances)} services in {workdir}{registry} ...")
@@ -544,6 +552,11 @@ async def run(args: argparse.Namespace, workdir: Path, out: IO[str]) -> int:
         story.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await story
+        if rotating is not None and demo.pki is not None:
+            rotating.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await rotating
+            demo.events.append(demo.pki.summary())
         if demo._restoring is not None and not demo._restoring.done():
             demo.events.append("  restore still starting processes at the end of the run")
             demo._restoring.cancel()
@@ -569,7 +582,9 @@ async def run(args: argparse.Namespace, workdir: Path, out: IO[str]) -> int:
                   "inprocess": inprocess,
                   "loadgen": demo.summaries, "events": demo.events,
                   "instances": demo.view.totals(), "walk": demo.walk(),
-                  "prometheus": demo.prometheus_url}  # fmt: skip
+                  "prometheus": demo.prometheus_url,
+                  "mtls": None if demo.pki is None else {
+                      "issued": demo.pki.issued, "rounds": demo.pki.rounds}}  # fmt: skip
         if args.summary_out:
             text = json.dumps(result, indent=1)
             await asyncio.to_thread(Path(args.summary_out).write_text, text)
@@ -580,6 +595,8 @@ async def run(args: argparse.Namespace, workdir: Path, out: IO[str]) -> int:
         console.print(f"demo failed to start: {exc}")
         code = 2
     finally:
+        if rotating is not None:
+            rotating.cancel()
         await demo.sup.stop_all()
     if code == 2:
         print(f"kept the working folder (configs, databases, logs): {workdir}", file=out)
@@ -618,6 +635,8 @@ def build_parser() -> argparse.ArgumentParser:
         type=int,
         help="the DNS registry's port on 127.0.0.1 (default: a free one)",
     )
+    parser.add_argument("--no-mtls", action="store_true",
+                        help="plaintext between the sidecars (no certificates)")  # fmt: skip
     parser.add_argument("--no-prometheus", action="store_true",
                         help="do not start a Prometheus even when one is installed")  # fmt: skip
     parser.add_argument("--demo-id", help=f"value of {DEMO_ID_ENV} in every child (tests)")

@@ -45,6 +45,7 @@ from sidecar.ratelimit import InboundLimits
 from sidecar.reload import Reloader, ReloadResult
 from sidecar.reload.parts import AdmissionPart, FaultsPart, ListenersPart, UpstreamsPart
 from sidecar.route import Route, Router
+from sidecar.tls.runtime import MeshTls
 from sidecar.xds.feed import xds_feed
 
 log = logging.getLogger("sidecar")
@@ -71,7 +72,10 @@ class Sidecar:
         # The pooled HTTP/2 connections to endpoints: the relay's calls and the active
         # health checks ride them both (one connection per endpoint, not two)
         idle_s = config.outbound.channel_idle_timeout_s if config.outbound else 300.0
-        self.pool = Pool(Settings(), idle_s)
+        # mTLS between sidecars (None without `tls`): the certificate store, watched; the
+        # pool's connections to peers and the inbound listener use it
+        self.tls = MeshTls(config, self.metrics.tls) if config.tls is not None else None
+        self.pool = Pool(Settings(), idle_s, tls=self.tls)
         # Discovery fills the clusters without static endpoints; registration publishes us.
         self.mesh = Mesh(
             config,
@@ -115,6 +119,7 @@ class Sidecar:
             faults,
             self.pool,
             self.metrics,
+            self.tls,
         )
         self.admin = AdminServer(
             config.admin.listen,
@@ -126,6 +131,8 @@ class Sidecar:
             token=config.admin.token,
         )
         self.mesh.membership.add_admin_routes(self.admin)
+        if self.tls is not None:
+            self.tls.add_admin_routes(self.admin)  # GET /tls: identity and expiry
         targets = [*config.upstreams, *(["app"] if config.inbound is not None else [])]
         fault_admin = FaultAdmin(self.fault_table, targets)
         fault_admin.add_to(self.admin)
@@ -208,6 +215,8 @@ class Sidecar:
         return None if name is None else self.routes[name]
 
     async def start(self) -> None:
+        if self.tls is not None:
+            self.tls.start()  # the files are watched from now on
         self.ports.update(await self.relay.start())
         if self.checker is not None:
             self.checker.on_change(self._app_health_changed)
@@ -280,6 +289,8 @@ class Sidecar:
             await self.checker.close()
         await self.admin.close()
         self.state_metrics.unwatch(self)
+        if self.tls is not None:
+            self.tls.stop()
         await self.pool.close()
 
 

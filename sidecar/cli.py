@@ -24,10 +24,20 @@ def _check(args: argparse.Namespace) -> int:
 
 def _load(path: str) -> Config | None:
     try:
-        return load_config(path)
+        config = load_config(path)
     except ConfigError as exc:
         print(f"sidecar: config refused: {exc}", file=sys.stderr)
         return None
+    if config.tls is not None:
+        from sidecar.tls.certs import TlsError
+        from sidecar.tls.runtime import check_files
+
+        try:  # the files as `run` loads them: a key not matching, another identity, ...
+            check_files(config)
+        except TlsError as exc:
+            print(f"sidecar: config refused: {exc}", file=sys.stderr)
+            return None
+    return config
 
 
 def _run(args: argparse.Namespace) -> int:

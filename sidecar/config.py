@@ -134,6 +134,28 @@ class Http2(_Model):
     max_buffered_bytes: int = Field(default=16 * MiB, ge=64 * 1024)
 
 
+class TlsConfig(_Model):
+    """This sidecar's certificate (URI SAN: its SPIFFE ID), key and trust bundle
+    (sidecar/tls/certs.py checks them; they are watched for rotation)."""
+
+    cert_file: str = Field(min_length=1)  # leaf first, then intermediates
+    key_file: str = Field(min_length=1)
+    ca_file: str = Field(min_length=1)  # may hold several CAs (CA rotation)
+
+
+class AuthzRule(_Model):
+    methods: list[str] = Field(min_length=1)  # package.Service/Method or package.Service/*
+    callers: list[str] = Field(min_length=1)  # service names (any site) or SPIFFE ID patterns
+
+
+class Authz(_Model):
+    """Which callers may call which methods of the local app (sidecar/authz/rules.py)."""
+
+    mode: Literal["enforce", "audit"] = "enforce"
+    default: Literal["deny", "allow"] = "deny"
+    rules: list[AuthzRule] = []
+
+
 class Inbound(_Model):
     listen: HostPort = "0.0.0.0:8181"
     app: HostPort = "127.0.0.1:9181"
@@ -142,6 +164,9 @@ class Inbound(_Model):
     faults: Faults | None = None  # injected on calls to the app (upstream name `app`)
     http2: Http2 = Http2()
     rate_limits: list[InboundRateLimit] = []  # first matching method pattern applies
+    # callers' TLS: default `strict` when the top-level `tls` is set, else `off`
+    mtls: Literal["strict", "permissive", "off"] | None = None
+    authz: Authz | None = None  # off unless configured (needs mTLS)
 
     _v = field_validator("listen", "app")(_check_hostport)
 
@@ -550,6 +575,8 @@ class UpstreamConfig(_Model):
     throttling: Throttling | None = Throttling()
     faults: Faults | None = None
     rate_limit: TokenBucketConfig | None = None  # calls to this upstream, off unless set
+    tls: bool = True  # with the top-level `tls`: mTLS to this upstream (false: a peer outside)
+    identities: list[str] | None = None  # the peer IDs accepted; default: this upstream's name
 
     _v = field_validator("endpoints")(lambda v: v if v is None else [_check_hostport(x) for x in v])
     _t = field_validator("srv_name")(_check_template)
@@ -586,12 +613,67 @@ class Config(_Model):
     xds: Xds | None = None  # off unless configured
     access_log: AccessLogConfig | None = None  # off unless configured
     log: LogConfig = LogConfig()
+    tls: TlsConfig | None = None  # off unless configured: plaintext between sidecars
     upstreams: dict[str, UpstreamConfig] = {}
     routes: list[RouteConfig] = []  # outbound, before grpc_services; first match wins
+
+    @property
+    def inbound_mtls(self) -> str:
+        """The inbound listener's `mtls` mode in force."""
+        mode = self.inbound.mtls if self.inbound is not None else None
+        return mode or ("strict" if self.tls is not None else "off")
+
+    def _tls_checks(self) -> None:
+        from sidecar.authz.rules import Authorizer
+        from sidecar.tls.identity import IdPattern, SpiffeId
+
+        if self.tls is not None:
+            if not self.service:
+                raise ValueError(
+                    "tls: needs `service`: the certificate must name "
+                    "spiffe://<domain>/site/<site>/service/<service>"
+                )
+            try:
+                SpiffeId.parse(str(SpiffeId(self.domain, self.site, self.service)))
+            except ValueError as exc:
+                raise ValueError(
+                    f"tls: domain, site and service make no SPIFFE ID: {exc}"
+                ) from None
+        inbound = self.inbound
+        if inbound is not None and inbound.mtls in ("strict", "permissive") and self.tls is None:
+            raise ValueError(f"inbound.mtls: {inbound.mtls} needs the top-level `tls` block")
+        if inbound is not None and inbound.authz is not None:
+            if self.inbound_mtls == "off":
+                raise ValueError(
+                    "inbound.authz: needs mTLS on the inbound listener (callers are told "
+                    "apart by their certificates): set `tls`, and inbound.mtls strict or permissive"
+                )
+            authz = inbound.authz
+            try:
+                Authorizer(
+                    [(r.methods, r.callers) for r in authz.rules],
+                    domain=self.domain,
+                    default=authz.default,
+                    mode=authz.mode,
+                )
+            except ValueError as exc:
+                raise ValueError(f"inbound.authz.{exc}") from None
+        for name, spec in self.upstreams.items():
+            for i, text in enumerate(spec.identities or ()):
+                try:
+                    IdPattern.parse(text, self.domain)
+                except ValueError as exc:
+                    raise ValueError(f"upstreams.{name}.identities[{i}]: {exc}") from None
+            if spec.identities is not None and (self.tls is None or not spec.tls):
+                raise ValueError(
+                    f"upstreams.{name}.identities: only checked over mTLS (needs the "
+                    "top-level `tls` and this upstream's tls: true)"
+                )
 
     @model_validator(mode="after")
     def _cross_checks(self) -> Config:
         check_routes(self)
+        self._tls_checks()
         seen: dict[str, str] = {}
         for name, upstream in self.upstreams.items():
             for svc in upstream.grpc_services:

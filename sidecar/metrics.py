@@ -2,12 +2,12 @@
 
 Declarations only. Each package declares its metrics beside its code, as a class that
 takes the registry (breaker/metrics.py, retry/metrics.py, discovery/metrics.py,
-shedding/metrics.py, access_log.py, reload/metrics.py); `Metrics` makes one of each on one registry, and
-the composition root hands each part the metrics it writes (sidecar/app.py; the
-in-process client, sidecar/client/channel.py, makes its own). So two sidecars in one
-process (the tests run several) never write to each other's series, and `/metrics`
-serves exactly this sidecar's. `registry=None` registers nowhere: parts built alone,
-in unit tests, get metrics that nobody scrapes.
+shedding/metrics.py, access_log.py, reload/metrics.py, tls/metrics.py, authz/metrics.py);
+`Metrics` makes one of each on one registry, and the composition root hands each part
+the metrics it writes (sidecar/app.py; the in-process client, sidecar/client/channel.py,
+makes its own). So two sidecars in one process (the tests run several) never write to
+each other's series, and `/metrics` serves exactly this sidecar's. `registry=None`
+registers nowhere: parts built alone, in unit tests, get metrics that nobody scrapes.
 
 Labels: direction (`outbound` | `inbound`), upstream (the upstream name; `app` inbound;
 `-` when no route), method (full path; `-` for unrouted calls so callers cannot grow the
@@ -21,11 +21,13 @@ import weakref
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 from sidecar.access_log import AccessLogMetrics
+from sidecar.authz.metrics import AuthzMetrics
 from sidecar.breaker.metrics import BreakerMetrics
 from sidecar.discovery.metrics import DiscoveryMetrics
 from sidecar.reload.metrics import ReloadMetrics
 from sidecar.retry.metrics import RetryMetrics
 from sidecar.shedding.metrics import SheddingMetrics
+from sidecar.tls.metrics import TlsMetrics
 
 # Proxy latencies run from well under a millisecond to a deadline of seconds.
 _LATENCY_BUCKETS = (
@@ -114,6 +116,8 @@ class Metrics:
         self.shedding = SheddingMetrics(registry)
         self.access_log = AccessLogMetrics(registry)
         self.reload = ReloadMetrics(registry)
+        self.tls = TlsMetrics(registry)
+        self.authz = AuthzMetrics(registry)
 
     @classmethod
     def on(cls, registry: CollectorRegistry) -> Metrics:

@@ -16,6 +16,7 @@ SIDECAR_ERROR_KEY = "x-sidecar-error"
 # How a sidecar error's message begins, per local-origin reason ("<this> <target> at <address>")
 EXPLAIN = {
     "connect_failed": "sidecar could not connect to",
+    "tls_handshake": "sidecar's mTLS handshake failed with",
     "connection_lost": "sidecar lost its connection to",
     "timeout": "deadline expired while the sidecar waited on",
     "message_too_large": "message over max_message_bytes from",

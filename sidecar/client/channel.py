@@ -52,6 +52,7 @@ from sidecar.policy_adapters import default_policies
 from sidecar.reload import Reloader, ReloadResult
 from sidecar.reload.parts import FaultsPart, UpstreamsPart
 from sidecar.route import Route, Router
+from sidecar.tls.runtime import MeshTls
 
 Source = Config | str | os.PathLike[str] | Mapping[str, Any]
 
@@ -117,7 +118,12 @@ class ClientUpstream:
         ups = self.config.upstreams
         idle_s = config.outbound.channel_idle_timeout_s if config.outbound else 300.0
         settings = Settings()
-        self.pool = Pool(settings, idle_s)  # connections to the endpoints (calls, checks)
+        # with `tls`: the app's own identity (the whole config's service: client_view
+        # drops it), its files watched, as a sidecar's (sidecar/tls/runtime.py); the
+        # endpoints are peers' inbound listeners
+        self.tls = MeshTls(config, self.metrics.tls) if config.tls is not None else None
+        # connections to the endpoints (calls, checks)
+        self.pool = Pool(settings, idle_s, tls=self.tls)
         self.mesh = Mesh(self.config, self.pool, rng=rng, metrics=self.metrics)
         self.cluster = self.mesh.clusters[name]
         self.routes = self.mesh.routes(policies)
@@ -187,12 +193,16 @@ class ClientUpstream:
     async def start(self, wait_s: float | None = None) -> None:
         """Start discovery and health checks; wait (bounded) for the first DNS answers."""
         self.pool.start()
+        if self.tls is not None:
+            self.tls.start()
         await self.mesh.start(wait_s if wait_s is not None else 2 * self.config.discovery.timeout_s)
 
     async def close(self) -> None:
         await self.mesh.stop()
         self.link.close()
         await self.plane.stop(0)  # calls still in flight end CANCELLED
+        if self.tls is not None:
+            self.tls.stop()
         await self.pool.close()
 
 

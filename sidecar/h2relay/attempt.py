@@ -168,6 +168,10 @@ class Attempt:
 
     def lost(self, target: str, why: str, connect: bool) -> Failure:
         """The connection failed under the attempt, or never connected."""
+        up = self.up
+        if up is not None and up.tls_failure is not None:
+            # the TLS handshake failed (or the peer's identity was wrong): nothing was sent
+            return self._local("tls_handshake", Outcome.CONNECT_FAILED, target, why)
         if connect:
             return self._local("connect_failed", Outcome.CONNECT_FAILED, target, why)
         return self._local("connection_lost", Outcome.UNAVAILABLE, target, why)

@@ -16,15 +16,20 @@ sits where it sits:
    call, since one header block's route is shared by every call repeating it. No
    route: trailers-only UNIMPLEMENTED, `x-sidecar-error: no_route`; a local method
    (Health) is answered here once its request is whole (local_reply.py).
+1b. Authorize (inbound, `inbound.authz`): the caller's SPIFFE ID from its connection's
+   certificate against the rules (sidecar/authz/step.py); denied: PERMISSION_DENIED or
+   UNAUTHENTICATED, `x-sidecar-error: authz_denied`. After routing (health is answered
+   to anyone), before the deadline timer and admission (a denied call costs nothing).
 2. Deadline: the caller's `grpc-timeout`, else the route's `timeout_ms`, one timer per
    call. Before admission and the attempts, because all of them spend from this budget
    (a call may wait in the admission queue, and inbound admission drops calls whose
    remaining time is too short).
-3. Headers: hop-by-hop fields dropped, `x-request-id` added when absent (request.py).
-   Before any attempt, so every attempt and every hop logs one id. Then the route's
-   rate limit (sidecar/ratelimit.py): a token, or RESOURCE_EXHAUSTED with
-   `x-sidecar-error: rate_limited` and the pushback; before admission and the limits,
-   so a call over its rate holds no queue slot and no upstream slot.
+3. Headers: hop-by-hop fields dropped, `x-request-id` added when absent (request.py),
+   and inbound, `x-sidecar-caller` set to an mTLS caller's SPIFFE ID (any the caller
+   sent is dropped). Before any attempt, so every attempt and every hop logs one id.
+   Then the route's rate limit (sidecar/ratelimit.py): a token, or RESOURCE_EXHAUSTED
+   with `x-sidecar-error: rate_limited` and the pushback; before admission and the
+   limits, so a call over its rate holds no queue slot and no upstream slot.
 4. Admit (seam b, inbound): `AdmissionPolicy.acquire(priority, deadline)` before any upstream
    stream is opened, so a dropped call costs no upstream work. AdmitAll skips it.
 5. Fault (seam c): a delay by a timer, or an abort as a sidecar error. After admission,
@@ -231,6 +236,13 @@ class Call:
                 return
             self.fail("UNIMPLEMENTED", local_reply.no_route(req.method), "no_route")
             return
+        # 1b. Authorize the caller (inbound with `inbound.authz`, sidecar/authz/step.py).
+        # After routing, because a local method (health) answers any caller; before the
+        # deadline timer and admission, so a denied call holds no queue slot and costs
+        # the app nothing.
+        authz = plane.authz
+        if authz is not None and not authz.admit(self):
+            return
         self.request_id = b"" if req.has_request_id else _new_request_id()
         limiter = req.route.rate_limit
         if limiter is not None:  # step 3; caller None: per-caller keys are a follow-up
@@ -355,7 +367,7 @@ class Call:
         if refusal is not None:
             self._stop_retrying(refusal.status, refusal.message, refusal.reason, refusal)
             return
-        up = self.plane.pool.get(host.endpoint)
+        up = self.plane.pool.get(host.endpoint, route.name)
         ready = up.ready and up.has_slot()
         if not ready:
             # it waits for a connection or a stream slot: bounded by limits.max_pending
@@ -501,6 +513,11 @@ class Call:
             block += encode_literal(_TIMEOUT_NAME, encode_timeout(max(remaining, 0.001)))
         if self.request_id:
             block += encode_literal(_REQUEST_ID, self.request_id)
+        # `x-sidecar-caller: <SPIFFE ID>` of an mTLS caller toward the app (a caller's own
+        # was dropped with the hop-by-hop fields, request.py, so it cannot be forged)
+        caller = self.down.caller_field
+        if caller:
+            block += caller
         replay = self.replay
         chunks = replay.replay()
         credit = replay.release_credit()

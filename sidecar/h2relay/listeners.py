@@ -159,9 +159,11 @@ class RelayDataPlane:
         faults: FaultInjector,
         pool: Pool,
         metrics: Metrics,
+        tls: Any = None,
     ) -> None:
         self.config = config
         self.metrics = metrics
+        self.tls = tls  # sidecar/tls/runtime.py's MeshTls, or None
         self.outbound_route = outbound_route
         self.app_route = app_route
         self.health = health
@@ -209,6 +211,15 @@ class RelayDataPlane:
                 return None if method.startswith("/grpc.health.v1.") else app_route
 
             self.watch = HealthWatch(self.health)
+            mode = config.inbound_mtls
+            tls = self.tls
+            authz = None
+            if config.inbound.authz is not None:
+                from sidecar.authz.step import InboundAuthz
+
+                authz = InboundAuthz.from_config(
+                    config.inbound.authz, config.domain, self.metrics.authz
+                )
             plane = Plane(
                 "inbound",
                 to_app,
@@ -219,6 +230,12 @@ class RelayDataPlane:
                     "/grpc.health.v1.Health/Watch": self.watch,  # type: ignore[dict-item]
                 },
                 settings=listener_settings(config.inbound.http2),
+                authz=authz,
+                tls=(
+                    (tls.server_context, mode, self.metrics.tls)
+                    if tls is not None and mode != "off"
+                    else None
+                ),
                 **common,
             )
             ports["inbound"] = await plane.listen(*parse_hostport(config.inbound.listen))

@@ -31,7 +31,7 @@ from typing import Any, Protocol
 
 from sidecar.h2relay import frames as F
 from sidecar.h2relay.connection import H2Connection, Settings
-from sidecar.h2relay.hpack_codec import Block
+from sidecar.h2relay.hpack_codec import Block, encode_literal
 from sidecar.h2relay.local_reply import LocalMethod
 from sidecar.h2relay.pool import Flusher, Pool, guard
 from sidecar.h2relay.request import Prepared, prepare, prepare_split
@@ -48,6 +48,8 @@ log = logging.getLogger(__name__)
 CLOSE_GRACE_S = 2.0
 # kinds that are housekeeping rather than abuse: logged at INFO, not WARNING
 _HOUSEKEEPING = ("idle_timeout", "max_connections")
+
+CALLER = b"x-sidecar-caller"  # an mTLS caller's SPIFFE ID, toward the app (call.py)
 
 # set in `sidecar run --workers N` workers (sidecar/workers.py): listeners share their port
 REUSE_PORT = False
@@ -102,6 +104,8 @@ class Plane:
         access_log: Any = None,
         metrics: PlaneMetrics | None = None,
         clock: Callable[[], float] = time.monotonic,
+        authz: Any = None,
+        tls: Any = None,
     ) -> None:
         self.direction = direction
         # the one clock of this listener's calls, their connections and timers: a seam
@@ -122,6 +126,11 @@ class Plane:
         # sidecar/access_log.py's AccessLog, or None: a listener without one pays one
         # attribute check per call (call_done) and nothing per connection or frame
         self.access_log = access_log
+        # inbound: sidecar/authz/step.py's InboundAuthz (None: every caller may call),
+        # and the TLS callers must speak: (the listener's context, the mtls mode, the
+        # sidecar's TlsMetrics), or None
+        self.authz = authz
+        self.tls: tuple[Callable[[], Any], str, Any] | None = tls
         self.wheel = Wheel(self.loop, clock=clock)  # call deadlines and per-try timeouts
         self.connections: set[Downstream] = set()
         # connections closing after our GOAWAY (Downstream.close): not counted against
@@ -204,6 +213,8 @@ class Plane:
     # ---- listening ------------------------------------------------------------------
 
     async def listen(self, host: str, port: int) -> int:
+        if self.tls is not None:
+            return await self._listen_tls(host, port, self.access_log is not None)
         self._server, bound = await self.bind(host, port)
         await self._server.start_serving()
         if self._sweeper is None:
@@ -214,6 +225,10 @@ class Plane:
         """A socket bound for this plane, not yet accepting (`start_serving`), and its
         port; OSError when the address cannot be had."""
         logged = self.access_log is not None
+        if self.tls is not None:
+            # a reload that moves an mTLS listener is refused (sidecar/tls/transport.py
+            # accepts its sockets itself): the sidecar must restart on the new address
+            raise OSError("an inbound listener with mTLS cannot move on reload: restart")
         server: Any = await self.loop.create_server(
             lambda: LoggedDownstream(self) if logged else Downstream(self),
             host,
@@ -253,6 +268,28 @@ class Plane:
         task = self.loop.create_task(close_when_done())
         self._draining.add(task)
         task.add_done_callback(self._draining.discard)
+
+    async def _listen_tls(self, host: str, port: int, logged: bool) -> int:
+        """mTLS callers (and plaintext ones under `permissive`): sidecar/tls/transport.py
+        accepts each socket itself, then hands it over as create_server would."""
+        from sidecar.tls.transport import Acceptor
+
+        assert self.tls is not None
+        context, mode, tls_metrics = self.tls
+        acceptor = Acceptor(
+            self.loop,
+            lambda: LoggedDownstream(self) if logged else Downstream(self),
+            context,
+            mode,
+            self.settings.preface_timeout_s,
+            tls_metrics,
+            self.settings.max_connections,
+        )
+        bound = await acceptor.listen(host, port, REUSE_PORT)
+        self._server = acceptor  # type: ignore[assignment]  # close() is all stop() needs
+        if self._sweeper is None:
+            self._sweeper = self.loop.call_later(1.0, self._sweep)
+        return bound
 
     async def stop(self, grace_s: float) -> None:
         """Stop accepting, GOAWAY every caller, let calls finish within `grace_s`."""
@@ -330,16 +367,30 @@ class Downstream(Flusher, asyncio.Protocol):
         self.taken = 0  # held bytes the caller took since it opened
         self.taken_seen = -1  # ... as of the last sweep
         self.stalled_since = 0.0  # since when it holds over the limit and takes nothing
+        # an mTLS caller's SPIFFE ID (None: plaintext), and the `x-sidecar-caller` field
+        # the call adds toward the app (call.py), encoded once per connection
+        self.caller: str | None = None
+        self.caller_field = b""
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]  # uvloop's is no subclass
         plane = self.plane
+        if plane.tls is not None:
+            self._identify(transport)
         if len(plane.connections) >= self.limits.max_connections and not plane.make_room(self):
             self.abused("max_connections", "new connection refused: the listener is full")
             self.close(F.ENHANCE_YOUR_CALM, "listener at max_connections")
             return
         plane.connections.add(self)
         self.flush()
+
+    def _identify(self, transport: asyncio.BaseTransport) -> None:
+        from sidecar.tls.certs import peer_identity
+
+        caller = peer_identity(transport.get_extra_info("ssl_object"))
+        self.caller = caller
+        if caller is not None:
+            self.caller_field = encode_literal(CALLER, caller.encode())
 
     def data_received(self, data: bytes) -> None:
         if self.closing and not self.draining:

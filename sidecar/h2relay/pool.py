@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import ssl
 import time
 from collections.abc import Callable, Sized
 from typing import Any, Protocol
@@ -98,9 +99,15 @@ class Flusher:
 class UpstreamConnection(Flusher, asyncio.Protocol):
     """One pooled connection to an endpoint (client role)."""
 
-    def __init__(self, pool: Pool, endpoint: Endpoint) -> None:
+    def __init__(self, pool: Pool, endpoint: Endpoint, tls: Any = None, key: str = "") -> None:
         self.pool = pool
         self.endpoint = endpoint
+        self.key = key or endpoint.address  # its list in pool.conns
+        # sidecar/tls/runtime.py's PeerTarget (None: plaintext), and what went wrong in
+        # its handshake (the attempt's failure is then `tls_handshake`, attempt.py)
+        self.tls = tls
+        self.tls_failure: str | None = None
+        self.received = False  # any byte from the peer yet
         self.loop = pool.loop
         self.conn = H2Connection(self, client=True, settings=pool.settings)
         self.calls: dict[int, UpstreamStream] = {}
@@ -153,21 +160,52 @@ class UpstreamConnection(Flusher, asyncio.Protocol):
             call.down.kick()
 
     async def connect(self) -> None:
+        tls = self.tls
         try:
-            await asyncio.wait_for(
-                self.loop.create_connection(lambda: self, self.endpoint.host, self.endpoint.port),
-                self.pool.connect_timeout_s,
-            )
+            if tls is None:
+                connecting = self.loop.create_connection(
+                    lambda: self, self.endpoint.host, self.endpoint.port
+                )
+            else:
+                connecting = self.loop.create_connection(
+                    lambda: self,
+                    self.endpoint.host,
+                    self.endpoint.port,
+                    ssl=tls.context(),
+                    ssl_handshake_timeout=self.pool.connect_timeout_s,
+                )
+            await asyncio.wait_for(connecting, self.pool.connect_timeout_s)
         except (TimeoutError, OSError) as exc:
             why = str(exc) or type(exc).__name__
+            if tls is not None and isinstance(exc, ssl.SSLError):
+                why = self._tls_failed(exc)
             self._fail(why, connect=True)
+
+    def _tls_failed(self, exc: BaseException | None, reason: str = "") -> str:
+        """Name a failed handshake (counted by reason); the message for the call."""
+        from sidecar.tls import transport as tls_transport
+
+        reason = reason or tls_transport.handshake_reason(exc or OSError())
+        self.tls_failure = reason
+        detail = tls_transport.describe(reason, exc)
+        self.tls.failures.failed(reason, self.endpoint.address, detail)
+        return f"TLS handshake: {detail}"
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]  # uvloop's is no subclass
+        tls = self.tls
+        if tls is not None:
+            # the handshake verified the chain; whom it names is ours to check: the
+            # service this upstream means (any site), or its `identities`
+            mismatch = tls.mismatch(transport.get_extra_info("ssl_object"))
+            if mismatch is not None:
+                self._fail(self._tls_failed(ValueError(mismatch), "wrong_identity"), connect=True)
+                return
         self.ready = True
         self.flush()  # opens the waiting calls' streams (as many as the peer allows)
 
     def data_received(self, data: bytes) -> None:
+        self.received = True
         failed: tuple[int, str, str] | None = None  # (GOAWAY code, its message, why)
         try:
             self.conn.receive(data)
@@ -186,6 +224,12 @@ class UpstreamConnection(Flusher, asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.transport = None
+        if self.tls is not None and not self.received and self.tls_failure is None:
+            # TLS 1.3: the server checks our certificate after our side of the handshake
+            # is done; its refusal (an alert, or a close) comes before any HTTP/2 byte,
+            # and nothing of ours was processed
+            self._fail(self._tls_failed(exc, "" if exc else "other"), connect=True)
+            return
         self._fail(str(exc) if exc else "connection closed by the peer", connect=False)
 
     def _fail(self, why: str, connect: bool) -> None:
@@ -266,9 +310,13 @@ class Pool:
         connect_timeout_s: float = 5,
         max_conns: int = 8,
         clock: Callable[[], float] = time.monotonic,
+        tls: Any = None,
     ) -> None:
         self.loop = asyncio.get_running_loop()
         self.clock = clock  # idle times (a seam for tests on fake time, as Plane.clock)
+        # sidecar/tls/runtime.py's MeshTls: `target(upstream)` says how to reach an
+        # upstream's endpoints over mTLS (None: every connection is plaintext)
+        self.tls = tls
         # connections per endpoint: beyond this, calls wait for a stream slot rather than
         # opening ever more connections to a peer that said how many streams it takes
         self.max_conns = max_conns
@@ -282,10 +330,14 @@ class Pool:
         self._tasks: set[asyncio.Task[None]] = set()
         self._sweeper: asyncio.TimerHandle | None = None
 
-    def get(self, endpoint: Endpoint) -> UpstreamConnection:
+    def get(self, endpoint: Endpoint, upstream: str = "") -> UpstreamConnection:
         """A connection with a free stream slot; a new one while under `max_conns`; else
-        the least loaded, where the call waits for a slot (counted by max_pending)."""
+        the least loaded, where the call waits for a slot (counted by max_pending).
+        Over mTLS, connections are kept per upstream too: each checks its own peer ID."""
         address = endpoint.address
+        target = self.tls.target(upstream) if self.tls is not None and upstream else None
+        if target is not None:
+            address = f"{address}/{upstream}"
         conns = self.conns.get(address)
         if conns:
             for up in conns:
@@ -297,7 +349,7 @@ class Pool:
                     return min(open_, key=lambda u: len(u.conn.streams) + len(u.waiting))
         else:
             conns = self.conns[address] = []
-        up = UpstreamConnection(self, endpoint)
+        up = UpstreamConnection(self, endpoint, target, address)
         conns.append(up)
         task = self.loop.create_task(up.connect())
         self._tasks.add(task)
@@ -318,11 +370,11 @@ class Pool:
                     call.crashed()
 
     def forget(self, up: UpstreamConnection) -> None:
-        conns = self.conns.get(up.endpoint.address)
+        conns = self.conns.get(up.key)
         if conns is not None and up in conns:
             conns.remove(up)
             if not conns:
-                del self.conns[up.endpoint.address]
+                del self.conns[up.key]
 
     def start(self) -> None:
         self._sweeper = self.loop.call_later(max(1.0, self.idle_s / 4), self._sweep)

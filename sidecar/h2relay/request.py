@@ -23,7 +23,8 @@ from sidecar.h2relay.grpcwire import parse_timeout
 from sidecar.h2relay.hpack_codec import Headers, encode_field, encode_literal
 from sidecar.route_rules import HeaderRoutes
 
-# Connection-specific fields (RFC 9113 §8.2.2) and this hop's own timer.
+# Connection-specific fields (RFC 9113 §8.2.2), this hop's own timer, and the caller's
+# identity (the sidecar's to set).
 _DROP_REQUEST = frozenset(
     {
         b"connection",
@@ -33,6 +34,9 @@ _DROP_REQUEST = frozenset(
         b"upgrade",
         b"host",
         b"grpc-timeout",
+        # the sidecar's own: set inbound from the caller's certificate (call.py), never
+        # taken from a caller, so that an app can trust it
+        b"x-sidecar-caller",
     }
 )
 _DROP_RESPONSE = frozenset(

@@ -55,7 +55,7 @@ class EndpointChecker:
         # cache_reads off: the answer's header blocks are shared with relayed calls
         stream = ClientStream(pool.loop, block, _LIMIT, unary=True, cache_reads=False)
         stream.send(self._request, True)
-        stream.start(pool.get(endpoint))
+        stream.start(pool.get(endpoint, self.cluster.name))  # over mTLS when the calls are
         timer = pool.loop.call_later(timeout, stream.cancel, "health check timed out")
         try:
             answer = await stream.ended

@@ -147,6 +147,7 @@ class CertStore:
         self._server = self._make(ssl.Purpose.CLIENT_AUTH)
         self._client = self._make(ssl.Purpose.SERVER_AUTH)
         self.reloads = 0
+        self.refusals = 0
         self.last_error: str | None = None
 
     def _make(self, purpose: ssl.Purpose) -> ssl.SSLContext:
@@ -175,6 +176,7 @@ class CertStore:
             client = self._make(ssl.Purpose.SERVER_AUTH)
         except (TlsError, ssl.SSLError, OSError) as exc:
             self.last_error = str(exc)
+            self.refusals += 1
             log.error("tls: new files refused, the old certificate stays in use: %s", exc)
             return False
         self.identity, self._server, self._client = identity, server, client

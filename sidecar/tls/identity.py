@@ -80,6 +80,12 @@ class IdPattern:
             raise ValueError(f"{text!r}: a pattern needs a path (e.g. /site/*/service/NAME)")
         return cls(text, pattern_domain, tuple(segments))
 
+    def regex(self) -> str:
+        """The pattern as an RE2 regular expression over the whole ID (xDS SAN matchers:
+        gRPC's A29 security config, sidecar/xds/resources.py)."""
+        parts = ["[^/]+" if s == "*" else re.escape(s) for s in self.segments]
+        return f"^{re.escape(SCHEME + self.domain)}/{'/'.join(parts)}$"
+
     def matches(self, identity: str) -> bool:
         """Whether a peer's SPIFFE ID (as presented) is one this pattern names."""
         try:

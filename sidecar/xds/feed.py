@@ -27,6 +27,8 @@ from sidecar.cluster import Cluster
 from sidecar.config import Config
 from sidecar.h2relay.pool import Pool
 from sidecar.mesh import Mesh
+from sidecar.tls.identity import IdPattern
+from sidecar.tls.runtime import MeshTls
 from sidecar.xds.resources import EndpointState, UpstreamSnapshot
 from sidecar.xds.server import XdsServer
 
@@ -45,8 +47,18 @@ def snapshots(config: Config, clusters: Mapping[str, Cluster]) -> dict[str, Upst
             hash_key=up.hash_key,
             grpc_services=tuple(up.grpc_services),
             overprovisioning_factor=up.overprovisioning_factor,
+            peer_id_regexes=_peer_ids(config, name),
         )
     return out
+
+
+def _peer_ids(config: Config, name: str) -> tuple[str, ...] | None:
+    """With mTLS to this upstream: the SPIFFE IDs its endpoints may present, as RE2."""
+    up = config.upstreams[name]
+    if config.tls is None or not up.tls:
+        return None
+    texts = up.identities if up.identities is not None else [name]
+    return tuple(IdPattern.parse(t, config.domain).regex() for t in texts)
 
 
 class XdsFeed:
@@ -109,7 +121,10 @@ class XdsHost:
 
     def __init__(self, config: Config, listen: str, refresh_s: float = 1.0) -> None:
         self.config = config
-        self.pool = Pool()  # the health checks' connections
+        # with `tls`, the health checks reach peers' inbound listeners over mTLS, as a
+        # sidecar's do (this host's identity: the config's service)
+        self.tls = MeshTls(config) if config.tls is not None else None
+        self.pool = Pool(tls=self.tls)  # the health checks' connections
         # a discovery change is pushed at once (health and breakers every refresh_s)
         self.mesh = Mesh(config, self.pool, on_update=self._changed)
         self.clusters = self.mesh.clusters
@@ -126,10 +141,14 @@ class XdsHost:
 
     async def start(self) -> int:
         self.pool.start()
+        if self.tls is not None:
+            self.tls.start()
         await self.mesh.start(wait_s=2 * self.config.discovery.timeout_s)
         return await self.feed.start()
 
     async def stop(self) -> None:
         await self.feed.stop()
         await self.mesh.stop()
+        if self.tls is not None:
+            self.tls.stop()
         await self.pool.close()

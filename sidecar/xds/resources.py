@@ -11,7 +11,8 @@ Per upstream NAME (the gRPC target is `xds:///NAME`) we emit:
   RDS (RouteConfiguration NAME over ADS) or inline.
 - RouteConfiguration NAME: one virtual host `*`: the config's `routes` (header
   matchers, weighted clusters: rds_rules.py), then prefix "" → cluster NAME.
-- Cluster NAME: type EDS over ADS, `service_name` NAME, lb policy as mapped below.
+- Cluster NAME: type EDS over ADS, `service_name` NAME, lb policy as mapped below;
+  with mTLS, an UpstreamTlsContext as gRPC's A29 reads it (`upstream_tls`).
 - ClusterLoadAssignment NAME: one locality per (site, SRV priority); priorities
   mapped, never copied (see `_priority_map`).
 
@@ -40,6 +41,7 @@ from envoy.extensions.filters.http.router.v3 import router_pb2
 from envoy.extensions.filters.network.http_connection_manager.v3 import (
     http_connection_manager_pb2 as hcm_pb2,
 )
+from envoy.extensions.transport_sockets.tls.v3 import tls_pb2
 from envoy.extensions.upstreams.http.v3 import http_protocol_options_pb2
 from google.protobuf import any_pb2, message, wrappers_pb2
 
@@ -56,6 +58,7 @@ TYPE_URLS = (LISTENER, ROUTE, CLUSTER, ENDPOINT)
 WILDCARD_TYPES = frozenset({LISTENER, CLUSTER})
 
 ENVOY_ROUTE_NAME = "outbound"
+CERT_PROVIDER = "default"  # the certificate provider instance a client's bootstrap names
 _HTTP_PROTOCOL_OPTIONS = "envoy.extensions.upstreams.http.v3.HttpProtocolOptions"
 
 # Our balancer names → xDS lb policies gRPC supports. gRPC has no peak EWMA and no
@@ -92,6 +95,9 @@ class UpstreamSnapshot:
     hash_key: str = "x-hash-key"
     grpc_services: tuple[str, ...] = ()
     overprovisioning_factor: float = 1.4
+    # mTLS (gRPC A29): RE2 patterns of the SPIFFE IDs the endpoints may present; None:
+    # plaintext (no `tls`, or the upstream's `tls: false`)
+    peer_id_regexes: tuple[str, ...] | None = None
 
     @classmethod
     def of(
@@ -256,7 +262,30 @@ def build_cluster(name: str, snap: UpstreamSnapshot) -> cluster_pb2.Cluster:
     h2 = http_protocol_options_pb2.HttpProtocolOptions()
     h2.explicit_http_config.http2_protocol_options.SetInParent()
     cluster.typed_extension_protocol_options[_HTTP_PROTOCOL_OPTIONS].CopyFrom(_pack(h2))
+    if snap.peer_id_regexes is not None:
+        cluster.transport_socket.name = "envoy.transport_sockets.tls"
+        cluster.transport_socket.typed_config.CopyFrom(_pack(upstream_tls(snap.peer_id_regexes)))
     return cluster
+
+
+def upstream_tls(peer_id_regexes: Iterable[str]) -> tls_pb2.UpstreamTlsContext:
+    """gRPC A29 (xDS-based security for proxyless clients): the client presents the
+    certificate of its bootstrap's certificate provider instance `default` (the
+    file_watcher plugin over the same three files as a sidecar's `tls:` block), trusts
+    that instance's CA bundle, and accepts a peer whose URI SAN matches one of the
+    patterns: the upstream's service in any site, or its `identities` (README, "Mutual
+    TLS and authorization")."""
+    ctx = tls_pb2.UpstreamTlsContext()
+    common = ctx.common_tls_context
+    common.tls_certificate_provider_instance.instance_name = CERT_PROVIDER
+    validation = common.validation_context
+    validation.ca_certificate_provider_instance.instance_name = CERT_PROVIDER
+    for regex in peer_id_regexes:
+        matcher = validation.match_subject_alt_names.add()
+        matcher.safe_regex.google_re2.SetInParent()
+        matcher.safe_regex.regex = regex
+    common.alpn_protocols.append("h2")
+    return ctx
 
 
 def _route_to(cluster: str, snap: UpstreamSnapshot, prefix: str) -> route_components_pb2.Route:

@@ -3,7 +3,8 @@
 Reads commands on stdin, one per line: `N [key=value ...]` makes N unary Echo calls
 through `xds:///TARGET`, with that request metadata, and prints one JSON line
 `{"served_by": count, ..., "errors": {...}}`.
-The bootstrap comes from GRPC_XDS_BOOTSTRAP, as for any grpcio xDS client.
+The bootstrap comes from GRPC_XDS_BOOTSTRAP, as for any grpcio xDS client;
+`--xds-creds` takes the channel's security from xDS (gRPC A29).
 """
 
 from __future__ import annotations
@@ -19,7 +20,16 @@ from meshtest.echo.v1 import echo_pb2, echo_pb2_grpc
 
 def main() -> None:
     target = sys.argv[1]
-    with grpc.insecure_channel(target) as channel:
+    if "--xds-creds" in sys.argv[2:]:
+        # gRPC A29: the security config comes by CDS, the certificates from the
+        # bootstrap's certificate providers; plaintext when the cluster has none
+        from grpc.experimental import insecure_channel_credentials
+
+        creds = grpc.xds_channel_credentials(insecure_channel_credentials())
+        channel = grpc.secure_channel(target, creds)
+    else:
+        channel = grpc.insecure_channel(target)
+    with channel:
         stub = echo_pb2_grpc.EchoStub(channel)
         for line in sys.stdin:
             counts: collections.Counter[str] = collections.Counter()

@@ -57,6 +57,8 @@ async def test_demo_with_sidecars_survives_the_story(tmp_path: Path) -> None:
     assert proc.returncode == 0, text[-3000:]
     result = json.loads(summary.read_text())
     assert result["mode"] == "sidecars"
+    # mTLS between every sidecar, its certificates re-issued while the story ran
+    assert result["mtls"]["rounds"] >= 1, result["mtls"]
     # sto3's view calls its peers with the in-process client; lon3's through its sidecar
     assert result["inprocess"] == ["playlistview-sto3-0"]
     print(text[-6000:])
