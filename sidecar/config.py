@@ -489,9 +489,12 @@ class TokenBucketConfig(_Model):
 
 class InboundRateLimit(TokenBucketConfig):
     """Calls to the local app whose method matches `method` share one bucket: a full
-    path (/package.Service/Method), a service (/package.Service/*), or `*` (all)."""
+    path (/package.Service/Method), a service (/package.Service/*), or `*` (all). With
+    `per_caller`, one bucket per caller identity (the mTLS peer's SPIFFE ID; plaintext
+    callers share one)."""
 
     method: str = "*"
+    per_caller: bool = False
 
     @field_validator("method")
     @classmethod

@@ -12,11 +12,10 @@ of 1/(q * 1e9) token; a float level would drift by an ulp per refill and, over a
 run, let one token too many or too few through at a boundary. A bucket starts full
 (`burst` tokens), as Envoy's local rate limit's does.
 
-Keys: an inbound rule's bucket is looked up by `(rule, caller)`. `caller` is None today:
-every caller shares a rule's bucket. Once the inbound listener knows its callers (the
-peer certificate's SPIFFE ID, or the `x-sidecar-caller` the sidecar sets), passing it
-gives each caller a bucket of its own with no other change here (`buckets_per_rule`
-bounds how many are kept). Both kinds answer `check(method, caller, now)`; a Route
+Keys: an inbound rule's bucket is looked up by `(rule, caller)`: the caller is the SPIFFE
+ID of the certificate its connection presented (None for plaintext) when the rule says
+`per_caller`, else None, so every caller shares the rule's bucket (`buckets_per_rule`
+bounds how many are kept, the least recently used dropped first). Both kinds answer `check(method, caller, now)`; a Route
 carries one (`Route.rate_limit`) and the relayed call asks it before admission
 (sidecar/h2relay/call.py, step 3).
 """
@@ -131,9 +130,11 @@ class InboundLimits:
         if index < 0:
             return None
         buckets = self._buckets[index]
+        rule = self.rules[index]
+        if not rule.per_caller:
+            caller = None
         bucket = buckets.get(caller)
         if bucket is None:
-            rule = self.rules[index]
             bucket = buckets[caller] = TokenBucket(rule.tokens_per_s, rule.burst, now)
             if len(buckets) > self.buckets_per_rule:
                 buckets.popitem(last=False)  # the least recently used caller's
@@ -142,9 +143,9 @@ class InboundLimits:
         wait = bucket.take(now)
         if wait == 0:
             return None
-        rule = self.rules[index]
+        who = f" per caller ({caller or 'plaintext callers'})" if rule.per_caller else ""
         return refusal(
-            wait, f"calls matching {rule.method} are limited to {rule.tokens_per_s:g}/s "
+            wait, f"calls matching {rule.method} are limited to {rule.tokens_per_s:g}/s{who} "
             f"(inbound.rate_limits, burst {rule.burst})",
         )  # fmt: skip
 

@@ -245,8 +245,8 @@ class Call:
             return
         self.request_id = b"" if req.has_request_id else _new_request_id()
         limiter = req.route.rate_limit
-        if limiter is not None:  # step 3; caller None: per-caller keys are a follow-up
-            refusal = limiter.check(req.method, None, plane.clock())
+        if limiter is not None:  # step 3; the caller: its mTLS identity, for per_caller rules
+            refusal = limiter.check(req.method, self.down.caller, plane.clock())
             if refusal is not None:
                 self.refuse(refusal)
                 return

@@ -68,16 +68,32 @@ def test_inbound_rules_first_matching_pattern_applies() -> None:
     assert limits.check("/c.D/M", None, 0.0) is None  # `*`
 
 
-def test_a_caller_key_gets_a_bucket_of_its_own() -> None:
-    """The key is (rule, caller): with a caller identity, callers do not share tokens."""
+ONE = "spiffe://example.net/site/lon3/service/one"
+TWO = "spiffe://example.net/site/lon3/service/two"
+
+
+def test_per_caller_rule_gives_each_identity_a_bucket_of_its_own() -> None:
+    """per_caller: the key is (rule, caller identity); callers do not share tokens, and
+    plaintext callers (None) share one bucket."""
+    limits = InboundLimits([InboundRateLimit(tokens_per_s=1, burst=1, per_caller=True)], 0.0)
+    assert limits.check("/a.B/M", ONE, 0.0) is None
+    assert limits.check("/a.B/M", TWO, 0.0) is None
+    refused = limits.check("/a.B/M", ONE, 0.0)
+    assert refused is not None and ONE in refused.message
+    assert limits.check("/a.B/M", None, 0.0) is None
+    assert limits.check("/a.B/M", None, 0.0) is not None
+
+
+def test_a_rule_without_per_caller_is_shared_by_every_caller() -> None:
     limits = InboundLimits([InboundRateLimit(tokens_per_s=1, burst=1)], now=0.0)
-    assert limits.check("/a.B/M", "spiffe://mesh/ns/x/sa/one", 0.0) is None
-    assert limits.check("/a.B/M", "spiffe://mesh/ns/x/sa/two", 0.0) is None
-    assert limits.check("/a.B/M", "spiffe://mesh/ns/x/sa/one", 0.0) is not None
+    assert limits.check("/a.B/M", ONE, 0.0) is None
+    assert limits.check("/a.B/M", TWO, 0.0) is not None
 
 
 def test_the_caller_buckets_kept_are_bounded() -> None:
-    limits = InboundLimits([InboundRateLimit(tokens_per_s=1, burst=1)], 0.0, buckets_per_rule=3)
+    limits = InboundLimits(
+        [InboundRateLimit(tokens_per_s=1, burst=1, per_caller=True)], 0.0, buckets_per_rule=3
+    )
     for i in range(10):
         limits.check("/a.B/M", f"caller-{i}", 0.0)
     assert len(limits._buckets[0]) == 3
