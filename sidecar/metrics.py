@@ -2,7 +2,8 @@
 
 Declarations only. Each package declares its metrics beside its code, as a class that
 takes the registry (breaker/metrics.py, retry/metrics.py, discovery/metrics.py,
-shedding/metrics.py, access_log.py, reload/metrics.py); `Metrics` makes one of each on one registry, and
+shedding/metrics.py, access_log.py, reload/metrics.py,
+tracing/metrics.py); `Metrics` makes one of each on one registry, and
 the composition root hands each part the metrics it writes (sidecar/app.py; the
 in-process client, sidecar/client/channel.py, makes its own). So two sidecars in one
 process (the tests run several) never write to each other's series, and `/metrics`
@@ -26,6 +27,7 @@ from sidecar.discovery.metrics import DiscoveryMetrics
 from sidecar.reload.metrics import ReloadMetrics
 from sidecar.retry.metrics import RetryMetrics
 from sidecar.shedding.metrics import SheddingMetrics
+from sidecar.tracing.metrics import TracingMetrics
 
 # Proxy latencies run from well under a millisecond to a deadline of seconds.
 _LATENCY_BUCKETS = (
@@ -114,6 +116,7 @@ class Metrics:
         self.shedding = SheddingMetrics(registry)
         self.access_log = AccessLogMetrics(registry)
         self.reload = ReloadMetrics(registry)
+        self.tracing = TracingMetrics(registry)
 
     @classmethod
     def on(cls, registry: CollectorRegistry) -> Metrics:

@@ -20,8 +20,10 @@ sits where it sits:
    call. Before admission and the attempts, because all of them spend from this budget
    (a call may wait in the admission queue, and inbound admission drops calls whose
    remaining time is too short).
-3. Headers: hop-by-hop fields dropped, `x-request-id` added when absent (request.py).
-   Before any attempt, so every attempt and every hop logs one id. Then the route's
+3. Headers: hop-by-hop fields dropped, `x-request-id` added when absent (request.py);
+   with tracing on, the W3C trace context read or started (sidecar/tracing/context.py),
+   each attempt sending its own span id upstream as `traceparent`'s parent. Before any
+   attempt, so every attempt and every hop logs one id. Then the route's
    rate limit (sidecar/ratelimit.py): a token, or RESOURCE_EXHAUSTED with
    `x-sidecar-error: rate_limited` and the pushback; before admission and the limits,
    so a call over its rate holds no queue slot and no upstream slot.
@@ -49,7 +51,8 @@ sits where it sits:
 9. Deliver: headers, DATA and trailers go to the caller as they come, each side's
    window credited only once its bytes went on; the caller's RST_STREAM becomes an
    upstream RST_STREAM(CANCEL), and the reverse.
-10. End: one report per call (metrics, the limits token, the admission token), in
+10. End: one report per call (metrics, the limits token, the admission token, the
+   trace's spans when sampled or failed), in
    `_finish_call`, whichever way it ended; a bug of ours ends the call, never the
    connection (`crashed`).
 """
@@ -75,6 +78,8 @@ from sidecar.h2relay.request import Prepared, PreparedResponse, prepare_response
 from sidecar.h2relay.stepper import Stepper
 from sidecar.outcome import EXPLAIN, Outcome, caller_gone, classify
 from sidecar.policy import NO_TOKEN, AttemptResult, CallPolicy, CallState, Refusal, Token
+from sidecar.tracing.context import TRACEPARENT, CallTrace, new_span_id
+from sidecar.tracing.context import begin as begin_trace
 
 if TYPE_CHECKING:  # the connection layer above, for its types only
     from collections.abc import Sized
@@ -159,6 +164,7 @@ class Call:
         "started",
         "timer",
         "token",
+        "trace",
         "tried",
         "watch",
     )  # fmt: skip
@@ -203,6 +209,7 @@ class Call:
         self.code = "CANCELLED"
         self.local_reason: str | None = None  # our x-sidecar-error, when we ended it
         self.shadow: Shadow | None = None  # the route's mirror's copy of this call (step 6)
+        self.trace: CallTrace | None = None  # its trace context (tracing on), step 3
 
     # ---- 1-5: before the first attempt ------------------------------------------
 
@@ -210,6 +217,12 @@ class Call:
         req = self.req
         plane = self.plane
         plane.calls_started(self)
+        tracer = plane.tracer
+        if tracer is not None:
+            # step 3, first: the trace's ids before anything can end the call, so that
+            # refused and shed calls are traced too; only ids and a flag here, the spans
+            # are built after the call, off the request path (sidecar/tracing/export.py)
+            self.trace = begin_trace(req.traceparent, tracer.ratio)
         if req.error is not None:
             self.fail("INTERNAL", f"malformed gRPC request ({req.error})", "bad_request")
             return
@@ -351,6 +364,8 @@ class Call:
         self.attempts += 1
         attempt = self.attempt = Attempt(self.attempts, host, now)
         attempt.pending = not ready
+        if self.trace is not None:
+            self.trace.attempts.append(attempt)  # one span per attempt (tracing/spans.py)
         if deadline.arm_try(now, route.per_try_timeout_s):
             self._arm()
         if ready:
@@ -465,6 +480,12 @@ class Call:
             block += encode_literal(_TIMEOUT_NAME, encode_timeout(max(remaining, 0.001)))
         if self.request_id:
             block += encode_literal(_REQUEST_ID, self.request_id)
+        trace = self.trace
+        if trace is not None:  # the attempt's span is the upstream's parent
+            attempt.span_id = new_span_id()
+            block += encode_literal(TRACEPARENT, trace.upstream(attempt.span_id))
+        elif self.req.traceparent is not None:  # tracing off: passed on as it came
+            block += encode_literal(TRACEPARENT, self.req.traceparent)
         replay = self.replay
         chunks = replay.replay()
         credit = replay.release_credit()

@@ -102,6 +102,7 @@ class Plane:
         access_log: Any = None,
         metrics: PlaneMetrics | None = None,
         clock: Callable[[], float] = time.monotonic,
+        tracer: Any = None,
     ) -> None:
         self.direction = direction
         # the one clock of this listener's calls, their connections and timers: a seam
@@ -122,6 +123,9 @@ class Plane:
         # sidecar/access_log.py's AccessLog, or None: a listener without one pays one
         # attribute check per call (call_done) and nothing per connection or frame
         self.access_log = access_log
+        # sidecar/tracing/export.py's Tracer, or None (`tracing: off`): likewise one check
+        # per call (Call.start, call_done); its `ratio` is read by Call.start
+        self.tracer = tracer
         self.wheel = Wheel(self.loop, clock=clock)  # call deadlines and per-try timeouts
         self.connections: set[Downstream] = set()
         # connections closing after our GOAWAY (Downstream.close): not counted against
@@ -184,6 +188,8 @@ class Plane:
             self.metrics.local_errors.labels(self.direction, upstream, call.local_reason).inc()
         if self.access_log is not None:
             self.access_log.record(call)
+        if self.tracer is not None:
+            self.tracer.record(call)
 
     def attempt_done(self, upstream: str, address: str, outcome: Outcome) -> None:
         key = ("a", upstream, address, outcome.value)
