@@ -56,11 +56,17 @@ class Finished:
         self.reason: str | None = call.local_reason
         self.request_id: bytes = call.request_id  # ours, else in the caller's block
         self.block: bytes = req.block
-        self.peer: str = getattr(call.down, "peer", "") or ""
+        self.peer: str = getattr(call.down, "peer", "") or _peer(call.down)
 
-    @property
-    def failed(self) -> bool:
-        return self.code != "OK"
+
+def _peer(down: Any) -> str:
+    """The caller's address (a listener with an access log keeps it already): read only
+    for a call that is exported, never per call."""
+    transport = getattr(down, "transport", None)
+    peer = transport.get_extra_info("peername") if transport is not None else None
+    if isinstance(peer, tuple) and len(peer) >= 2:
+        return f"{peer[0]}:{peer[1]}"
+    return ""
 
 
 def _split_method(path: str) -> tuple[str, str]:

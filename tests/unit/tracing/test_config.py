@@ -39,9 +39,7 @@ def test_defaults() -> None:
         ({"sampler": "always"}, "tracing.sampler", "unknown key"),
     ],
 )
-def test_bad_values_are_refused_with_key_and_reason(
-    tracing: object, key: str, reason: str
-) -> None:
+def test_bad_values_are_refused_with_key_and_reason(tracing: object, key: str, reason: str) -> None:
     with pytest.raises(ConfigError) as err:
         parse_config({"tracing": tracing})
     assert err.value.key == key
