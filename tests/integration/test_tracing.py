@@ -17,7 +17,15 @@ import grpc
 import pytest
 
 from meshtest.echo.v1 import echo_pb2, echo_pb2_grpc
-from tests.integration.procs import ECHO, Sidecar, echo_process, free_port, sidecar_process
+from tests.integration.procs import (
+    ECHO,
+    Sidecar,
+    echo_process,
+    free_port,
+    http,
+    sidecar_process,
+    wait_until,
+)
 from tests.otlp_receiver import (
     KIND_CLIENT,
     KIND_SERVER,
@@ -251,3 +259,64 @@ async def test_all_four_call_kinds_are_traced(traced: Traced) -> None:
         assert server.parent_id in attempts, (kind, spans)
         assert server.attributes["rpc.method"] == kind
         assert server.attributes["rpc.grpc.status_code"] == 0
+
+
+async def test_a_refused_call_names_the_sidecars_reason(traced: Traced) -> None:
+    """A call no route takes: the client sidecar's span says UNIMPLEMENTED and carries
+    the x-sidecar-error reason as attribute and event (no attempt was made)."""
+    trace_id = new_trace()
+    async with grpc.aio.insecure_channel(traced.addr) as ch:
+        method = ch.unary_unary("/nowhere.v1.Nothing/Call")
+        with pytest.raises(grpc.aio.AioRpcError) as err:
+            await method(b"", metadata=(("traceparent", traceparent(trace_id, False)),), timeout=5)
+    assert err.value.code() == grpc.StatusCode.UNIMPLEMENTED
+    (span,) = spans_of(traced.receiver, trace_id, 1)
+    assert span.parent_id == APP_SPAN and span.status == STATUS_ERROR  # failed: exported
+    assert span.attributes["rpc.grpc.status_code"] == 12
+    assert span.attributes["sidecar.error"] == "no_route"
+    assert span.attributes["sidecar.attempts"] == 0
+    assert ("sidecar.error", {"x-sidecar-error": "no_route"}) in span.events
+
+
+async def test_a_full_queue_drops_calls_and_counts_them(tmp_path: Path) -> None:
+    """No collector and a queue of one call: every call is still answered; the traced
+    calls beyond the queue are dropped and counted, the failed export counted too."""
+    cfg = {
+        "outbound": {"listen": f"127.0.0.1:{free_port()}"},
+        "tracing": {
+            "endpoint": f"http://127.0.0.1:{free_port()}",  # nobody listens
+            "sample_ratio": 1.0,
+            "queue_calls": 1,
+            "export_interval_s": 0.5,
+            "timeout_s": 1,
+        },
+    }
+    with sidecar_process(tmp_path, "lonely", cfg, wait="/live") as side:
+        addr = f"127.0.0.1:{side.port('outbound')}"
+        async with grpc.aio.insecure_channel(addr) as ch:
+            method = ch.unary_unary("/nowhere.v1.Nothing/Call")
+
+            async def call() -> grpc.StatusCode:
+                try:
+                    await method(b"", timeout=5)
+                except grpc.aio.AioRpcError as err:
+                    return err.code()
+                return grpc.StatusCode.OK
+
+            codes = await asyncio.gather(*(call() for _ in range(40)))
+        assert set(codes) == {grpc.StatusCode.UNIMPLEMENTED}
+
+        def counted() -> tuple[float, float] | None:
+            _, body = http("GET", side.url("/metrics"))
+            text = body.decode().splitlines()
+
+            def value(name: str) -> float:
+                return sum(float(s.rpartition(" ")[2]) for s in text if s.startswith(name + " "))
+
+            dropped = value("sidecar_tracing_dropped_calls_total")
+            failed = value("sidecar_tracing_spans_failed_total")
+            return (dropped, failed) if dropped > 0 and failed > 0 else None
+
+        dropped, failed = wait_until(counted, 20, "drops and the failed export counted")
+    assert dropped <= 39  # at least the one queued call was kept for export
+    assert failed >= 1
