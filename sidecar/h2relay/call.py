@@ -222,7 +222,7 @@ class Call:
             # step 3, first: the trace's ids before anything can end the call, so that
             # refused and shed calls are traced too; only ids and a flag here, the spans
             # are built after the call, off the request path (sidecar/tracing/export.py)
-            self.trace = begin_trace(req.traceparent, tracer.ratio)
+            self.trace = begin_trace(req.traceparent, tracer.threshold)
         if req.error is not None:
             self.fail("INTERNAL", f"malformed gRPC request ({req.error})", "bad_request")
             return
@@ -482,8 +482,8 @@ class Call:
             block += encode_literal(_REQUEST_ID, self.request_id)
         trace = self.trace
         if trace is not None:  # the attempt's span is the upstream's parent
-            attempt.span_id = new_span_id()
-            block += encode_literal(TRACEPARENT, trace.upstream(attempt.span_id))
+            span_id = attempt.span_id = new_span_id()
+            block += trace.upstream_field(span_id)
         elif self.req.traceparent is not None:  # tracing off: passed on as it came
             block += encode_literal(TRACEPARENT, self.req.traceparent)
         replay = self.replay
@@ -956,6 +956,10 @@ class Call:
             self.shadow.abandon()  # unsent only if the request never came whole
             self.shadow = None
         self.plane.call_done(self)
+        trace = self.trace
+        if trace is not None and (trace.sampled or self.code != "OK"):
+            # sampled or failed: kept for export, its spans built off the request path
+            self.plane.tracer.record(self)
 
     def crashed(self) -> None:
         """A bug of ours inside this call (the caller of this method caught it): log it,

@@ -123,8 +123,8 @@ class Plane:
         # sidecar/access_log.py's AccessLog, or None: a listener without one pays one
         # attribute check per call (call_done) and nothing per connection or frame
         self.access_log = access_log
-        # sidecar/tracing/export.py's Tracer, or None (`tracing: off`): likewise one check
-        # per call (Call.start, call_done); its `ratio` is read by Call.start
+        # sidecar/tracing/export.py's Tracer, or None (`tracing: off`): one check per call
+        # (Call.start); a call that is sampled or failed hands itself to it at its end
         self.tracer = tracer
         self.wheel = Wheel(self.loop, clock=clock)  # call deadlines and per-try timeouts
         self.connections: set[Downstream] = set()
@@ -188,8 +188,6 @@ class Plane:
             self.metrics.local_errors.labels(self.direction, upstream, call.local_reason).inc()
         if self.access_log is not None:
             self.access_log.record(call)
-        if self.tracer is not None:
-            self.tracer.record(call)
 
     def attempt_done(self, upstream: str, address: str, outcome: Outcome) -> None:
         key = ("a", upstream, address, outcome.value)

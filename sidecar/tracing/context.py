@@ -8,7 +8,7 @@ hex bytes, the timestamps it already has (`Call.started`, `Attempt.started` and
 spans from them after the call ended, and only for calls that are sampled or failed.
 
 Sampling is parent-based: a caller's sampled flag is followed; a trace started here is
-sampled with `ratio`. Failed calls are exported whatever the flag (export.py decides).
+sampled with the tracer's ratio (`bound`). Failed calls are exported whatever the flag (export.py decides).
 """
 
 from __future__ import annotations
@@ -18,11 +18,15 @@ import random
 from typing import Any
 
 TRACEPARENT = b"traceparent"
+# the traceparent field as hpack_codec.encode_literal writes it: literal without indexing,
+# literal name, then the value's length (55 for version 00: one byte, no Huffman)
+_FIELD = b"\x00\x0btraceparent\x37"
 _ZERO_TRACE = b"0" * 32
 _ZERO_SPAN = b"0" * 16
 _HEX_DASH = b"0123456789abcdef-"
-# ids need to be unique, not secret (W3C trace context §6, "random or pseudo-random"):
-# a seeded Mersenne twister costs ~0.2 µs an id, os.urandom ~1 µs
+_LOW64 = (1 << 64) - 1
+# ids need to be unique, not secret (W3C trace context §3.2.2.3: "randomly generated");
+# a seeded Mersenne twister costs a fraction of os.urandom's microsecond per id
 _rng = random.Random(int.from_bytes(os.urandom(16), "big"))
 
 
@@ -30,37 +34,52 @@ def new_span_id() -> bytes:
     return b"%016x" % (_rng.getrandbits(64) or 1)
 
 
+def bound(ratio: float) -> int:
+    """The sampling threshold for `begin`: a new trace is sampled when the low 64 bits
+    of its random trace id fall below it (as OpenTelemetry's TraceIdRatioBased)."""
+    return int(ratio * (1 << 64))
+
+
 class CallTrace:
-    """One relayed call's place in its trace: its span id, its parent's, the flag."""
+    """One relayed call's place in its trace: the trace, its parent's span, the flag.
+    The call's own span id is made only when its spans are built (spans.py), since
+    nothing on the wire carries it: upstream, each attempt's span is the parent."""
 
     __slots__ = ("attempts", "parent_id", "sampled", "span_id", "trace_id")
 
-    def __init__(
-        self, trace_id: bytes, parent_id: bytes | None, span_id: bytes, sampled: bool
-    ) -> None:
+    def __init__(self, trace_id: bytes, parent_id: bytes | None, sampled: bool) -> None:
         self.trace_id = trace_id  # 32 lower-case hex digits
         self.parent_id = parent_id  # the caller's span (16 hex digits), None for a root
-        self.span_id = span_id  # this call's span (server span inbound, client outbound)
         self.sampled = sampled
+        self.span_id = b""  # this call's span (server span inbound, client outbound)
         self.attempts: list[Any] = []  # the call's Attempts (attempt.py), in order
 
     def upstream(self, span_id: bytes) -> bytes:
         """The traceparent an attempt sends upstream: its own span as the parent."""
         return b"00-%s-%s-%s" % (self.trace_id, span_id, b"01" if self.sampled else b"00")
 
+    def upstream_field(self, span_id: bytes) -> bytes:
+        """`upstream(span_id)` as an encoded header field, to append to a header block."""
+        return b"%s00-%s-%s-%s" % (
+            _FIELD,
+            self.trace_id,
+            span_id,
+            b"01" if self.sampled else b"00",
+        )
+
     def __repr__(self) -> str:
-        return f"CallTrace({self.trace_id.decode()} span={self.span_id.decode()})"
+        return f"CallTrace({self.trace_id.decode()} sampled={self.sampled})"
 
 
-def begin(traceparent: bytes | None, ratio: float) -> CallTrace:
-    """The call's trace: the caller's when its traceparent is valid, else a new one."""
+def begin(traceparent: bytes | None, threshold: int) -> CallTrace:
+    """The call's trace: the caller's when its traceparent is valid, else a new one,
+    sampled by `threshold` (`bound(ratio)`)."""
     if traceparent is not None:
         parsed = parse(traceparent)
         if parsed is not None:
-            trace_id, parent_id, sampled = parsed
-            return CallTrace(trace_id, parent_id, new_span_id(), sampled)
-    trace_id = b"%032x" % (_rng.getrandbits(128) or 1)
-    return CallTrace(trace_id, None, new_span_id(), _rng.random() < ratio)
+            return CallTrace(parsed[0], parsed[1], parsed[2])
+    bits: int = _rng.getrandbits(128) or 1
+    return CallTrace(b"%032x" % bits, None, (bits & _LOW64) < threshold)
 
 
 def parse(value: bytes) -> tuple[bytes, bytes, bool] | None:

@@ -1,9 +1,9 @@
 """The tracer: a bounded queue of finished calls, and the thread that exports their spans.
 
 Does I/O (OTLP over gRPC or HTTP, by the OpenTelemetry exporters) on a thread of its own.
-The relay hands every finished call to `Tracer.record` (`Plane.call_done`,
-sidecar/h2relay/relay.py); it keeps the calls that are sampled or failed, as references
-in a bounded deque: no span object, no formatting, no lock on the event loop. A full
+A relayed call that is sampled or failed hands itself to `Tracer.record` when it ends
+(`Call._finish_call`, sidecar/h2relay/call.py), which keeps it, as references, in a
+bounded deque: no span object, no formatting, no lock on the event loop. A full
 queue drops the call and counts it (`sidecar_tracing_dropped_calls_total`): a slow or
 absent collector never blocks a call. Every `export_interval_s` the thread builds the
 spans (spans.py) and exports them in batches of at most `batch_spans`.
@@ -23,6 +23,7 @@ from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.trace.export import SpanExportResult
 
 from sidecar.config import TracingConfig
+from sidecar.tracing.context import bound
 from sidecar.tracing.metrics import TracingMetrics
 from sidecar.tracing.spans import Finished, build
 
@@ -74,7 +75,7 @@ class Tracer:
     ) -> None:
         self.config = config
         self.metrics = metrics or TracingMetrics()
-        self.ratio = config.sample_ratio  # read by every call (Call.start)
+        self.threshold = bound(config.sample_ratio)  # read by every call (Call.start)
         self.capacity = config.queue_calls
         self.site = site
         self.queue: deque[Finished] = deque()
@@ -88,10 +89,8 @@ class Tracer:
     # ---- on the event loop ----------------------------------------------------------
 
     def record(self, call: Any) -> None:
-        """A call ended: keep it if sampled or failed, or count a drop (queue full)."""
-        trace = call.trace
-        if trace is None or (not trace.sampled and call.code == "OK"):
-            return
+        """A call that is sampled or failed ended (Call._finish_call decides): keep it,
+        or count a drop (queue full)."""
         queue = self.queue
         if len(queue) >= self.capacity:
             self.metrics.dropped.inc()

@@ -110,6 +110,8 @@ def build(f: Finished, resource: Resource, site: str, wall_offset: float) -> lis
         return int((mono + wall_offset) * 1e9)
 
     trace = f.trace
+    if not trace.span_id:
+        trace.span_id = new_span_id()  # made now: nothing on the wire carried it
     sampled = trace.sampled
     service, method = _split_method(f.method)
     name = f"{service}/{method}"

@@ -4,26 +4,29 @@ passed upstream with the attempt's span as parent; parent-based sampling."""
 from __future__ import annotations
 
 import pytest
+from hpack import Decoder
 
-from sidecar.tracing.context import begin, parse
+from sidecar.tracing.context import begin, bound, parse
 
 TRACE = b"4bf92f3577b34da6a3ce929d0e0e4736"
 PARENT = b"00f067aa0ba902b7"
 
 
 def test_a_valid_traceparent_is_continued_with_its_flag() -> None:
-    sampled = begin(b"00-" + TRACE + b"-" + PARENT + b"-01", 0.0)
+    sampled = begin(b"00-" + TRACE + b"-" + PARENT + b"-01", bound(0.0))
     assert (sampled.trace_id, sampled.parent_id, sampled.sampled) == (TRACE, PARENT, True)
-    assert sampled.span_id != PARENT and len(sampled.span_id) == 16
-    unsampled = begin(b"00-" + TRACE + b"-" + PARENT + b"-00", 1.0)
+    unsampled = begin(b"00-" + TRACE + b"-" + PARENT + b"-00", bound(1.0))
     assert not unsampled.sampled  # the caller's decision wins over the ratio
 
 
 def test_upstream_traceparent_names_this_hops_span_as_parent() -> None:
-    trace = begin(b"00-" + TRACE + b"-" + PARENT + b"-01", 0.0)
+    trace = begin(b"00-" + TRACE + b"-" + PARENT + b"-01", bound(0.0))
     span = b"a" * 16
     assert trace.upstream(span) == b"00-" + TRACE + b"-" + span + b"-01"
     assert parse(trace.upstream(span)) == (TRACE, span, True)
+    # the same as an encoded header field, as the call appends it to the upstream block
+    field = trace.upstream_field(span)
+    assert Decoder().decode(field, raw=True) == [(b"traceparent", trace.upstream(span))]
 
 
 @pytest.mark.parametrize(
@@ -42,7 +45,7 @@ def test_upstream_traceparent_names_this_hops_span_as_parent() -> None:
 )
 def test_an_invalid_traceparent_starts_a_new_trace(value: bytes) -> None:
     assert parse(value) is None
-    trace = begin(value, 1.0)
+    trace = begin(value, bound(1.0))
     assert trace.parent_id is None and trace.trace_id != TRACE and len(trace.trace_id) == 32
     assert trace.sampled  # ratio 1
 
@@ -52,9 +55,9 @@ def test_a_later_version_is_read_by_its_first_four_fields() -> None:
 
 
 def test_a_new_trace_is_sampled_by_the_ratio() -> None:
-    assert not any(begin(None, 0.0).sampled for _ in range(200))
-    assert all(begin(None, 1.0).sampled for _ in range(200))
-    share = sum(begin(None, 0.25).sampled for _ in range(4000)) / 4000
+    assert not any(begin(None, bound(0.0)).sampled for _ in range(200))
+    assert all(begin(None, bound(1.0)).sampled for _ in range(200))
+    share = sum(begin(None, bound(0.25)).sampled for _ in range(4000)) / 4000
     assert 0.18 < share < 0.32
-    ids = {begin(None, 0.0).trace_id for _ in range(1000)}
+    ids = {begin(None, bound(0.0)).trace_id for _ in range(1000)}
     assert len(ids) == 1000
