@@ -9,6 +9,7 @@ grpc.health.v1 Check and Watch.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Callable
 from typing import Any
@@ -241,7 +242,9 @@ class RelayDataPlane:
         if self.access_log is not None:
             self.access_log.close()  # the calls are over: the lines still buffered go out
         if self.tracer is not None:
-            self.tracer.close()  # likewise the spans still queued
+            # likewise the spans still queued; on a thread: an export to a collector that is
+            # down waits up to `tracing.timeout_s`, and the loop has other hosts to stop
+            await asyncio.to_thread(self.tracer.close)
 
     def routes_changed(self, config: Config) -> None:
         """A config reload changed the upstreams: resolve cached header blocks again, and
