@@ -39,8 +39,8 @@ class Finished:
     """What export needs of a finished relay call, taken on the loop (cheap: references)."""
 
     __slots__ = (
-        "attempts", "block", "code", "direction", "ended", "method", "peer", "reason",
-        "request_id", "started", "trace", "upstream",
+        "attempts", "block", "code", "direction", "ended", "local", "method", "peer",
+        "reason", "request_id", "started", "trace", "upstream",
     )  # fmt: skip
 
     def __init__(self, call: Any, now: float) -> None:
@@ -56,16 +56,17 @@ class Finished:
         self.reason: str | None = call.local_reason
         self.request_id: bytes = call.request_id  # ours, else in the caller's block
         self.block: bytes = req.block
-        self.peer: str = getattr(call.down, "peer", "") or _peer(call.down)
+        self.peer: str = getattr(call.down, "peer", "") or _address(call.down, "peername")
+        self.local = _address(call.down, "sockname")  # the listener's address
 
 
-def _peer(down: Any) -> str:
-    """The caller's address (a listener with an access log keeps it already): read only
-    for a call that is exported, never per call."""
+def _address(down: Any, which: str) -> str:
+    """The caller's address (`peername`; a listener with an access log keeps it already)
+    or ours (`sockname`): read only for a call that is exported, never per call."""
     transport = getattr(down, "transport", None)
-    peer = transport.get_extra_info("peername") if transport is not None else None
-    if isinstance(peer, tuple) and len(peer) >= 2:
-        return f"{peer[0]}:{peer[1]}"
+    found = transport.get_extra_info(which) if transport is not None else None
+    if isinstance(found, tuple) and len(found) >= 2:
+        return f"{found[0]}:{found[1]}"
     return ""
 
 
@@ -208,6 +209,11 @@ def build(f: Finished, resource: Resource, site: str, wall_offset: float) -> lis
             attrs["client.port" if inbound else "network.peer.port"] = port
     if not inbound and f.upstream is not None:
         attrs["server.address"] = f.upstream  # the logical name the app called
+    elif inbound and f.local:
+        host, port = _hostport(f.local)  # the listener the call came in on
+        attrs["server.address"] = host
+        if port is not None:
+            attrs["server.port"] = port
     own_error = f.reason is not None and not any(a.failure for a in f.attempts[-1:])
     if f.reason is not None:
         attrs["sidecar.error"] = f.reason

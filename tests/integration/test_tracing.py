@@ -183,6 +183,7 @@ async def test_a_retried_call_is_one_trace_with_the_right_parents(traced: Traced
     assert server.parent_id == second.span_id  # the attempt that reached it
     assert server.via == "http" and server.attributes["rpc.method"] == "Unary"
     assert server.attributes["client.address"] == "127.0.0.1"
+    assert server.attributes["server.port"] == traced.server.port("inbound")
     to_app = one(spans, service="echo", kind=KIND_CLIENT)
     assert to_app.parent_id == server.span_id
     assert to_app.attributes["server.port"] == traced.echo_port
