@@ -33,6 +33,7 @@ from hpack import Decoder
 from prometheus_client import CollectorRegistry, Counter
 
 from sidecar.config import AccessLogConfig
+from sidecar.tracing.context import parse as parse_traceparent
 
 log = logging.getLogger(__name__)
 
@@ -79,7 +80,8 @@ def fields(call: Any, mono_now: float) -> tuple[Any, ...]:
         call.code,
         call.local_reason,
         call.request_id,
-        req.block,  # the caller's x-request-id and traceparent, decoded by the writer
+        req.block,  # the caller's x-request-id, decoded by the writer
+        _trace_source(call),
         counted_in.pop(sid, 0) if counted_in is not None else 0,
         counted_out.pop(sid, 0) if counted_out is not None else 0,
     )
@@ -88,11 +90,11 @@ def fields(call: Any, mono_now: float) -> tuple[Any, ...]:
 def call_context(call: Any) -> dict[str, Any]:
     """A relay call's ids for a log line about it (sidecar/logs.py prints them)."""
     req = call.req
-    request_id, traceparent = _request_headers(req.block)
+    request_id = _request_id(req.block)
     own = call.request_id
     return {
         "request_id": own.decode("latin-1") if own else request_id,
-        "trace_id": _trace_id(traceparent),
+        "trace_id": _trace_id(_trace_source(call)),
         "method": req.method,
         "direction": call.plane.direction,
         "upstream": req.route.name if req.route is not None else None,
@@ -110,8 +112,8 @@ def forget(call: Any) -> None:
 def line(wall_start: float, f: tuple[Any, ...]) -> str:
     """One JSON line from what `fields` copied (on the writer thread)."""
     (duration, direction, method, caller, upstream, endpoint, site, attempts, status,
-     reason, own_id, block, bytes_in, bytes_out) = f  # fmt: skip
-    request_id, traceparent = _request_headers(block)
+     reason, own_id, block, trace, bytes_in, bytes_out) = f  # fmt: skip
+    request_id = _request_id(block)
     return json.dumps(
         {
             "start_time": datetime.fromtimestamp(wall_start, UTC).isoformat(
@@ -128,7 +130,7 @@ def line(wall_start: float, f: tuple[Any, ...]) -> str:
             "status": status,
             "sidecar_error": reason,
             "request_id": own_id.decode("latin-1") if own_id else request_id,
-            "trace_id": _trace_id(traceparent),
+            "trace_id": _trace_id(trace),
             "bytes_in": bytes_in,
             "bytes_out": bytes_out,
             "retried": attempts > 1,
@@ -139,34 +141,37 @@ def line(wall_start: float, f: tuple[Any, ...]) -> str:
     )
 
 
-def _request_headers(block: bytes) -> tuple[str | None, str | None]:
-    """x-request-id and traceparent of a request block (encoded statelessly: static table
-    indices and literals, so a fresh decoder reads it)."""
-    request_id = traceparent = None
+def _request_id(block: bytes) -> str | None:
+    """x-request-id of a request block (encoded statelessly: static table indices and
+    literals, so a fresh decoder reads it)."""
     try:
         headers = Decoder().decode(block, raw=True)
     except Exception:
-        return None, None
+        return None
     for name, value in headers:
         if name == b"x-request-id":
-            request_id = value.decode("latin-1")
-        elif name == b"traceparent":
-            traceparent = value.decode("latin-1")
-    return request_id, traceparent
+            return str(value.decode("latin-1"))
+    return None
 
 
-def _trace_id(traceparent: str | None) -> str | None:
-    """The trace id of a W3C traceparent (`00-<32 hex>-<16 hex>-<2 hex>`), if well formed."""
-    if traceparent is None:
+def _trace_source(call: Any) -> bytes | None:
+    """The call's trace id (tracing on: its own trace, continued or started), else the
+    caller's traceparent as it came (request.py keeps it apart from the block)."""
+    trace = call.trace
+    if trace is not None:
+        return bytes(trace.trace_id)
+    found: bytes | None = call.req.traceparent
+    return found
+
+
+def _trace_id(source: bytes | None) -> str | None:
+    """The trace id: 32 hex digits as they are, or a W3C traceparent's, if well formed."""
+    if source is None:
         return None
-    parts = traceparent.strip().split("-")
-    if len(parts) < 4 or len(parts[1]) != 32 or parts[1] == "0" * 32:
-        return None
-    try:
-        int(parts[1], 16)
-    except ValueError:
-        return None
-    return parts[1].lower()
+    if len(source) == 32:
+        return source.decode("latin-1")
+    parsed = parse_traceparent(source)
+    return None if parsed is None else parsed[0].decode("latin-1")
 
 
 class AccessLog:

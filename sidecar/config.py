@@ -12,6 +12,7 @@ import logging
 import re
 from pathlib import Path
 from typing import Annotated, Any, Literal
+from urllib.parse import urlsplit
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -602,6 +603,60 @@ class AccessLogConfig(_Model):
     buffer_lines: int = Field(default=10000, ge=1)  # lines waiting for the writer; beyond: dropped
 
 
+_HEADER_NAME = re.compile(r"^[a-z0-9!#$%&'*+.^_`|~-]+$")  # an HTTP token, lower case (gRPC)
+
+
+class TracingConfig(_Model):
+    """Distributed traces: OpenTelemetry spans per call, exported over OTLP (sidecar/tracing/)."""
+
+    sample_ratio: float = Field(default=0.01, ge=0, le=1)  # traces started here; failures always
+    exporter: Literal["otlp_grpc", "otlp_http"] = "otlp_grpc"
+    # default: http://127.0.0.1:4317 (otlp_grpc) or http://127.0.0.1:4318/v1/traces (otlp_http)
+    endpoint: str | None = None
+    headers: dict[str, str] = {}  # sent with every export (an API key, a tenant)
+    timeout_s: float = Field(default=10.0, gt=0)  # one export request
+    queue_calls: int = Field(default=2048, ge=1)  # finished calls waiting; beyond: dropped
+    batch_spans: int = Field(default=512, ge=1)  # spans per export request at most
+    export_interval_s: float = Field(default=1.0, gt=0)
+    service_name: str | None = None  # the resource's service.name; default: `service`
+
+    @field_validator("endpoint")
+    @classmethod
+    def _endpoint(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        parsed = urlsplit(value)
+        if parsed.scheme not in ("http", "https") or not parsed.hostname:
+            raise ValueError(
+                f"{value!r} is not an http:// or https:// URL with a host "
+                "(e.g. http://127.0.0.1:4317)"
+            )
+        try:
+            parsed.port  # noqa: B018 (it raises on a bad port)
+        except ValueError as exc:
+            raise ValueError(f"{value!r}: {exc}") from None
+        return value
+
+    @field_validator("headers")
+    @classmethod
+    def _headers(cls, value: dict[str, str]) -> dict[str, str]:
+        for name, v in value.items():
+            if not _HEADER_NAME.match(name):
+                raise ValueError(f"header name {name!r} must be a lower-case HTTP token")
+            if any(c in v for c in "\r\n\0"):
+                raise ValueError(f"header {name!r}: the value must not hold CR, LF or NUL")
+        return value
+
+
+def _tracing_off(value: Any) -> Any:
+    """`tracing: off` (YAML reads a bare off as false) and `tracing: "off"` mean no tracing."""
+    if value is False or value == "off":
+        return None
+    if value is True or value == "on":
+        raise ValueError("write `tracing: {}` for tracing with every default, or `tracing: off`")
+    return value
+
+
 class Config(_Model):
     service: str | None = None
     site: str = "local"
@@ -615,6 +670,7 @@ class Config(_Model):
     registration: Registration | None = None
     xds: Xds | None = None  # off unless configured
     access_log: AccessLogConfig | None = None  # off unless configured
+    tracing: TracingConfig | None = None  # off unless configured (`tracing: off` too)
     log: LogConfig = LogConfig()
     tls: TlsConfig | None = None  # off unless configured: plaintext between sidecars
     upstreams: dict[str, UpstreamConfig] = {}
@@ -672,6 +728,8 @@ class Config(_Model):
                     f"upstreams.{name}.identities: only checked over mTLS (needs the "
                     "top-level `tls` and this upstream's tls: true)"
                 )
+
+    _off = field_validator("tracing", mode="before")(_tracing_off)
 
     @model_validator(mode="after")
     def _cross_checks(self) -> Config:

@@ -2,7 +2,8 @@
 
 Declarations only. Each package declares its metrics beside its code, as a class that
 takes the registry (breaker/metrics.py, retry/metrics.py, discovery/metrics.py,
-shedding/metrics.py, access_log.py, reload/metrics.py, tls/metrics.py, authz/metrics.py);
+shedding/metrics.py, access_log.py, reload/metrics.py, tls/metrics.py, authz/metrics.py,
+tracing/metrics.py);
 `Metrics` makes one of each on one registry, and the composition root hands each part
 the metrics it writes (sidecar/app.py; the in-process client, sidecar/client/channel.py,
 makes its own). So two sidecars in one process (the tests run several) never write to
@@ -28,6 +29,7 @@ from sidecar.reload.metrics import ReloadMetrics
 from sidecar.retry.metrics import RetryMetrics
 from sidecar.shedding.metrics import SheddingMetrics
 from sidecar.tls.metrics import TlsMetrics
+from sidecar.tracing.metrics import TracingMetrics
 
 # Proxy latencies run from well under a millisecond to a deadline of seconds.
 _LATENCY_BUCKETS = (
@@ -118,6 +120,7 @@ class Metrics:
         self.reload = ReloadMetrics(registry)
         self.tls = TlsMetrics(registry)
         self.authz = AuthzMetrics(registry)
+        self.tracing = TracingMetrics(registry)
 
     @classmethod
     def on(cls, registry: CollectorRegistry) -> Metrics:

@@ -76,6 +76,7 @@ MODULES = (
     "retry.throttle",
     "retry.upstream",
     "retry.window",
+    "tracing.context",
 )
 GROUP = "sidecar._native"  # the shared library's module name
 RECORD = "_native.json"  # {module: sha256 of its source when it was compiled}

@@ -18,6 +18,7 @@ or shed inbound load (that is the callee's sidecar's job, unchanged).
 
 from __future__ import annotations
 
+import asyncio
 import os
 import random
 from collections.abc import Mapping
@@ -53,6 +54,7 @@ from sidecar.reload import Reloader, ReloadResult
 from sidecar.reload.parts import FaultsPart, UpstreamsPart
 from sidecar.route import Route, Router
 from sidecar.tls.runtime import MeshTls
+from sidecar.tracing import make_tracer
 
 Source = Config | str | os.PathLike[str] | Mapping[str, Any]
 
@@ -132,6 +134,9 @@ class ClientUpstream:
         self._policies = policies
         self._rng = rng
         self.rules = self.mesh.rule_router(policies, self.routes, self._to_upstream, rng)
+        # spans of the app's calls, exported from the app's process (None: tracing off);
+        # from the app's config as given: its `service` names the spans' resource
+        self.tracer = make_tracer(config, self.metrics.tracing)
 
         def resolve(method: str, authority: str | None) -> Any:
             rules = self.rules  # rebuilt by a reload
@@ -147,6 +152,7 @@ class ClientUpstream:
             settings=settings,
             retry_buffer=retry_buffer(self.config),
             metrics=self.metrics.plane,
+            tracer=self.tracer,
         )
         self.link = Link(self.plane, name, config.max_message_bytes)
         self.source = source
@@ -195,6 +201,8 @@ class ClientUpstream:
         self.pool.start()
         if self.tls is not None:
             self.tls.start()
+        if self.tracer is not None:
+            self.tracer.start()
         await self.mesh.start(wait_s if wait_s is not None else 2 * self.config.discovery.timeout_s)
 
     async def close(self) -> None:
@@ -204,6 +212,8 @@ class ClientUpstream:
         if self.tls is not None:
             self.tls.stop()
         await self.pool.close()
+        if self.tracer is not None:
+            await asyncio.to_thread(self.tracer.close)  # the spans still queued go out
 
 
 class _MultiCallable:

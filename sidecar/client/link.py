@@ -27,6 +27,7 @@ from sidecar.h2relay.memory import MemoryTransport, memory_pair
 from sidecar.h2relay.plane import Downstream, Plane
 from sidecar.h2relay.pool import Pool, UpstreamConnection
 from sidecar.metadata import Pairs
+from sidecar.tracing.app_context import join_app_trace
 
 # The app's side of the pair. Its connection window is all but unbounded: streams are
 # flow-controlled one by one (a slow reader holds back its own stream's credit), so
@@ -78,6 +79,8 @@ class Link:
         `request` is given); or the answer to a call that cannot be sent at all."""
         if self.closed:
             return local_answer("UNAVAILABLE", "the in-process channel is closed", "closed")
+        if self.plane.tracer is not None:
+            metadata = join_app_trace(metadata)  # the app's current span, if it has one
         try:
             block = request_block(head, metadata, timeout_s)
         except ValueError as exc:

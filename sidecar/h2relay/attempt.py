@@ -59,6 +59,8 @@ class Attempt:
     __slots__ = (
         "address",
         "ended",
+        "failure",
+        "finished",
         "host",
         "leg",
         "number",
@@ -67,6 +69,7 @@ class Attempt:
         "queued",
         "resp_limit",
         "sid",
+        "span_id",
         "started",
         "up",
     )
@@ -87,6 +90,10 @@ class Attempt:
         # the stream its connection drives when that is not the call: a hedged copy's
         # leg (hedge.py); forgotten on `detach`, so the two never outlive the stream
         self.leg: UpstreamStream | None = None
+        # what a trace tells of it (sidecar/tracing/spans.py), kept at no extra cost
+        self.finished = 0.0  # when it was reported (`end`)
+        self.failure: Failure | None = None  # how it failed, when it did
+        self.span_id = b""  # its span, once a traced call sent it upstream
 
     # ---- the stream ----------------------------------------------------------------
 
@@ -161,6 +168,7 @@ class Attempt:
         if not self.open:
             return False
         self.open = False
+        self.finished = now
         self.host.finish(outcome, now - self.started, now)
         return True
 
@@ -184,18 +192,23 @@ class Attempt:
     def timed_out(self, target: str) -> Failure:
         """Our timer ran out while the attempt waited on the endpoint."""
         message = f"{EXPLAIN['timeout']} {target} at {self.address}"
-        return Failure("DEADLINE_EXCEEDED", Outcome.TIMEOUT, "timeout", message)
+        failure = self.failure = Failure("DEADLINE_EXCEEDED", Outcome.TIMEOUT, "timeout", message)
+        return failure
 
     def rejected(self, resp: PreparedResponse) -> Failure:
         """The upstream answered an error before any response header (trailers-only):
         nothing of it reached the caller, so another endpoint may be tried."""
         status = resp.status or "UNKNOWN"
         outcome = classify(status, resp.peer_error)
-        return Failure(status, outcome, resp.peer_error, "", resp.block, resp.pushback_ms)
+        failure = self.failure = Failure(
+            status, outcome, resp.peer_error, "", resp.block, resp.pushback_ms
+        )
+        return failure
 
     def _local(self, reason: str, outcome: Outcome, target: str, why: str) -> Failure:
         message = f"{EXPLAIN[reason]} {target} at {self.address}: {why}"
-        return Failure("UNAVAILABLE", outcome, reason, message)
+        failure = self.failure = Failure("UNAVAILABLE", outcome, reason, message)
+        return failure
 
     def __repr__(self) -> str:
         state = "open" if self.open else "reported"

@@ -26,8 +26,10 @@ sits where it sits:
    remaining time is too short).
 3. Headers: hop-by-hop fields dropped, `x-request-id` added when absent (request.py),
    and inbound, `x-sidecar-caller` set to an mTLS caller's SPIFFE ID (any the caller
-   sent is dropped). Before any attempt, so every attempt and every hop logs one id.
-   Then the route's rate limit (sidecar/ratelimit.py): a token, or RESOURCE_EXHAUSTED
+   sent is dropped); with tracing on, the W3C trace context read or started
+   (sidecar/tracing/context.py), each attempt sending its own span id upstream as
+   `traceparent`'s parent. Before any attempt, so every attempt and every hop logs one
+   id. Then the route's rate limit (sidecar/ratelimit.py): a token, or RESOURCE_EXHAUSTED
    with `x-sidecar-error: rate_limited` and the pushback; before admission and the
    limits, so a call over its rate holds no queue slot and no upstream slot.
 4. Admit (seam b, inbound): `AdmissionPolicy.acquire(priority, deadline)` before any upstream
@@ -59,7 +61,8 @@ sits where it sits:
 9. Deliver: headers, DATA and trailers go to the caller as they come, each side's
    window credited only once its bytes went on; the caller's RST_STREAM becomes an
    upstream RST_STREAM(CANCEL), and the reverse.
-10. End: one report per call (metrics, the limits token, the admission token), in
+10. End: one report per call (metrics, the limits token, the admission token, the
+   trace's spans when sampled or failed), in
    `_finish_call`, whichever way it ended; a bug of ours ends the call, never the
    connection (`crashed`).
 """
@@ -87,6 +90,8 @@ from sidecar.h2relay.stepper import Stepper
 from sidecar.outcome import EXPLAIN, Outcome, caller_gone, classify
 from sidecar.policy import NO_TOKEN, AttemptResult, CallPolicy, CallState, Refusal, Token
 from sidecar.retry.hedging import Hedging
+from sidecar.tracing.context import TRACEPARENT, CallTrace, new_span_id
+from sidecar.tracing.context import begin as begin_trace
 
 if TYPE_CHECKING:  # the connection layer above, for its types only
     from collections.abc import Sized
@@ -173,6 +178,7 @@ class Call:
         "started",
         "timer",
         "token",
+        "trace",
         "tried",
         "watch",
     )  # fmt: skip
@@ -219,6 +225,7 @@ class Call:
         self.code = "CANCELLED"
         self.local_reason: str | None = None  # our x-sidecar-error, when we ended it
         self.shadow: Shadow | None = None  # the route's mirror's copy of this call (step 6)
+        self.trace: CallTrace | None = None  # its trace context (tracing on), step 3
 
     # ---- 1-5: before the first attempt ------------------------------------------
 
@@ -226,6 +233,12 @@ class Call:
         req = self.req
         plane = self.plane
         plane.calls_started(self)
+        tracer = plane.tracer
+        if tracer is not None:
+            # step 3, first: the trace's ids before anything can end the call, so that
+            # refused and shed calls are traced too; only ids and a flag here, the spans
+            # are built after the call, off the request path (sidecar/tracing/export.py)
+            self.trace = begin_trace(req.traceparent, tracer.threshold)
         if req.error is not None:
             self.fail("INTERNAL", f"malformed gRPC request ({req.error})", "bad_request")
             return
@@ -381,6 +394,8 @@ class Call:
         attempt.pending = not ready
         if self.hedge is not None:  # 7b: a copy: its connection drives its own leg
             attempt.leg = self.hedge.add(self, attempt, now)
+        if self.trace is not None:
+            self.trace.attempts.append(attempt)  # one span per attempt (tracing/spans.py)
         if deadline.arm_try(now, route.per_try_timeout_s):
             self._arm()
         if ready:
@@ -518,6 +533,12 @@ class Call:
         caller = self.down.caller_field
         if caller:
             block += caller
+        trace = self.trace
+        if trace is not None:  # the attempt's span is the upstream's parent
+            span_id = attempt.span_id = new_span_id()
+            block += trace.upstream_field(span_id)
+        elif self.req.traceparent is not None:  # tracing off: passed on as it came
+            block += encode_literal(TRACEPARENT, self.req.traceparent)
         replay = self.replay
         chunks = replay.replay()
         credit = replay.release_credit()
@@ -1000,6 +1021,10 @@ class Call:
             self.shadow.abandon()  # unsent only if the request never came whole
             self.shadow = None
         self.plane.call_done(self)
+        trace = self.trace
+        if trace is not None and (trace.sampled or self.code != "OK"):
+            # sampled or failed: kept for export, its spans built off the request path
+            self.plane.tracer.record(self)
 
     def crashed(self) -> None:
         """A bug of ours inside this call (the caller of this method caught it): log it,

@@ -129,6 +129,8 @@ class Decoder:
         cut = block.find(_TAIL_TIMEOUT)
         if cut < 0:
             cut = block.find(_TAIL_ID)
+            if cut < 0:
+                cut = block.find(_TAIL_TRACE)
         if cut > 0:
             split = self._split(block, cut)
             if split is not None:
@@ -198,7 +200,7 @@ class Decoder:
         return Block(tuple(out), size)
 
     # A request relayed by another sidecar ends with its per-call fields, `grpc-timeout`
-    # (the remaining time) and often `x-request-id`, as literals with literal names (our
+    # (the remaining time), often `x-request-id`, and `traceparent`, as literals with literal names (our
     # encoder's form): every block differs, so the whole-block caches above always miss
     # on an inbound listener behind a sidecar. Such a block is decoded as a cached head
     # (all the fields before the first per-call one) plus the short tail. The head is
@@ -315,6 +317,7 @@ _fields: dict[Header, bytes] = {}
 # how our encoder starts the per-call fields: literal without indexing, literal name
 _TAIL_TIMEOUT = b"\x00\x0cgrpc-timeout"
 _TAIL_ID = b"\x00\x0cx-request-id"
+_TAIL_TRACE = b"\x00\x0btraceparent"
 
 
 def encode_field(name: bytes, value: bytes) -> bytes:

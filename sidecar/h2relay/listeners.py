@@ -9,6 +9,7 @@ grpc.health.v1 Check and Watch.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Callable
 from typing import Any
@@ -28,6 +29,7 @@ from sidecar.health.service import InboundHealth
 from sidecar.metrics import Metrics
 from sidecar.policy import AdmissionPolicy, FaultInjector
 from sidecar.route import Route
+from sidecar.tracing import make_tracer
 
 log = logging.getLogger(__name__)
 
@@ -178,12 +180,16 @@ class RelayDataPlane:
             if config.access_log is not None
             else None
         )
+        # one tracer for both listeners (None: `tracing: off`, and the relay skips it)
+        self.tracer = make_tracer(config, metrics.tracing)
 
     async def start(self) -> dict[str, int]:
         config = self.config
         log.info("h2relay data plane: %s", native.describe())
         if self.access_log is not None:
             self.access_log.start()
+        if self.tracer is not None:
+            self.tracer.start()
         ports: dict[str, int] = {}
         common: dict[str, Any] = {
             "new_call": Call,
@@ -192,6 +198,7 @@ class RelayDataPlane:
             "faults": self.faults,
             "retry_buffer": retry_buffer(config),
             "access_log": self.access_log,
+            "tracer": self.tracer,
         }
         if config.outbound is not None:
             plane = Plane(
@@ -251,6 +258,10 @@ class RelayDataPlane:
                 await plane.stop(grace_s)
         if self.access_log is not None:
             self.access_log.close()  # the calls are over: the lines still buffered go out
+        if self.tracer is not None:
+            # likewise the spans still queued; on a thread: an export to a collector that is
+            # down waits up to `tracing.timeout_s`, and the loop has other hosts to stop
+            await asyncio.to_thread(self.tracer.close)
 
     def routes_changed(self, config: Config) -> None:
         """A config reload changed the upstreams: resolve cached header blocks again, and

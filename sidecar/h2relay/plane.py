@@ -106,6 +106,7 @@ class Plane:
         clock: Callable[[], float] = time.monotonic,
         authz: Any = None,
         tls: Any = None,
+        tracer: Any = None,
     ) -> None:
         self.direction = direction
         # the one clock of this listener's calls, their connections and timers: a seam
@@ -131,6 +132,9 @@ class Plane:
         # sidecar's TlsMetrics), or None
         self.authz = authz
         self.tls: tuple[Callable[[], Any], str, Any] | None = tls
+        # sidecar/tracing/export.py's Tracer, or None (`tracing: off`): one check per call
+        # (Call.start); a call that is sampled or failed hands itself to it at its end
+        self.tracer = tracer
         self.wheel = Wheel(self.loop, clock=clock)  # call deadlines and per-try timeouts
         self.connections: set[Downstream] = set()
         # connections closing after our GOAWAY (Downstream.close): not counted against

@@ -43,6 +43,9 @@ _DROP_RESPONSE = frozenset(
     {b"connection", b"keep-alive", b"proxy-connection", b"transfer-encoding", b"upgrade"}
 )
 REQUEST_ID = b"x-request-id"
+# kept apart from the block: the call passes it on as it came, or (tracing on) with this
+# hop's span as the parent (sidecar/tracing/context.py)
+TRACEPARENT = b"traceparent"
 
 
 @dataclass(slots=True)
@@ -60,6 +63,7 @@ class Prepared:
     split_key: bytes | None = None  # a weighted split's `hash_on` header value
     rules: Any = None  # route_rules.HeaderRoutes when header rules chose the route
     generation: int = 0  # the plane's routing generation `route` was resolved in
+    traceparent: bytes | None = None  # the caller's W3C traceparent, as it came
 
 
 def prepare(
@@ -72,6 +76,7 @@ def prepare(
     authority: str | None = None
     has_id = False
     priority: str | None = None
+    traceparent: bytes | None = None
     pseudo: list[bytes] = []
     regular: list[bytes] = []
     for name, value in headers:
@@ -94,6 +99,9 @@ def prepare(
             has_id = True
         elif name == b"x-sidecar-priority":
             priority = value.decode("latin-1")
+        elif name == TRACEPARENT:
+            traceparent = value
+            continue
         if name not in _DROP_REQUEST:
             regular.append(encode_field(name, value))
     path = method.decode("latin-1")
@@ -123,6 +131,7 @@ def prepare(
         split_key=split_key,
         rules=rules,
         generation=generation,
+        traceparent=traceparent,
     )
     if not method or verb != b"POST":
         prepared.error = "bad_request"
@@ -144,6 +153,7 @@ def prepare_split(
     rules = base.rules
     split_key = base.split_key
     split = None if route is None else route.split
+    traceparent = base.traceparent
     for name, value in extra:
         if rules is not None and name in rules.reads:
             return None  # a header rule reads this call's own value: choose afresh
@@ -154,14 +164,17 @@ def prepare_split(
             block += encode_literal(name, value)
             if split is not None and split.hash_on == "x-request-id":
                 split_key = value  # sticky per request id: this call's own
+        elif name == TRACEPARENT and traceparent is None:
+            traceparent = value
         else:
             return None
-    if route is not None and route.hash_key in ("grpc-timeout", "x-request-id"):
+    if route is not None and route.hash_key in ("grpc-timeout", "x-request-id", "traceparent"):
         return None
-    if split is not None and split.hash_on == "grpc-timeout":
+    if split is not None and split.hash_on in ("grpc-timeout", "traceparent"):
         return None
     return Prepared(base.method, route, timeout, block, has_id, base.hash_value,
-                    base.priority, base.error, split_key, rules, base.generation)  # fmt: skip
+                    base.priority, base.error, split_key, rules, base.generation,
+                    traceparent)  # fmt: skip
 
 
 @dataclass(slots=True)
