@@ -30,7 +30,9 @@ COPY services ./services
 # mypyc, grpcio-tools, mypy-protobuf), then installs the wheel into a clean venv.
 RUN pip wheel --no-cache-dir --no-deps -w /wheels . \
  && python -m venv /opt/venv \
- && /opt/venv/bin/pip install --no-cache-dir /wheels/*.whl
+ && /opt/venv/bin/pip install --no-cache-dir /wheels/*.whl \
+ && /opt/venv/bin/pip install --no-cache-dir --force-reinstall --no-deps \
+      "opentelemetry-proto==$(/opt/venv/bin/python -c 'from importlib.metadata import version; print(version("opentelemetry-proto"))')"
 
 # Runtime: the project and its runtime dependencies only, as a non-root user. The same
 # base as the build stage: the venv's interpreter is the base's.

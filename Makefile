@@ -26,6 +26,10 @@ $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
 	SIDECAR_PURE_PYTHON=1 $(BIN)/pip install -q -e '.[dev]'
+	@# xds-protos ships old copies of opentelemetry-proto's modules in the same files
+	@# (sidecar/tracing/export.py, otlp_modules_problem): put opentelemetry-proto's back
+	$(BIN)/pip install -q --force-reinstall --no-deps \
+	  "opentelemetry-proto==$$($(BIN)/python -c 'from importlib.metadata import version; print(version("opentelemetry-proto"))')"
 	@touch $@
 
 venv: $(STAMP)

@@ -28,6 +28,13 @@ def _load(path: str) -> Config | None:
     except ConfigError as exc:
         print(f"sidecar: config refused: {exc}", file=sys.stderr)
         return None
+    if config.tracing is not None:
+        from sidecar.tracing.export import otlp_modules_problem
+
+        problem = otlp_modules_problem()
+        if problem is not None:
+            print(f"sidecar: config refused: tracing: {problem}", file=sys.stderr)
+            return None
     if config.tls is not None:
         from sidecar.tls.certs import TlsError
         from sidecar.tls.runtime import check_files

@@ -22,7 +22,7 @@ from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.trace.export import SpanExportResult
 
-from sidecar.config import TracingConfig
+from sidecar.config import ConfigError, TracingConfig
 from sidecar.tracing.context import bound
 from sidecar.tracing.metrics import TracingMetrics
 from sidecar.tracing.spans import Finished, build
@@ -40,8 +40,31 @@ class SpanExporter(Protocol):
     def shutdown(self) -> None: ...
 
 
+def otlp_modules_problem() -> str | None:
+    """Why the OTLP exporters cannot load, or None. xds-protos 1.85 ships generated
+    `opentelemetry.proto` modules of OTLP 0.9 in the same files as opentelemetry-proto's
+    (grpc/grpc pull 42429 takes them out): whichever pip installed last wins, and with
+    xds-protos' the exporters fail to import (`InstrumentationScope`)."""
+    try:
+        from opentelemetry.proto.common.v1 import common_pb2
+    except ImportError as exc:
+        return f"the OTLP protos do not import ({exc}): pip install opentelemetry-proto"
+    if hasattr(common_pb2, "InstrumentationScope"):
+        return None
+    from importlib.metadata import version
+
+    return (
+        "opentelemetry-proto's modules were overwritten by the older copies xds-protos "
+        "ships (OTLP 0.9); put them back with: pip install --force-reinstall --no-deps "
+        f"opentelemetry-proto=={version('opentelemetry-proto')}"
+    )
+
+
 def make_exporter(config: TracingConfig) -> SpanExporter:
     """The OpenTelemetry OTLP exporter the config names (imported only when used)."""
+    problem = otlp_modules_problem()
+    if problem is not None:
+        raise ConfigError("tracing", problem)
     endpoint = config.endpoint or DEFAULT_ENDPOINTS[config.exporter]
     headers = dict(config.headers)
     if config.exporter == "otlp_grpc":
