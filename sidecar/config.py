@@ -114,7 +114,7 @@ class AppHealth(_Model):
 
 class Http2(_Model):
     """A listener's HTTP/2 limits toward its callers (sidecar/h2relay/connection.py and
-    relay.py say which attack each one bounds). Names and defaults follow Envoy's
+    plane.py say which attack each one bounds). Names and defaults follow Envoy's
     `http2_protocol_options` where Envoy has the limit."""
 
     max_concurrent_streams: int = Field(default=10_000, ge=1, le=2**31 - 1)

@@ -34,7 +34,7 @@ from typing import Any
 HERE = Path(__file__).resolve().parent  # the sidecar package
 # Everything a relayed call runs per request; not what runs once (listeners.py, config,
 # discovery). A compiled module checks builtin types at run time where typeshed and
-# uvloop disagree (relay.py reads uvloop's server sockets, a list, as Any). A package's
+# uvloop disagree (plane.py reads uvloop's server sockets, a list, as Any). A package's
 # classes are compiled together: Python classes cannot subclass compiled ones.
 MODULES = (
     "balancer.base",

@@ -1,6 +1,6 @@
 """One attempt of a call: one stream to one endpoint, from the pick to its report.
 
-Does I/O only by queueing frames on the attempt's pooled upstream connection (relay.py
+Does I/O only by queueing frames on the attempt's pooled upstream connection (pool.py
 writes them out). Envoy's `UpstreamRequest` (source/common/router/upstream_request.h) is
 the model: the attempt owns its endpoint, its stream, its start time and its response
 state, and says what happened (`Failure`) instead of acting on its call; the call

@@ -189,7 +189,7 @@ class Settings:
         self.max_priority_per_stream = max_priority_per_stream
         self.max_window_updates_per_data = max_window_updates_per_data
         self.max_control_per_s = max_control_per_s
-        # I/O level (relay.py)
+        # I/O level (plane.py)
         self.max_outbound_control = max_outbound_control
         self.premature_reset_lifetime_s = premature_reset_lifetime_s
         self.premature_reset_streams = premature_reset_streams
