@@ -73,7 +73,7 @@ http {{
 # HAProxy needs `proto h2` on both bind and server lines for gRPC (h2c both sides),
 # and long timeouts so idle benchmark connections are not cut. One thread, to
 # compare with one sidecar process.
-HAPROXY_CONF = """\
+_HAPROXY_HEAD = """\
 global
   nbthread 1
   maxconn 2000
@@ -84,12 +84,17 @@ defaults
   timeout server 1h
   timeout http-keep-alive 1h
   timeout tunnel 1h
+"""
+HAPROXY_CONF = (
+    _HAPROXY_HEAD
+    + """\
 frontend fe
   bind 127.0.0.1:{port} proto h2
   default_backend be
 backend be
 {servers}
 """
+)
 HAPROXY_STATIC = "  server s1 127.0.0.1:{backend_port} proto h2\n"
 # SRV discovery: a server-template filled from the SRV answer (target and port;
 # HAProxy 2.6 reads weight too but ignores priority). `init-addr none` starts the
@@ -337,23 +342,16 @@ def start_sidecar_pair_mtls(
 HAPROXY_TLS_SERVER = (
     "  server s1 127.0.0.1:{port} proto h2 ssl alpn h2 crt {pem} ca-file {ca} verify required\n"
 )
-HAPROXY_TLS_FRONT = """\
-global
-  nbthread 1
-  maxconn 2000
-defaults
-  mode http
-  timeout connect 5s
-  timeout client 1h
-  timeout server 1h
-  timeout http-keep-alive 1h
-  timeout tunnel 1h
+HAPROXY_TLS_FRONT = (
+    _HAPROXY_HEAD
+    + """\
 frontend fe
   bind 127.0.0.1:{port} ssl crt {pem} ca-file {ca} verify required alpn h2
   default_backend be
 backend be
 {servers}
 """
+)
 
 
 def start_haproxy_tls_pair(

@@ -535,10 +535,7 @@ def check_routes(config: Config) -> None:
                     "route's calls; a shadow must be another upstream"
                 )
         if route.hedging_policy is not None and route.retries is not None:
-            raise ValueError(
-                f"routes.{i}.hedging_policy: a call is either retried or hedged, never both "
-                "(gRPC A6): remove `retries` or `hedging_policy`"
-            )
+            raise _retried_and_hedged(f"routes.{i}")
         for name in route.targets:
             up = config.upstreams[name]
             # what this route's calls to `name` run with: its own policies, else the upstream's
@@ -552,6 +549,14 @@ def check_routes(config: Config) -> None:
                     "with a per_try_timeout_ms; hedged attempts run to the call's deadline "
                     "(gRPC A6 has no per-attempt timeout for hedging)"
                 )
+
+
+def _retried_and_hedged(key: str) -> ValueError:
+    """A block (a route, an upstream) that names both failure policies: one must go."""
+    return ValueError(
+        f"{key}.hedging_policy: a call is either retried or hedged, never both (gRPC A6): "
+        "remove `retries` or `hedging_policy`"
+    )
 
 
 LbName = Literal["peak_ewma", "least_request", "round_robin", "random", "ring_hash"]
@@ -764,10 +769,7 @@ class Config(_Model):
             )
         for up_name, spec in self.upstreams.items():
             if spec.hedging_policy is not None and spec.retries is not None:
-                raise ValueError(
-                    f"upstreams.{up_name}.hedging_policy: a call is either retried or hedged, "
-                    "never both (gRPC A6): remove `retries` or `hedging_policy`"
-                )
+                raise _retried_and_hedged(f"upstreams.{up_name}")
             if spec.hedging_policy is not None and spec.per_try_timeout_ms is not None:
                 raise ValueError(
                     f"upstreams.{up_name}.hedging_policy: hedged attempts run to the call's "
